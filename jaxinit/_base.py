@@ -1,0 +1,229 @@
+"""Machinery shared by every initializer: the callable type, the factory guard, dtype and
+shape checks, and the sampling dtype used for low precision."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._types import DTypeLike
+
+_ACCEPTED_DTYPES = "a floating dtype (float32, float64, bfloat16, float16) or complex64/complex128"
+
+
+def default_dtype() -> np.dtype:
+    """float32, or float64 when ``jax_enable_x64`` is on."""
+    return np.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+def resolve_dtype(
+    name: str, dtype: DTypeLike | None, *, complex_ok: bool = True, any_dtype: bool = False
+) -> np.dtype:
+    """The dtype an initializer returns, checked to be floating (or complex if allowed)."""
+    if dtype is None:
+        return default_dtype()
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"{name}: dtype={dtype!r} is not a dtype; use {_ACCEPTED_DTYPES}.") from err
+    if any_dtype:
+        return dt
+    if jnp.issubdtype(dt, jnp.floating):
+        return dt
+    if jnp.issubdtype(dt, jnp.complexfloating):
+        if complex_ok:
+            return dt
+        raise TypeError(
+            f"{name}: dtype={dt} is complex, which {name} does not support; use a "
+            "floating dtype (float32, float64, bfloat16, float16)."
+        )
+    raise TypeError(
+        f"{name}: dtype={dt} is not supported; use {_ACCEPTED_DTYPES}. "
+        "Random weights cannot be represented in an integer or boolean dtype."
+    )
+
+
+def sample_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype random draws are made in before casting to ``dtype``.
+
+    bfloat16/float16 are drawn in float32 (so draws keep their tails and have no quantization
+    bias), float64/complex128 in themselves (under x64), other complex types in complex64.
+    """
+    if dtype in (np.dtype(np.float64), np.dtype(np.complex128)):
+        return dtype
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return np.dtype(np.complex64)
+    return np.dtype(np.float32)
+
+
+def real_dtype(dtype: np.dtype) -> np.dtype:
+    """float32 for complex64, float64 for complex128, else ``dtype`` itself."""
+    return np.dtype(jnp.finfo(dtype).dtype)
+
+
+def check_shape(name: str, shape: Any) -> tuple[int, ...]:
+    """A tuple of non-negative ints, or a ValueError naming the shape."""
+    if isinstance(shape, int | np.integer):
+        shape = (int(shape),)
+    try:
+        dims = tuple(shape)
+    except TypeError as err:
+        raise TypeError(f"{name}: shape={shape!r} is not a sequence of ints.") from err
+    out = []
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, int | np.integer):
+            raise TypeError(f"{name}: shape={dims!r} must contain Python ints, got {d!r}.")
+        if d < 0:
+            raise ValueError(
+                f"{name}: shape={dims!r} has a negative dimension; dimensions must be >= 0."
+            )
+        out.append(int(d))
+    return tuple(out)
+
+
+def check_key(name: str, key: Any) -> jax.Array:
+    """A PRNG key (typed ``jax.random.key`` or raw uint32 ``PRNGKey``), else a TypeError."""
+    dt = getattr(key, "dtype", None)
+    if dt is not None and jax.dtypes.issubdtype(dt, jax.dtypes.prng_key):
+        return key
+    if dt == np.uint32 and getattr(key, "shape", None) == (2,):
+        return key
+    raise TypeError(
+        f"{name}: key={_short(key)} is not a PRNG key; pass jax.random.key(seed) "
+        "(or a split of one)."
+    )
+
+
+def is_key(x: Any) -> bool:
+    try:
+        check_key("", x)
+    except TypeError:
+        return False
+    return True
+
+
+def _short(x: Any) -> str:
+    r = repr(x)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def check_finite(
+    name: str, arg: str, value: Any, *, positive: bool = False, nonnegative: bool = False
+) -> float:
+    """``value`` as a float, checked finite (and > 0 or >= 0), else a ValueError naming ``arg``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name}: {arg}={_short(value)} is not a real number.") from err
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: {arg}={v!r} must be finite.")
+    if positive and not v > 0:
+        raise ValueError(f"{name}: {arg}={v!r} must be finite and > 0.")
+    if nonnegative and not v >= 0:
+        raise ValueError(f"{name}: {arg}={v!r} must be finite and >= 0.")
+    return v
+
+
+def factory(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Guard a factory against being used as an initializer.
+
+    ``nn.Dense(4, kernel_init=jaxinit.he_normal)`` (without parentheses) makes Flax call
+    ``he_normal(key, shape, dtype)``; the guard turns that into a message saying what to write.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if args and is_key(args[0]):
+            raise TypeError(
+                f"{fn.__name__} is a factory, not an initializer: it was called with a PRNG key. "
+                f"Call it first, e.g. kernel_init=jaxinit.{fn.__name__}(), then init(key, shape)."
+            )
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class Init:
+    """An :class:`~jaxinit.Initializer` built by a jaxinit factory.
+
+    Calling it checks the key, shape and dtype, returns an empty array for zero-size shapes and
+    otherwise calls ``sample(key, shape, dtype)``. ``repr`` shows the factory call that made it.
+    """
+
+    __slots__ = ("_any_dtype", "_complex_ok", "_name", "_params", "_random", "_sample")
+
+    def __init__(
+        self,
+        name: str,
+        sample: Callable[[jax.Array, tuple[int, ...], np.dtype], jax.Array],
+        params: dict[str, Any],
+        *,
+        complex_ok: bool = True,
+        random: bool = True,
+        any_dtype: bool = False,
+    ):
+        self._name = name
+        self._sample = sample
+        self._params = params
+        self._complex_ok = complex_ok
+        self._random = random
+        self._any_dtype = any_dtype
+
+    def __call__(
+        self, key: jax.Array, shape: Sequence[int], dtype: DTypeLike | None = None
+    ) -> jax.Array:
+        name = self._name
+        if self._random:
+            check_key(name, key)
+        shape = check_shape(name, shape)
+        dt = resolve_dtype(name, dtype, complex_ok=self._complex_ok, any_dtype=self._any_dtype)
+        if math.prod(shape) == 0:
+            return jnp.zeros(shape, dt)
+        return self._sample(key, shape, dt)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
+        return f"jaxinit.{self._name}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Init) and repr(self) == repr(other)
+
+    def __hash__(self) -> int:
+        return hash((self._name, repr(self._params)))
+
+
+def dtype_interval(
+    lo: float, hi: float, dtype: np.dtype, *, open_lo: bool, open_hi: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest and largest values of ``dtype`` inside the interval from ``lo`` to ``hi``
+    (each end open or closed), as 0-d arrays of ``dtype``. Clipping to them after a cast keeps
+    a sample inside the interval in the output dtype, where rounding could push it onto or past
+    a bound."""
+    dt = real_dtype(dtype)
+    a, b = np.asarray(lo).astype(dt), np.asarray(hi).astype(dt)
+    up, down = np.asarray(np.inf).astype(dt), np.asarray(-np.inf).astype(dt)
+    if float(a) < lo or (open_lo and float(a) == lo):
+        a = np.nextafter(a, up)
+    if float(b) > hi or (open_hi and float(b) == hi):
+        b = np.nextafter(b, down)
+    return a, b
+
+
+def clip_into(
+    x: jax.Array,
+    lo: float,
+    hi: float,
+    dtype: np.dtype,
+    *,
+    open_lo: bool = True,
+    open_hi: bool = True,
+) -> jax.Array:
+    """Cast ``x`` to ``dtype`` and keep it inside the interval from ``lo`` to ``hi``."""
+    a, b = dtype_interval(lo, hi, dtype, open_lo=open_lo, open_hi=open_hi)
+    return jnp.clip(x.astype(dtype), jnp.asarray(a), jnp.asarray(b))

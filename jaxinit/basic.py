@@ -1,0 +1,233 @@
+"""Fills and plain distributions: constant, zeros, ones, normal, uniform, truncated_normal."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._base import Init, check_finite, clip_into, factory, sample_dtype
+from ._types import Initializer
+
+
+@factory
+def constant(value: Any) -> Initializer:
+    """Fill with ``value`` (a number, or an array that broadcasts to the shape).
+
+    Any dtype is accepted, integers included. The key is ignored.
+
+    Args:
+      value: A finite real or complex number, or an array-like of them.
+
+    Returns:
+      An :class:`Initializer`.
+
+    Example:
+      >>> import jax, jaxinit
+      >>> b = jaxinit.constant(0.1)(jax.random.key(0), (3,))
+      >>> b.shape, b.dtype, bool((b == jax.numpy.float32(0.1)).all())
+      ((3,), dtype('float32'), True)
+    """
+    arr = np.asarray(value)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"constant: value={value!r} must be a number or an array of numbers.")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"constant: value={value!r} must be finite (no NaN or inf).")
+    shown = arr.item() if arr.ndim == 0 else f"array of shape {arr.shape}"
+    return _fill("constant", arr, {"value": shown})
+
+
+def _fill(name: str, arr: np.ndarray, params: dict[str, Any]) -> Initializer:
+    def sample(key, shape, dtype):
+        try:
+            np.broadcast_shapes(arr.shape, shape)
+        except ValueError as err:
+            raise ValueError(
+                f"{name}: value of shape {arr.shape} does not broadcast to shape={shape}."
+            ) from err
+        return jnp.broadcast_to(jnp.asarray(arr, dtype), shape)
+
+    return Init(name, sample, params, random=False, any_dtype=True)
+
+
+@factory
+def zeros() -> Initializer:
+    """Fill with 0 (any dtype; the key is ignored). The usual bias initializer.
+
+    Example:
+      >>> import jax, jaxinit
+      >>> jaxinit.zeros()(jax.random.key(0), (2, 3)).sum().item()
+      0.0
+    """
+    return _fill("zeros", np.asarray(0), {})
+
+
+@factory
+def ones() -> Initializer:
+    """Fill with 1 (any dtype; the key is ignored), e.g. for normalization scales.
+
+    Example:
+      >>> import jax, jaxinit
+      >>> jaxinit.ones()(jax.random.key(0), (4,)).sum().item()
+      4.0
+    """
+    return _fill("ones", np.asarray(1), {})
+
+
+@factory
+def normal(stddev: float = 1.0, mean: float = 0.0) -> Initializer:
+    """Normal ``N(mean, stddev^2)``, not truncated.
+
+    Low-precision dtypes are drawn in float32 and cast, so bfloat16/float16 samples have the
+    full tails and no quantization bias. For complex dtypes the draw is ``mean + stddev * z``
+    with ``z`` circular complex normal, ``E|z|^2 = 1`` (real and imaginary parts each of
+    variance 1/2).
+
+    Args:
+      stddev: Standard deviation, finite and >= 0.
+      mean: Mean, finite.
+
+    Returns:
+      An :class:`Initializer`.
+
+    Example:
+      >>> import jax, jaxinit
+      >>> w = jaxinit.normal(0.02)(jax.random.key(0), (512, 512), jax.numpy.bfloat16)
+      >>> w.dtype, bool(abs(w.astype(float).std() - 0.02) < 1e-3)
+      (dtype(bfloat16), True)
+    """
+    stddev = check_finite("normal", "stddev", stddev, nonnegative=True)
+    mean = check_finite("normal", "mean", mean)
+
+    def sample(key, shape, dtype):
+        z = jax.random.normal(key, shape, sample_dtype(dtype))
+        return (mean + stddev * z).astype(dtype)
+
+    return Init("normal", sample, {"stddev": stddev, "mean": mean})
+
+
+@factory
+def uniform(low: float = -1.0, high: float = 1.0) -> Initializer:
+    """Uniform ``U[low, high)``, symmetric ``U[-1, 1)`` by default.
+
+    Unlike ``jax.nn.initializers.uniform(scale)`` (``U[0, scale)``), the default is centred, as
+    weights need. Samples are drawn in float32 and lie in ``[low, high)`` in the output dtype.
+    Real dtypes only.
+
+    Args:
+      low: Lower bound, finite.
+      high: Upper bound, finite and > ``low``.
+
+    Returns:
+      An :class:`Initializer`.
+
+    Example:
+      >>> import jax, jaxinit
+      >>> w = jaxinit.uniform(-0.5, 0.5)(jax.random.key(0), (1000,))
+      >>> bool((w >= -0.5).all() and (w < 0.5).all())
+      True
+    """
+    low = check_finite("uniform", "low", low)
+    high = check_finite("uniform", "high", high)
+    if not low < high:
+        raise ValueError(f"uniform: low={low!r} must be < high={high!r}.")
+
+    def sample(key, shape, dtype):
+        u = jax.random.uniform(key, shape, sample_dtype(dtype), low, high)
+        return clip_into(u, low, high, dtype, open_lo=False, open_hi=True)
+
+    return Init("uniform", sample, {"low": low, "high": high}, complex_ok=False)
+
+
+def _phi(x: float) -> float:
+    return math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi) if math.isfinite(x) else 0.0
+
+
+def _cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2))
+
+
+def truncated_moments(lower: float, upper: float) -> tuple[float, float]:
+    """Mean and standard deviation of N(0, 1) truncated to (lower, upper)."""
+    z = _cdf(upper) - _cdf(lower)
+    pa, pb = _phi(lower), _phi(upper)
+    mean = (pa - pb) / z
+    la = lower * pa if math.isfinite(lower) else 0.0
+    ub = upper * pb if math.isfinite(upper) else 0.0
+    var = 1 + (la - ub) / z - mean**2
+    return mean, math.sqrt(var)
+
+
+def complex_truncated_std(c: float) -> float:
+    """sqrt(E|z|^2) of a circular complex normal with E|z|^2 = 1 cut at |z| < c."""
+    e = math.exp(-c * c)
+    return math.sqrt(1 - c * c * e / (1 - e)) if math.isfinite(c) else 1.0
+
+
+def draw_truncated(
+    key: jax.Array, lower: float, upper: float, shape: tuple[int, ...], dtype: np.dtype
+) -> jax.Array:
+    """N(0, 1) cut to (lower, upper) (complex: |z| < upper, circular, E|z|^2 = 1 before the
+    cut), drawn in the sampling dtype, not yet cast."""
+    sd = sample_dtype(dtype)
+    if jnp.issubdtype(sd, jnp.complexfloating):
+        real = np.dtype(jnp.finfo(sd).dtype)
+        kr, kp = jax.random.split(key)
+        u = jax.random.uniform(kr, shape, real)
+        r = jnp.sqrt(-jnp.log1p(-u * -math.expm1(-upper * upper)))
+        theta = jax.random.uniform(kp, shape, real, 0.0, 2 * math.pi)
+        return (r * jnp.exp(1j * theta)).astype(sd)
+    return jax.random.truncated_normal(key, lower, upper, shape, sd)
+
+
+@factory
+def truncated_normal(stddev: float = 1.0, lower: float = -2.0, upper: float = 2.0) -> Initializer:
+    """``N(0, stddev^2)`` cut at ``lower * stddev`` and ``upper * stddev``.
+
+    Samples lie strictly inside the cut in the output dtype. The cut shrinks the spread: the
+    resulting standard deviation is ``stddev * s`` with ``s^2 = 1 + (a phi(a) - b phi(b)) / Z -
+    ((phi(a) - phi(b)) / Z)^2``, ``a = lower``, ``b = upper``, ``Z = Phi(b) - Phi(a)``; for the
+    default cut at +-2, ``s = 0.8796256610``. (Use :func:`variance_scaling` with
+    ``distribution="truncated_normal"`` for a truncated normal rescaled to an exact variance.)
+    Complex dtypes need a symmetric cut and bound the modulus: ``|w| < upper * stddev``.
+
+    Args:
+      stddev: Standard deviation before truncation, finite and >= 0.
+      lower: Lower cut in units of ``stddev``.
+      upper: Upper cut in units of ``stddev``, > ``lower``.
+
+    Returns:
+      An :class:`Initializer`.
+
+    Example:
+      >>> import jax, jaxinit
+      >>> w = jaxinit.truncated_normal(0.02)(jax.random.key(0), (256, 256))
+      >>> bool((abs(w) < 0.04).all())
+      True
+    """
+    stddev = check_finite("truncated_normal", "stddev", stddev, nonnegative=True)
+    lower = float(lower)
+    upper = float(upper)
+    if math.isnan(lower) or math.isnan(upper) or not lower < upper:
+        raise ValueError(
+            f"truncated_normal: lower={lower!r} must be < upper={upper!r} "
+            "(both in units of stddev; infinite bounds are allowed)."
+        )
+
+    def sample(key, shape, dtype):
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            if lower != -upper:
+                raise ValueError(
+                    f"truncated_normal: complex dtype={dtype} needs a symmetric "
+                    f"cut (lower == -upper), got lower={lower}, upper={upper}."
+                )
+            return (stddev * draw_truncated(key, lower, upper, shape, dtype)).astype(dtype)
+        z = stddev * draw_truncated(key, lower, upper, shape, dtype)
+        if stddev == 0:
+            return z.astype(dtype)
+        return clip_into(z, lower * stddev, upper * stddev, dtype)
+
+    return Init("truncated_normal", sample, {"stddev": stddev, "lower": lower, "upper": upper})

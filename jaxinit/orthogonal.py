@@ -1,0 +1,129 @@
+"""Orthogonal initializers: Haar-distributed orthogonal matrices and delta-orthogonal kernels."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._base import Init, check_finite, factory, sample_dtype
+from ._types import Initializer
+
+
+def haar(key: jax.Array, n_rows: int, n_cols: int, dtype: np.dtype) -> jax.Array:
+    """An ``(n_rows, n_cols)`` matrix with orthonormal columns (rows if wider than tall),
+    Haar-distributed, in the sampling dtype of ``dtype`` (float32 for bf16/fp16)."""
+    sd = sample_dtype(dtype)
+    tall = n_rows >= n_cols
+    a = jax.random.normal(key, (n_rows, n_cols) if tall else (n_cols, n_rows), sd)
+    q, r = jnp.linalg.qr(a)
+    d = jnp.diagonal(r)
+    # Sign (phase) correction: QR's Q alone is not Haar; Q diag(sign(diag R)) is (Mezzadri 2007).
+    q = q * jnp.where(d == 0, 1, d / jnp.abs(d).astype(d.dtype))[None, :]
+    return q if tall else q.T
+
+
+def _check_rank(name: str, shape: tuple[int, ...], least: int, hint: str) -> None:
+    if len(shape) < least:
+        raise ValueError(f"{name} needs rank >= {least}, got shape {shape}. {hint}")
+
+
+@factory
+def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
+    """``scale`` times a Haar-random matrix with orthonormal columns (or rows, if wider).
+
+    The weight is viewed as a matrix with ``shape[column_axis]`` columns and every other axis
+    flattened into rows; ``W^T W = scale^2 I`` when rows >= columns, ``W W^T = scale^2 I``
+    otherwise. QR of a Gaussian matrix with the sign correction of Mezzadri (2007), so the
+    distribution is exactly Haar. bfloat16/float16 are computed in float32 and cast; complex
+    dtypes give unitary matrices.
+
+    Args:
+      scale: Multiplier, finite and > 0 (e.g. ``jaxinit.gain("relu")``).
+      column_axis: Axis of output units.
+
+    Returns:
+      An :class:`Initializer`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxinit
+      >>> w = jaxinit.orthogonal()(jax.random.key(0), (256, 128))
+      >>> bool(jnp.allclose(w.T @ w, jnp.eye(128), atol=1e-5))
+      True
+
+    References:
+      Saxe et al. 2014, https://arxiv.org/abs/1312.6120; Mezzadri 2007, arXiv:math-ph/0609050
+    """
+    scale = check_finite("orthogonal", "scale", scale, positive=True)
+    if isinstance(column_axis, bool) or not isinstance(column_axis, int):
+        raise TypeError(f"orthogonal: column_axis={column_axis!r} must be an int.")
+
+    def sample(key, shape, dtype):
+        _check_rank("orthogonal", shape, 2, "For biases use jaxinit.zeros().")
+        if not -len(shape) <= column_axis < len(shape):
+            raise ValueError(
+                f"orthogonal: column_axis={column_axis} is out of range for shape {shape}."
+            )
+        n_cols = shape[column_axis]
+        n_rows = math.prod(shape) // n_cols
+        q = haar(key, n_rows, n_cols, dtype)
+        rest = tuple(np.delete(np.array(shape), column_axis))
+        q = jnp.moveaxis(q.reshape((*rest, n_cols)), -1, column_axis)
+        return (scale * q).astype(dtype)
+
+    return Init("orthogonal", sample, {"scale": scale, "column_axis": column_axis})
+
+
+@factory
+def delta_orthogonal(scale: float = 1.0) -> Initializer:
+    """Delta-orthogonal conv kernel: zero except the centre tap, which is ``scale`` times a
+    Haar-random orthogonal ``(in, out)`` matrix.
+
+    For Flax kernels ``(*spatial, in, out)`` of rank 3 to 5 with odd spatial sizes (the
+    centre must exist) and ``in <= out``, so that a conv layer at initialization is an
+    orthogonal map of channels at each position (dynamical isometry).
+
+    Args:
+      scale: Multiplier, finite and > 0.
+
+    Returns:
+      An :class:`Initializer`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxinit
+      >>> w = jaxinit.delta_orthogonal()(jax.random.key(0), (3, 3, 16, 32))
+      >>> centre = w[1, 1]
+      >>> bool(jnp.allclose(centre @ centre.T, jnp.eye(16), atol=1e-5))
+      True
+      >>> float(abs(w).sum() - abs(centre).sum())
+      0.0
+
+    References:
+      Xiao et al. 2018, https://arxiv.org/abs/1806.05393
+    """
+    scale = check_finite("delta_orthogonal", "scale", scale, positive=True)
+
+    def sample(key, shape, dtype):
+        if not 3 <= len(shape) <= 5:
+            raise ValueError(
+                f"delta_orthogonal needs a conv kernel (*spatial, in, out) of rank "
+                f"3 to 5, got shape {shape}. Use orthogonal() for dense kernels."
+            )
+        *spatial, n_in, n_out = shape
+        if any(k % 2 == 0 for k in spatial):
+            raise ValueError(
+                f"delta_orthogonal: shape={shape} has an even spatial size; the "
+                "centre tap exists only for odd sizes (e.g. 3 or 5)."
+            )
+        if n_in > n_out:
+            raise ValueError(
+                f"delta_orthogonal: shape={shape} has in={n_in} > out={n_out}; an "
+                "orthogonal centre needs in <= out."
+            )
+        centre = scale * haar(key, n_in, n_out, dtype)
+        w = jnp.zeros(shape, centre.dtype)
+        return w.at[tuple(k // 2 for k in spatial)].set(centre).astype(dtype)
+
+    return Init("delta_orthogonal", sample, {"scale": scale})
