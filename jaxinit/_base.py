@@ -4,6 +4,7 @@ shape checks, and the sampling dtype used for low precision."""
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -100,6 +101,11 @@ def check_key(name: str, key: Any) -> jax.Array:
     )
 
 
+def _is_typed_key(x: Any) -> bool:
+    dt = getattr(x, "dtype", None)
+    return dt is not None and jax.dtypes.issubdtype(dt, jax.dtypes.prng_key)
+
+
 def is_key(x: Any) -> bool:
     try:
         check_key("", x)
@@ -137,12 +143,21 @@ def factory(fn: Callable[..., Any]) -> Callable[..., Any]:
     ``he_normal(key, shape, dtype)``; the guard turns that into a message saying what to write.
     """
 
+    required = any(
+        p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        for p in inspect.signature(fn).parameters.values()
+    )
+    call = f"jaxinit.{fn.__name__}({'...' if required else ''})"
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if args and is_key(args[0]):
+        # A typed key is never a factory argument; a raw uint32 key of shape (2,) could be
+        # (``constant(np.array([1, 2], np.uint32))``), so it counts only when a shape follows.
+        if args and is_key(args[0]) and (len(args) >= 2 or _is_typed_key(args[0])):
             raise TypeError(
                 f"{fn.__name__} is a factory, not an initializer: it was called with a PRNG key. "
-                f"Call it first, e.g. kernel_init=jaxinit.{fn.__name__}(), then init(key, shape)."
+                f"Call it first, e.g. kernel_init={call}, then init(key, shape)."
             )
         return fn(*args, **kwargs)
 
@@ -152,11 +167,23 @@ def factory(fn: Callable[..., Any]) -> Callable[..., Any]:
 class Init:
     """An :class:`~jaxinit.Initializer` built by a jaxinit factory.
 
-    Calling it checks the key, shape and dtype, returns an empty array for zero-size shapes and
-    otherwise calls ``sample(key, shape, dtype)``. ``repr`` shows the factory call that made it.
+    Calling it checks the key, shape and dtype, runs ``check(shape)`` (the initializer's own
+    shape requirements: rank, axes, number of classes), returns an empty array for zero-size
+    shapes and otherwise calls ``sample(key, shape, dtype)``. ``repr`` shows the factory call
+    that made it.
     """
 
-    __slots__ = ("_any_dtype", "_complex_ok", "_name", "_params", "_random", "_sample")
+    # ``__weakref__`` lets ``jax.jit(init)`` cache on the initializer object.
+    __slots__ = (
+        "__weakref__",
+        "_any_dtype",
+        "_check",
+        "_complex_ok",
+        "_name",
+        "_params",
+        "_random",
+        "_sample",
+    )
 
     def __init__(
         self,
@@ -167,8 +194,10 @@ class Init:
         complex_ok: bool = True,
         random: bool = True,
         any_dtype: bool = False,
+        check: Callable[[tuple[int, ...]], None] | None = None,
     ):
         self._name = name
+        self._check = check
         self._sample = sample
         self._params = params
         self._complex_ok = complex_ok
@@ -183,6 +212,8 @@ class Init:
             check_key(name, key)
         shape = check_shape(name, shape)
         dt = resolve_dtype(name, dtype, complex_ok=self._complex_ok, any_dtype=self._any_dtype)
+        if self._check is not None:
+            self._check(shape)
         if math.prod(shape) == 0:
             return jnp.zeros(shape, dt)
         return self._sample(key, shape, dt)

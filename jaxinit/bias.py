@@ -89,12 +89,14 @@ def prior_bias(
         bias = np.log(p) - np.log1p(-p)
     k = p.size
 
-    def sample(key, shape, dtype):
+    def check(shape):
         if shape != (k,):
             raise ValueError(
                 f"prior_bias: shape={shape} does not match the {k} classes given; "
                 f"the bias must have shape ({k},)."
             )
+
+    def sample(key, shape, dtype):
         return jnp.asarray(bias, dtype)
 
     return Init(
@@ -103,6 +105,7 @@ def prior_bias(
         {"counts_or_probs": tuple(p.tolist()), "activation": activation},
         random=False,
         complex_ok=False,
+        check=check,
     )
 
 

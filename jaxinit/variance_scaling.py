@@ -39,7 +39,25 @@ def _check_axes(name: str, axes: Axes, arg: str) -> Axes:
         ok = False
     if not ok:
         raise TypeError(f"{name}: {arg}={axes!r} must be an int or a tuple of ints.")
-    return axes if isinstance(axes, int) else tuple(axes)
+    axes = axes if isinstance(axes, int) else tuple(axes)
+    if not isinstance(axes, int) and len(set(axes)) != len(axes):
+        raise ValueError(f"{name}: {arg}={axes!r} repeats an axis; each axis can have one role.")
+    return axes
+
+
+def _check_roles(name: str, **roles: Axes) -> None:
+    """Axes given literally in two roles (e.g. ``in_axis=0, out_axis=0``) fail in the factory;
+    overlaps that depend on the rank (``0`` and ``-2``) are caught when the shape is known."""
+    seen: dict[int, str] = {}
+    for role, axes in roles.items():
+        for a in (axes,) if isinstance(axes, int) else axes:
+            if a in seen:
+                raise ValueError(
+                    f"{name}: axis {a} is both {seen[a]} and {role} ("
+                    + ", ".join(f"{r}={v!r}" for r, v in roles.items())
+                    + "); each axis can have one role."
+                )
+            seen[a] = role
 
 
 @factory
@@ -95,16 +113,20 @@ def variance_scaling(
     in_axis = _check_axes(_name, in_axis, "in_axis")
     out_axis = _check_axes(_name, out_axis, "out_axis")
     batch_axis = _check_axes(_name, batch_axis, "batch_axis")
+    _check_roles(_name, in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis)
 
-    def sample(key, shape, dtype):
+    def fans(shape):
         try:
-            fan_in, fan_out = compute_fans(shape, in_axis, out_axis, batch_axis)
+            return compute_fans(shape, in_axis, out_axis, batch_axis)
         except ValueError as err:
             raise ValueError(
                 f"{_name}: {err}".replace("compute_fans: ", "").replace(
                     "compute_fans needs", "needs"
                 )
             ) from err
+
+    def sample(key, shape, dtype):
+        fan_in, fan_out = fans(shape)
         std = math.sqrt(scale / _fan(mode, fan_in, fan_out))
         sd = sample_dtype(dtype)
         is_complex = jnp.issubdtype(dtype, jnp.complexfloating)
@@ -131,7 +153,7 @@ def variance_scaling(
     if _name != "variance_scaling":
         params = {}
     params.update(in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis)
-    return Init(_name, sample, params)
+    return Init(_name, sample, params, check=fans)
 
 
 def _named(
