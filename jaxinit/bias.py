@@ -6,11 +6,10 @@ import math
 from collections.abc import Sequence
 from typing import Literal, get_args
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._base import Init, clip_into, factory, sample_dtype
+from ._base import Init, clip_into, factory, random_uniform, sample_dtype
 from ._types import Initializer
 
 Activation = Literal["softmax", "sigmoid"]
@@ -137,7 +136,7 @@ def torch_bias_default(fan_in: int) -> Initializer:
     bound = 1 / math.sqrt(int(fan_in))
 
     def sample(key, shape, dtype):
-        u = jax.random.uniform(key, shape, sample_dtype(dtype), -bound, bound)
+        u = random_uniform(key, shape, sample_dtype(dtype), -bound, bound)
         return clip_into(u, -bound, bound, dtype, open_lo=False)
 
     return Init("torch_bias_default", sample, {"fan_in": int(fan_in)}, complex_ok=False)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._base import Init, check_finite, factory, sample_dtype
+from ._base import Init, check_finite, factory, random_normal, sample_dtype
 from ._types import Initializer
 
 
@@ -17,7 +17,7 @@ def haar(key: jax.Array, n_rows: int, n_cols: int, dtype: np.dtype) -> jax.Array
     Haar-distributed, in the sampling dtype of ``dtype`` (float32 for bf16/fp16)."""
     sd = sample_dtype(dtype)
     tall = n_rows >= n_cols
-    a = jax.random.normal(key, (n_rows, n_cols) if tall else (n_cols, n_rows), sd)
+    a = random_normal(key, (n_rows, n_cols) if tall else (n_cols, n_rows), sd)
     q, r = jnp.linalg.qr(a)
     d = jnp.diagonal(r)
     # Sign (phase) correction: QR's Q alone is not Haar; Q diag(sign(diag R)) is (Mezzadri 2007).

@@ -7,7 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ._base import Init, check_finite, factory, sample_dtype
+from ._base import Init, check_finite, factory, random_normal, random_uniform, sample_dtype
 from ._types import Initializer
 
 
@@ -99,8 +99,10 @@ def sparse(sparsity: float, stddev: float = 0.01) -> Initializer:
         rows, cols = math.prod(shape[:-1]), shape[-1]
         n_zero = math.ceil(sparsity * rows)
         k_perm, k_val = jax.random.split(key)
-        ranks = jnp.argsort(jnp.argsort(jax.random.uniform(k_perm, (rows, cols)), axis=0), axis=0)
-        w = stddev * jax.random.normal(k_val, (rows, cols), sample_dtype(dtype))
+        ranks = jnp.argsort(
+            jnp.argsort(random_uniform(k_perm, (rows, cols), jnp.float32), axis=0), axis=0
+        )
+        w = stddev * random_normal(k_val, (rows, cols), sample_dtype(dtype))
         return jnp.where(ranks >= n_zero, w, 0).astype(dtype).reshape(shape)
 
     return Init(

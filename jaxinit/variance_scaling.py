@@ -9,7 +9,16 @@ from typing import Literal, get_args
 import jax
 import jax.numpy as jnp
 
-from ._base import Init, check_finite, clip_into, factory, real_dtype, sample_dtype
+from ._base import (
+    Init,
+    check_finite,
+    clip_into,
+    factory,
+    random_normal,
+    random_uniform,
+    real_dtype,
+    sample_dtype,
+)
 from ._fans import compute_fans
 from ._types import Axes, Initializer
 from .basic import complex_truncated_std, draw_truncated, truncated_moments
@@ -131,16 +140,16 @@ def variance_scaling(
         sd = sample_dtype(dtype)
         is_complex = jnp.issubdtype(dtype, jnp.complexfloating)
         if distribution == "normal":
-            return (std * jax.random.normal(key, shape, sd)).astype(dtype)
+            return (std * random_normal(key, shape, sd)).astype(dtype)
         if distribution == "uniform":
             if is_complex:
                 kr, kp = jax.random.split(key)
                 rd = real_dtype(sd)
-                r = math.sqrt(2) * std * jnp.sqrt(jax.random.uniform(kr, shape, rd))
-                theta = jax.random.uniform(kp, shape, rd, 0.0, 2 * math.pi)
+                r = math.sqrt(2) * std * jnp.sqrt(random_uniform(kr, shape, rd))
+                theta = random_uniform(kp, shape, rd, 0.0, 2 * math.pi)
                 return (r * jnp.exp(1j * theta)).astype(dtype)
             b = math.sqrt(3) * std
-            u = jax.random.uniform(key, shape, sd, -b, b)
+            u = random_uniform(key, shape, sd, -b, b)
             return clip_into(u, -b, b, dtype, open_lo=False)
         if is_complex:
             s = std / complex_truncated_std(_CUT)
