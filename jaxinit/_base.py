@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
@@ -202,7 +202,12 @@ class Init:
     shapes and otherwise calls ``sample(key, shape, dtype)`` compiled with ``jax.jit`` (shape
     and dtype static). Compiling the whole draw makes an eager call one XLA program instead of
     one per operation (much faster on first use) and makes eager and jitted calls agree
-    bitwise; under an outer ``jit``/``vmap`` it is inlined as usual. ``repr`` shows the factory
+    bitwise; under an outer ``jit``/``vmap`` it is inlined as usual.
+
+    ``ident`` is a hashable value that determines what ``sample`` computes (default: ``name``
+    and ``params``). Initializers with equal ``ident`` compare equal and share compiled
+    programs, so a model whose layers each make their own ``he_normal()`` compiles the draw
+    once per shape, and ``lecun_normal() == variance_scaling(1.0)``. ``repr`` shows the factory
     call that made it.
     """
 
@@ -211,8 +216,8 @@ class Init:
         "__weakref__",
         "_any_dtype",
         "_check",
-        "_compiled",
         "_complex_ok",
+        "_ident",
         "_name",
         "_params",
         "_random",
@@ -229,6 +234,7 @@ class Init:
         random: bool = True,
         any_dtype: bool = False,
         check: Callable[[tuple[int, ...]], None] | None = None,
+        ident: Hashable = None,
     ):
         self._name = name
         self._check = check
@@ -237,13 +243,8 @@ class Init:
         self._complex_ok = complex_ok
         self._random = random
         self._any_dtype = any_dtype
-        if random:
-            self._compiled = jax.jit(sample, static_argnums=(1, 2))
-        else:
-            # The key is ignored and may be anything (None, an int): keep it out of the trace.
-            self._compiled = jax.jit(
-                lambda shape, dtype: sample(None, shape, dtype), static_argnums=(0, 1)
-            )
+        self._ident = (name, tuple(params.items())) if ident is None else ident
+        hash(self._ident)  # fail here, not inside jit, if a factory passes an unhashable ident
 
     def __call__(
         self, key: jax.Array, shape: Sequence[int], dtype: DTypeLike | None = None
@@ -258,18 +259,29 @@ class Init:
         if math.prod(shape) == 0:
             return jnp.zeros(shape, dt)
         if self._random:
-            return self._compiled(key, shape, dt)
-        return self._compiled(shape, dt)
+            return _sample_random(self, key, shape, dt)
+        # The key is ignored and may be anything (None, an int): keep it out of the trace.
+        return _sample_fixed(self, shape, dt)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
         return f"jaxinit.{self._name}({args})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Init) and repr(self) == repr(other)
+        return isinstance(other, Init) and self._ident == other._ident
 
     def __hash__(self) -> int:
-        return hash((self._name, repr(self._params)))
+        return hash(self._ident)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 3))
+def _sample_random(init: Init, key: jax.Array, shape: tuple[int, ...], dtype: np.dtype):
+    return init._sample(key, shape, dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _sample_fixed(init: Init, shape: tuple[int, ...], dtype: np.dtype):
+    return init._sample(None, shape, dtype)
 
 
 def dtype_interval(

@@ -50,6 +50,8 @@ def constant(value: Any) -> Initializer:
 
 
 def _fill(name: str, arr: np.ndarray, params: dict[str, Any]) -> Initializer:
+    ident = (name, arr.dtype.str, arr.shape, arr.tobytes())  # the exact value, not its display
+
     def sample(key, shape, dtype):
         try:
             np.broadcast_shapes(arr.shape, shape)
@@ -59,7 +61,7 @@ def _fill(name: str, arr: np.ndarray, params: dict[str, Any]) -> Initializer:
             ) from err
         return jnp.broadcast_to(jnp.asarray(arr, dtype), shape)
 
-    return Init(name, sample, params, random=False, any_dtype=True)
+    return Init(name, sample, params, random=False, any_dtype=True, ident=ident)
 
 
 @factory

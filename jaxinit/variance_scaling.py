@@ -162,7 +162,11 @@ def variance_scaling(
     if _name != "variance_scaling":
         params = {}
     params.update(in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis)
-    return Init(_name, sample, params, check=fans)
+    # The named factories show only their own arguments; the full configuration identifies
+    # the initializer (two he_normal(activation=<lambda>) differ by their scale, not by their
+    # display), so lecun_normal() == variance_scaling(1.0, "fan_in", "normal").
+    ident = ("variance_scaling", scale, mode, distribution, in_axis, out_axis, batch_axis)
+    return Init(_name, sample, params, check=fans, ident=ident)
 
 
 def _named(
