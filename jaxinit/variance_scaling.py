@@ -8,6 +8,7 @@ from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._base import (
     Init,
@@ -41,14 +42,17 @@ def _fan(mode: str, fan_in: int, fan_out: int) -> float:
 
 
 def _check_axes(name: str, axes: Axes, arg: str) -> Axes:
-    seq = (axes,) if isinstance(axes, int) else axes
+    def is_int(a: object) -> bool:
+        return isinstance(a, int | np.integer) and not isinstance(a, bool)
+
+    seq = (axes,) if is_int(axes) else axes
     try:
-        ok = all(isinstance(a, int) and not isinstance(a, bool) for a in seq)
+        ok = all(is_int(a) for a in seq)
     except TypeError:
         ok = False
     if not ok:
         raise TypeError(f"{name}: {arg}={axes!r} must be an int or a tuple of ints.")
-    axes = axes if isinstance(axes, int) else tuple(axes)
+    axes = int(axes) if is_int(axes) else tuple(int(a) for a in axes)
     if not isinstance(axes, int) and len(set(axes)) != len(axes):
         raise ValueError(f"{name}: {arg}={axes!r} repeats an axis; each axis can have one role.")
     return axes
