@@ -63,15 +63,19 @@ def sample_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32)
 
 
-# Random draws are made for the flattened shape and reshaped. The values are those of drawing
-# in ``shape`` directly (threefry counts elements by their linear index, partitionable or not),
-# but XLA:CPU compiles a multi-dimensional draw up to 15x slower for some conv shapes (about
-# 15 s for (3, 3, 8, 16) against 1 s flat).
+# Thin wrappers over jax.random in the initializers' argument order. Draws are made in the
+# weight's own shape, never flattened and reshaped: under a sharded jit XLA then generates
+# each shard on its device, with values bitwise equal to the unsharded draw (a flat draw
+# reshaped differs by an ulp when sharded).
 
 
 def random_normal(key: jax.Array, shape: tuple[int, ...], dtype: DTypeLike) -> jax.Array:
-    """``jax.random.normal(key, shape, dtype)``, drawn flat."""
-    return jax.random.normal(key, (math.prod(shape),), dtype).reshape(shape)
+    """``jax.random.normal(key, shape, dtype)`` behind an optimization barrier.
+
+    ``jax.random.normal`` ends in ``sqrt(2) * erfinv(u)``; without the barrier XLA may fold a
+    following ``stddev *`` into that constant in one compilation (e.g. a sharded jit with an
+    explicit mesh) and not in another, so the same key gave values an ulp apart."""
+    return jax.lax.optimization_barrier(jax.random.normal(key, shape, dtype))
 
 
 def random_uniform(
@@ -81,16 +85,15 @@ def random_uniform(
     minval: float = 0.0,
     maxval: float = 1.0,
 ) -> jax.Array:
-    """``jax.random.uniform(key, shape, dtype, minval, maxval)``, drawn flat."""
-    return jax.random.uniform(key, (math.prod(shape),), dtype, minval, maxval).reshape(shape)
+    """``jax.random.uniform(key, shape, dtype, minval, maxval)``."""
+    return jax.random.uniform(key, shape, dtype, minval, maxval)
 
 
 def random_truncated_normal(
     key: jax.Array, lower: float, upper: float, shape: tuple[int, ...], dtype: DTypeLike
 ) -> jax.Array:
-    """``jax.random.truncated_normal(key, lower, upper, shape, dtype)``, drawn flat."""
-    flat = jax.random.truncated_normal(key, lower, upper, (math.prod(shape),), dtype)
-    return flat.reshape(shape)
+    """``jax.random.truncated_normal(key, lower, upper, shape, dtype)``."""
+    return jax.random.truncated_normal(key, lower, upper, shape, dtype)
 
 
 def real_dtype(dtype: np.dtype) -> np.dtype:

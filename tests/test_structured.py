@@ -20,6 +20,11 @@ def dtype_id(dt) -> str:
     return np.dtype(dt).name
 
 
+def randn(shape) -> jax.Array:
+    """A standard normal input, drawn flat (XLA:CPU compiles rank-4 draws slowly)."""
+    return jaxinit.normal()(jax.random.key(1), (math.prod(shape),)).reshape(shape)
+
+
 # ---------------------------------------------------------------------------------------------
 # identity
 
@@ -62,7 +67,7 @@ def test_identity_conv_same_padding_returns_input(shape):
     1-D, 2-D and 3-D convs."""
     w = jaxinit.identity()(KEY, shape)
     spatial = len(shape) - 2
-    x = jaxinit.normal()(jax.random.key(1), (2, *([5] * spatial), shape[-2]))
+    x = randn((2, *([5] * spatial), shape[-2]))
     y = jax.lax.conv_general_dilated(
         x, w, (1,) * spatial, "SAME", dimension_numbers=_SPECS[spatial]
     )
@@ -73,7 +78,7 @@ def test_identity_conv_same_padding_returns_input(shape):
 
 def test_identity_conv_rectangular_channels():
     """in < out: the extra output channels are zero; in > out: the extra inputs are dropped."""
-    x = jaxinit.normal()(jax.random.key(1), (2, 5, 5, 4))
+    x = randn((2, 5, 5, 4))
     conv = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
         x, w, (1, 1), "SAME", dimension_numbers=_SPECS[2]
     )
