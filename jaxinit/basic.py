@@ -70,8 +70,9 @@ def zeros() -> Initializer:
 
     Example:
       >>> import jax, jaxinit
-      >>> jaxinit.zeros()(jax.random.key(0), (2, 3)).sum().item()
-      0.0
+      >>> b = jaxinit.zeros()(jax.random.key(0), (2, 3))
+      >>> b.shape, b.dtype, bool((b == 0).all())
+      ((2, 3), dtype('float32'), True)
     """
     return _fill("zeros", np.asarray(0), {})
 
@@ -82,8 +83,9 @@ def ones() -> Initializer:
 
     Example:
       >>> import jax, jaxinit
-      >>> jaxinit.ones()(jax.random.key(0), (4,)).sum().item()
-      4.0
+      >>> g = jaxinit.ones()(jax.random.key(0), (4,), jax.numpy.bfloat16)
+      >>> g.shape, g.dtype, bool((g == 1).all())
+      ((4,), dtype(bfloat16), True)
     """
     return _fill("ones", np.asarray(1), {})
 

@@ -252,3 +252,14 @@ def test_signatures_are_documented():
     for name, f in _factories().items():
         doc = inspect.getdoc(f) or ""
         assert "Example:" in doc, f"{name} has no doctest example"
+
+
+@pytest.mark.parametrize("name", ["normal", "truncated_normal", "he_uniform", "orthogonal"])
+def test_x64_default_dtype_and_precision(name):
+    """Under jax_enable_x64, dtype=None means float64 and the draw is made in float64 (values
+    not representable in float32 appear)."""
+    e = REGISTRY[name]
+    with jax.enable_x64(True):
+        w = np.asarray(e.init(KEY, e.shape))
+    assert w.dtype == np.float64
+    assert (w.astype(np.float32).astype(np.float64) != w).any()
