@@ -94,7 +94,7 @@ def gain(activation: str | Callable = "linear", param: float | None = None) -> f
     any callable, the exact value 1 / sqrt(E[phi(z)^2]), z ~ N(0, 1), by Gauss-Legendre
     quadrature with panel edges at the kinks (callables are assumed smooth except at 0 and at
     multiples of 1/4; relative error below 1e-12 for the named functions). Pass ``jnp.tanh``
-    rather than ``"tanh"`` for the exact tanh value (1.5927) instead of PyTorch's 5/3.
+    rather than ``"tanh"`` for the exact tanh value (1.5925) instead of PyTorch's 5/3.
 
     Args:
       activation: A name from the lists above, or a function ``phi`` of one array argument

@@ -111,10 +111,11 @@ def test_callable_gain(fn, ref):
 
 
 def test_exact_tanh_differs_from_torch_table():
-    """jnp.tanh gives the exact gain 1.5927..., "tanh" PyTorch's 5/3 (documented)."""
+    """jnp.tanh gives the exact gain 1.5925..., "tanh" PyTorch's 5/3 (documented)."""
     exact = jaxinit.gain(jnp.tanh)
     assert math.isclose(exact, quad_gain(np.tanh), rel_tol=1e-9)
-    assert 1.59 < exact < 1.60
+    assert abs(exact - 1.5925) < 5e-5
+    assert "(1.5925)" in jaxinit.gain.__doc__
     assert jaxinit.gain("tanh") == 5 / 3
 
 

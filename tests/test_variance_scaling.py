@@ -205,33 +205,26 @@ def test_batch_axis_copies_are_independent():
 # Named initializers
 
 
+RELU2 = jaxinit.gain("relu") ** 2  # 2.0000000000000004, as he_* compute it (gain^2)
+
 NAMED = {
-    # name: (initializer, the variance_scaling it specializes)
-    "lecun_normal": (jaxinit.lecun_normal(), jaxinit.variance_scaling(1.0, "fan_in", "normal")),
-    "lecun_uniform": (jaxinit.lecun_uniform(), jaxinit.variance_scaling(1.0, "fan_in", "uniform")),
-    "glorot_normal": (jaxinit.glorot_normal(), jaxinit.variance_scaling(1.0, "fan_avg", "normal")),
-    "glorot_uniform": (
-        jaxinit.glorot_uniform(),
-        jaxinit.variance_scaling(1.0, "fan_avg", "uniform"),
-    ),
+    # name: (initializer, scale, mode, distribution) of the variance_scaling it specializes,
+    # with the scale written as the factory computes it (gain * gain, gain("relu") ** 2).
+    "lecun_normal": (jaxinit.lecun_normal(), 1.0, "fan_in", "normal"),
+    "lecun_uniform": (jaxinit.lecun_uniform(), 1.0, "fan_in", "uniform"),
+    "glorot_normal": (jaxinit.glorot_normal(), 1.0, "fan_avg", "normal"),
+    "glorot_uniform": (jaxinit.glorot_uniform(), 1.0, "fan_avg", "uniform"),
     "glorot_normal_gain": (
         jaxinit.glorot_normal(gain=5 / 3),
-        jaxinit.variance_scaling(25 / 9, "fan_avg", "normal"),
+        (5 / 3) * (5 / 3),
+        "fan_avg",
+        "normal",
     ),
-    "xavier_uniform_gain": (
-        jaxinit.xavier_uniform(gain=0.5),
-        jaxinit.variance_scaling(0.25, "fan_avg", "uniform"),
-    ),
-    "he_normal": (jaxinit.he_normal(), jaxinit.variance_scaling(2.0, "fan_in", "normal")),
-    "he_uniform": (jaxinit.he_uniform(), jaxinit.variance_scaling(2.0, "fan_in", "uniform")),
-    "kaiming_normal_fan_out": (
-        jaxinit.kaiming_normal(mode="fan_out"),
-        jaxinit.variance_scaling(2.0, "fan_out", "normal"),
-    ),
-    "torch_default": (
-        jaxinit.torch_default(),
-        jaxinit.variance_scaling(1 / 3, "fan_in", "uniform"),
-    ),
+    "xavier_uniform_gain": (jaxinit.xavier_uniform(gain=0.5), 0.25, "fan_avg", "uniform"),
+    "he_normal": (jaxinit.he_normal(), RELU2, "fan_in", "normal"),
+    "he_uniform": (jaxinit.he_uniform(), RELU2, "fan_in", "uniform"),
+    "kaiming_normal_fan_out": (jaxinit.kaiming_normal(mode="fan_out"), RELU2, "fan_out", "normal"),
+    "torch_default": (jaxinit.torch_default(), 1 / 3, "fan_in", "uniform"),
 }
 
 
@@ -253,19 +246,13 @@ NAMED = {
     ],
 )
 def test_named_initializers(shape, name):
-    """Each named initializer has the scale, mode and distribution of the paper (the *_normal
-    ones untruncated), and its draws have that variance and distribution (KS)."""
-    init, spec = NAMED[name]
-    # The configuration (scale, mode, distribution, axes) is that of ``spec``. Scales are equal
-    # up to rounding: he_* use gain("relu")^2 = 2.0000000000000004, glorot (5/3)^2 != 25/9.
-    (tag, scale, *rest), (_, spec_scale, *spec_rest) = init._ident, spec._ident
-    assert tag == "variance_scaling" and rest == spec_rest
-    assert math.isclose(scale, spec_scale, rel_tol=4e-16)
-    if scale == spec_scale:
-        assert init == spec
-    params = spec._params
-    var = params["scale"] / fan(params["mode"], *FANS[shape])
-    check_distribution(init(KEY, shape), params["distribution"], var)
+    """Each named initializer is the variance_scaling of the paper (``==`` compares the whole
+    configuration: scale, mode, distribution, axes; the *_normal ones are untruncated), and its
+    draws have that variance and distribution (KS)."""
+    init, scale, mode, distribution = NAMED[name]
+    assert init == jaxinit.variance_scaling(scale, mode, distribution)
+    assert init != jaxinit.variance_scaling(scale, mode, "truncated_normal")
+    check_distribution(init(KEY, shape), distribution, scale / fan(mode, *FANS[shape]))
 
 
 def test_normal_is_untruncated():
@@ -285,22 +272,21 @@ def test_normal_is_untruncated():
         ({"activation": "selu"}, 0.75),
         ({"activation": "leaky_relu"}, math.sqrt(2 / (1 + 0.01**2))),
         ({"activation": "leaky_relu", "negative_slope": 0.2}, math.sqrt(2 / 1.04)),
-        ({"activation": "gelu"}, None),
-        ({"activation": jnp.tanh}, None),
+        ({"activation": "gelu"}, 1.5335),
+        ({"activation": jnp.tanh}, 1.5925),
         ({"activation": lambda x: np.maximum(x, 0)}, math.sqrt(2)),
     ],
     ids=["tanh", "linear", "selu", "leaky_default", "leaky_0.2", "gelu", "jnp.tanh", "np_relu"],
 )
 def test_he_uses_gain_squared(kwargs, gain):
-    """he_normal/he_uniform(activation=..., negative_slope=...) have scale gain(activation)^2
-    (any name or callable), mode fan_in."""
-    g = gain if gain is not None else jaxinit.gain(kwargs["activation"])
-    if gain is not None and "negative_slope" not in kwargs and callable(kwargs["activation"]):
-        assert math.isclose(jaxinit.gain(kwargs["activation"]), gain, rel_tol=1e-12)
+    """he_normal/he_uniform(activation=..., negative_slope=...) are variance_scaling with scale
+    gain(activation, negative_slope)^2 (any name or callable) and mode fan_in (gains: 4 digits
+    here, exact values in test_gains)."""
+    g = jaxinit.gain(kwargs["activation"], kwargs.get("negative_slope"))
+    assert math.isclose(g, gain, rel_tol=1e-4)
     for factory, dist in ((jaxinit.he_normal, "normal"), (jaxinit.he_uniform, "uniform")):
-        init = factory(**kwargs)
-        assert math.isclose(init._ident[1], g**2, rel_tol=1e-12), (init._ident, g**2)
-        assert init._ident[2:4] == ("fan_in", dist)
+        assert factory(**kwargs) == jaxinit.variance_scaling(g**2, "fan_in", dist)
+        assert factory(**kwargs, mode="fan_out") == jaxinit.variance_scaling(g**2, "fan_out", dist)
 
 
 def test_he_leaky_relu_statistics():
