@@ -36,7 +36,7 @@ def fan(mode: str, fan_in: int, fan_out: int) -> float:
     }[mode]
 
 
-def check_distribution(w, distribution: str, var: float) -> None:
+def check_distribution(w, distribution: str, var: float, *, ks: bool = True) -> None:
     """``w`` has mean 0, variance ``var`` (as E[w^2], Z standard errors) and the claimed shape,
     by KS (p > 1e-6): N(0, var); U(-b, b) with b = sqrt(3 var); or a normal of std s cut at
     +-2 s with s = sqrt(var) / 0.8796 (so that the cut has variance var), against
@@ -46,14 +46,17 @@ def check_distribution(w, distribution: str, var: float) -> None:
     assert_mean(x, 0.0)
     assert_second_moment(x, var)
     if distribution == "normal":
-        assert_ks(x, "norm", args=(0.0, std), what="normal")
+        if ks:
+            assert_ks(x, "norm", args=(0.0, std), what="normal")
     elif distribution == "uniform":
         b = math.sqrt(3 * var)
-        assert_ks(x, "uniform", args=(-b, 2 * b), what="uniform")
+        if ks:
+            assert_ks(x, "uniform", args=(-b, 2 * b), what="uniform")
         assert x.min() >= -b and x.max() < b
     else:
         s = std / CUT_STD
-        assert_ks(x, "truncnorm", args=(-2, 2, 0.0, s), what="truncated_normal")
+        if ks:
+            assert_ks(x, "truncnorm", args=(-2, 2, 0.0, s), what="truncated_normal")
         assert x.min() > -2 * s and x.max() < 2 * s
 
 
@@ -454,3 +457,15 @@ def test_zero_fan_gives_empty_array():
     assert w.shape == (0, 5) and w.dtype == jnp.float32
     w = jaxinit.glorot_uniform()(KEY, (3, 3, 0, 8), jnp.bfloat16)
     assert w.shape == (3, 3, 0, 8) and w.dtype == jnp.bfloat16
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=dtype_id)
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+def test_variance_big_sample(distribution, dtype):
+    """4e6 draws: E[w^2] = scale / fan_in to Z standard errors, about 0.2-0.35%, tight enough
+    to see an error in the truncation rescale factor (0.8796...) at the 3rd digit. No KS for
+    bfloat16 here: at this n the KS critical distance (0.0013) is below the CDF steps of
+    bfloat16's 8-bit mantissa (up to 0.002), so the test would measure the rounding."""
+    w = jaxinit.variance_scaling(SCALE, "fan_in", distribution)(KEY, (2000, 2000), dtype)
+    check_distribution(w, distribution, SCALE / 2000, ks=dtype == jnp.float32)
