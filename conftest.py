@@ -7,6 +7,9 @@ that broadcasting mistakes fail loudly.
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# One OpenBLAS thread (LAPACK behind jnp.linalg.qr, NumPy, SciPy): with more threads than free
+# cores its spinning workers slow a 576x128 QR from 3 ms to over 0.5 s. Set before NumPy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax
 

@@ -4,8 +4,9 @@ shape checks, and the sampling dtype used for low precision."""
 from __future__ import annotations
 
 import functools
+import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
@@ -62,6 +63,39 @@ def sample_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32)
 
 
+# Thin wrappers over jax.random in the initializers' argument order. Draws are made in the
+# weight's own shape, never flattened and reshaped: under a sharded jit XLA then generates
+# each shard on its device, with values bitwise equal to the unsharded draw (a flat draw
+# reshaped differs by an ulp when sharded).
+
+
+def random_normal(key: jax.Array, shape: tuple[int, ...], dtype: DTypeLike) -> jax.Array:
+    """``jax.random.normal(key, shape, dtype)`` behind an optimization barrier.
+
+    ``jax.random.normal`` ends in ``sqrt(2) * erfinv(u)``; without the barrier XLA may fold a
+    following ``stddev *`` into that constant in one compilation (e.g. a sharded jit with an
+    explicit mesh) and not in another, so the same key gave values an ulp apart."""
+    return jax.lax.optimization_barrier(jax.random.normal(key, shape, dtype))
+
+
+def random_uniform(
+    key: jax.Array,
+    shape: tuple[int, ...],
+    dtype: DTypeLike,
+    minval: float = 0.0,
+    maxval: float = 1.0,
+) -> jax.Array:
+    """``jax.random.uniform(key, shape, dtype, minval, maxval)``."""
+    return jax.random.uniform(key, shape, dtype, minval, maxval)
+
+
+def random_truncated_normal(
+    key: jax.Array, lower: float, upper: float, shape: tuple[int, ...], dtype: DTypeLike
+) -> jax.Array:
+    """``jax.random.truncated_normal(key, lower, upper, shape, dtype)``."""
+    return jax.random.truncated_normal(key, lower, upper, shape, dtype)
+
+
 def real_dtype(dtype: np.dtype) -> np.dtype:
     """float32 for complex64, float64 for complex128, else ``dtype`` itself."""
     return np.dtype(jnp.finfo(dtype).dtype)
@@ -98,6 +132,11 @@ def check_key(name: str, key: Any) -> jax.Array:
         f"{name}: key={_short(key)} is not a PRNG key; pass jax.random.key(seed) "
         "(or a split of one)."
     )
+
+
+def _is_typed_key(x: Any) -> bool:
+    dt = getattr(x, "dtype", None)
+    return dt is not None and jax.dtypes.issubdtype(dt, jax.dtypes.prng_key)
 
 
 def is_key(x: Any) -> bool:
@@ -137,12 +176,21 @@ def factory(fn: Callable[..., Any]) -> Callable[..., Any]:
     ``he_normal(key, shape, dtype)``; the guard turns that into a message saying what to write.
     """
 
+    required = any(
+        p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        for p in inspect.signature(fn).parameters.values()
+    )
+    call = f"jaxinit.{fn.__name__}({'...' if required else ''})"
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if args and is_key(args[0]):
+        # A typed key is never a factory argument; a raw uint32 key of shape (2,) could be
+        # (``constant(np.array([1, 2], np.uint32))``), so it counts only when a shape follows.
+        if args and is_key(args[0]) and (len(args) >= 2 or _is_typed_key(args[0])):
             raise TypeError(
                 f"{fn.__name__} is a factory, not an initializer: it was called with a PRNG key. "
-                f"Call it first, e.g. kernel_init=jaxinit.{fn.__name__}(), then init(key, shape)."
+                f"Call it first, e.g. kernel_init={call}, then init(key, shape)."
             )
         return fn(*args, **kwargs)
 
@@ -152,11 +200,32 @@ def factory(fn: Callable[..., Any]) -> Callable[..., Any]:
 class Init:
     """An :class:`~jaxinit.Initializer` built by a jaxinit factory.
 
-    Calling it checks the key, shape and dtype, returns an empty array for zero-size shapes and
-    otherwise calls ``sample(key, shape, dtype)``. ``repr`` shows the factory call that made it.
+    Calling it checks the key, shape and dtype, runs ``check(shape)`` (the initializer's own
+    shape requirements: rank, axes, number of classes), returns an empty array for zero-size
+    shapes and otherwise calls ``sample(key, shape, dtype)`` compiled with ``jax.jit`` (shape
+    and dtype static). Compiling the whole draw makes an eager call one XLA program instead of
+    one per operation (much faster on first use) and makes eager and jitted calls agree
+    bitwise; under an outer ``jit``/``vmap`` it is inlined as usual.
+
+    ``ident`` is a hashable value that determines what ``sample`` computes (default: ``name``
+    and ``params``). Initializers with equal ``ident`` compare equal and share compiled
+    programs, so a model whose layers each make their own ``he_normal()`` compiles the draw
+    once per shape, and ``lecun_normal() == variance_scaling(1.0)``. ``repr`` shows the factory
+    call that made it.
     """
 
-    __slots__ = ("_any_dtype", "_complex_ok", "_name", "_params", "_random", "_sample")
+    # ``__weakref__`` lets ``jax.jit(init)`` cache on the initializer object.
+    __slots__ = (
+        "__weakref__",
+        "_any_dtype",
+        "_check",
+        "_complex_ok",
+        "_ident",
+        "_name",
+        "_params",
+        "_random",
+        "_sample",
+    )
 
     def __init__(
         self,
@@ -167,13 +236,18 @@ class Init:
         complex_ok: bool = True,
         random: bool = True,
         any_dtype: bool = False,
+        check: Callable[[tuple[int, ...]], None] | None = None,
+        ident: Hashable = None,
     ):
         self._name = name
+        self._check = check
         self._sample = sample
         self._params = params
         self._complex_ok = complex_ok
         self._random = random
         self._any_dtype = any_dtype
+        self._ident = (name, tuple(params.items())) if ident is None else ident
+        hash(self._ident)  # fail here, not inside jit, if a factory passes an unhashable ident
 
     def __call__(
         self, key: jax.Array, shape: Sequence[int], dtype: DTypeLike | None = None
@@ -183,19 +257,34 @@ class Init:
             check_key(name, key)
         shape = check_shape(name, shape)
         dt = resolve_dtype(name, dtype, complex_ok=self._complex_ok, any_dtype=self._any_dtype)
+        if self._check is not None:
+            self._check(shape)
         if math.prod(shape) == 0:
             return jnp.zeros(shape, dt)
-        return self._sample(key, shape, dt)
+        if self._random:
+            return _sample_random(self, key, shape, dt)
+        # The key is ignored and may be anything (None, an int): keep it out of the trace.
+        return _sample_fixed(self, shape, dt)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
         return f"jaxinit.{self._name}({args})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Init) and repr(self) == repr(other)
+        return isinstance(other, Init) and self._ident == other._ident
 
     def __hash__(self) -> int:
-        return hash((self._name, repr(self._params)))
+        return hash(self._ident)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 3))
+def _sample_random(init: Init, key: jax.Array, shape: tuple[int, ...], dtype: np.dtype):
+    return init._sample(key, shape, dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _sample_fixed(init: Init, shape: tuple[int, ...], dtype: np.dtype):
+    return init._sample(None, shape, dtype)
 
 
 def dtype_interval(

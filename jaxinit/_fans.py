@@ -5,16 +5,26 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from ._types import Axes
 
 
 def normalize_axes(arg: str, axes: Axes, ndim: int, fn: str = "compute_fans") -> tuple[int, ...]:
     """``axes`` (an int or a sequence of ints) as non-negative ints, checked against ``ndim``."""
-    seq = (axes,) if isinstance(axes, int) else tuple(axes)
+    bad = TypeError(f"{fn}: {arg}={axes!r} must be an int or a tuple of ints.")
+    if isinstance(axes, int | np.integer):
+        seq: tuple = (axes,)
+    else:
+        try:
+            seq = tuple(axes)
+        except TypeError as err:
+            raise bad from err
     out = []
     for a in seq:
-        if isinstance(a, bool) or not isinstance(a, int):
-            raise TypeError(f"{fn}: {arg}={axes!r} must be an int or a tuple of ints.")
+        if isinstance(a, bool) or not isinstance(a, int | np.integer):
+            raise bad
+        a = int(a)
         if not -ndim <= a < ndim:
             raise ValueError(
                 f"{fn}: {arg}={axes!r} is out of range for a rank-{ndim} shape; "

@@ -40,12 +40,32 @@ def evaluate64(fn: Callable, x: np.ndarray) -> np.ndarray:
         return np.asarray(y, dtype=np.float64)
 
 
-def gaussian_expectation(fn: Callable, q: float = 1.0, *, kinks: Iterable[float] = (0.0,)) -> float:
+def gaussian_expectation(
+    fn: Callable,
+    q: float = 1.0,
+    *,
+    kinks: Iterable[float] = (0.0,),
+    tail_rtol: float | None = None,
+) -> float:
     """E[fn(sqrt(q) z)] for z ~ N(0, 1); ``kinks`` are points (in units of the argument of
-    ``fn``) where ``fn`` or its derivative jumps."""
+    ``fn``) where ``fn`` or its derivative jumps.
+
+    With ``tail_rtol``, a ValueError is raised when the outermost panels (|z| > 11.75) hold
+    more than ``tail_rtol`` of the result: the integrand has not decayed where the rule stops,
+    so the expectation diverges (e.g. ``fn = exp(z^2 / 2)``) or the truncation is inaccurate.
+    """
     if q == 0:
         return float(evaluate64(fn, np.zeros(1))[0])
     s = math.sqrt(q)
     breaks = tuple(sorted({0.0, *(float(k) / s for k in kinks)}))
     z, w = _nodes(breaks)
-    return float(np.dot(w, evaluate64(fn, s * z)))
+    terms = w * evaluate64(fn, s * z)
+    total = float(terms.sum())
+    if tail_rtol is not None:
+        tail = float(np.abs(terms[np.abs(z) > _HALF_WIDTH - _PANEL]).sum())
+        if not tail <= tail_rtol * abs(total):
+            raise ValueError(
+                f"the Gaussian expectation does not converge: |z| > {_HALF_WIDTH - _PANEL} "
+                f"contributes {tail:.3g} of {total:.3g} (the integrand does not decay)."
+            )
+    return total

@@ -6,11 +6,10 @@ import math
 from collections.abc import Sequence
 from typing import Literal, get_args
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._base import Init, clip_into, factory, sample_dtype
+from ._base import Init, clip_into, factory, random_uniform, sample_dtype
 from ._types import Initializer
 
 Activation = Literal["softmax", "sigmoid"]
@@ -89,12 +88,14 @@ def prior_bias(
         bias = np.log(p) - np.log1p(-p)
     k = p.size
 
-    def sample(key, shape, dtype):
+    def check(shape):
         if shape != (k,):
             raise ValueError(
                 f"prior_bias: shape={shape} does not match the {k} classes given; "
                 f"the bias must have shape ({k},)."
             )
+
+    def sample(key, shape, dtype):
         return jnp.asarray(bias, dtype)
 
     return Init(
@@ -103,6 +104,7 @@ def prior_bias(
         {"counts_or_probs": tuple(p.tolist()), "activation": activation},
         random=False,
         complex_ok=False,
+        check=check,
     )
 
 
@@ -134,7 +136,7 @@ def torch_bias_default(fan_in: int) -> Initializer:
     bound = 1 / math.sqrt(int(fan_in))
 
     def sample(key, shape, dtype):
-        u = jax.random.uniform(key, shape, sample_dtype(dtype), -bound, bound)
+        u = random_uniform(key, shape, sample_dtype(dtype), -bound, bound)
         return clip_into(u, -bound, bound, dtype, open_lo=False)
 
     return Init("torch_bias_default", sample, {"fan_in": int(fan_in)}, complex_ok=False)

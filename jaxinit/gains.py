@@ -94,7 +94,7 @@ def gain(activation: str | Callable = "linear", param: float | None = None) -> f
     any callable, the exact value 1 / sqrt(E[phi(z)^2]), z ~ N(0, 1), by Gauss-Legendre
     quadrature with panel edges at the kinks (callables are assumed smooth except at 0 and at
     multiples of 1/4; relative error below 1e-12 for the named functions). Pass ``jnp.tanh``
-    rather than ``"tanh"`` for the exact tanh value (1.5927) instead of PyTorch's 5/3.
+    rather than ``"tanh"`` for the exact tanh value (1.5925) instead of PyTorch's 5/3.
 
     Args:
       activation: A name from the lists above, or a function ``phi`` of one array argument
@@ -103,6 +103,12 @@ def gain(activation: str | Callable = "linear", param: float | None = None) -> f
 
     Returns:
       The gain as a Python float.
+
+    Raises:
+      ValueError: for an unknown name, a misplaced or non-finite ``param``, or an activation
+        whose second moment is zero or infinite (e.g. ``exp(z^2 / 4)``, detected by an
+        integrand that has not decayed at |z| = 12).
+      TypeError: for a callable that cannot be evaluated on a float64 array.
 
     Example:
       >>> import jax, jaxinit
@@ -151,11 +157,27 @@ def gain(activation: str | Callable = "linear", param: float | None = None) -> f
     return _gain_of_name(activation, None if param is None else float(param))
 
 
+# The part of E[phi(z)^2] allowed beyond |z| = 11.75, where the quadrature stops at 12: any
+# activation of polynomial or exponential growth leaves ~1e-25 there; a divergent one (e.g.
+# exp(z^2 / 4)) leaves percents.
+_TAIL_RTOL = 1e-12
+
+
+def _second_moment(activation: object, fn: Callable, kinks: tuple[float, ...]) -> float:
+    try:
+        return gaussian_expectation(lambda x: fn(x) ** 2, kinks=kinks, tail_rtol=_TAIL_RTOL)
+    except ValueError as err:
+        raise ValueError(
+            f"gain: E[phi(z)^2] is infinite for activation={activation!r}: {err} A gain "
+            "needs a finite, positive second moment."
+        ) from err
+
+
 @functools.lru_cache(maxsize=128)
 def _gain_of_name(activation: str, param: float | None) -> float:
     fn = activation_fn(activation, param)
     return _from_second_moment(
-        activation, gaussian_expectation(lambda x: fn(x) ** 2, kinks=activation_kinks(activation))
+        activation, _second_moment(activation, fn, activation_kinks(activation))
     )
 
 
@@ -172,7 +194,7 @@ def _gain_of_callable(fn: Callable) -> float:
             f"gain: activation={fn!r} must map an array elementwise; an input of "
             f"shape (7,) gave shape {probe.shape}."
         )
-    return _from_second_moment(fn, gaussian_expectation(lambda x: fn(x) ** 2))
+    return _from_second_moment(fn, _second_moment(fn, fn, (0.0,)))
 
 
 def _from_second_moment(activation: object, m2: float) -> float:

@@ -7,7 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ._base import Init, check_finite, factory, sample_dtype
+from ._base import Init, check_finite, factory, random_normal, random_uniform, sample_dtype
 from ._types import Initializer
 
 
@@ -38,19 +38,21 @@ def identity(scale: float = 1.0) -> Initializer:
     """
     scale = check_finite("identity", "scale", scale, positive=True)
 
-    def sample(key, shape, dtype):
+    def check(shape):
         if len(shape) < 2:
             raise ValueError(
                 f"identity needs rank >= 2 ((in, out) or (*spatial, in, out)), got "
                 f"shape {shape}. For biases use jaxinit.zeros()."
             )
+
+    def sample(key, shape, dtype):
         *spatial, n_in, n_out = shape
         eye = scale * jnp.eye(n_in, n_out, dtype=dtype)
         if not spatial:
             return eye
         return jnp.zeros(shape, dtype).at[tuple((k - 1) // 2 for k in spatial)].set(eye)
 
-    return Init("identity", sample, {"scale": scale}, random=False)
+    return Init("identity", sample, {"scale": scale}, random=False, check=check)
 
 
 @factory
@@ -86,17 +88,23 @@ def sparse(sparsity: float, stddev: float = 0.01) -> Initializer:
         raise ValueError(f"sparse: sparsity={sparsity!r} must be in [0, 1).")
     stddev = check_finite("sparse", "stddev", stddev, nonnegative=True)
 
-    def sample(key, shape, dtype):
+    def check(shape):
         if len(shape) < 2:
             raise ValueError(
                 f"sparse needs rank >= 2 (incoming axes, then units), got shape "
                 f"{shape}. For biases use jaxinit.zeros()."
             )
+
+    def sample(key, shape, dtype):
         rows, cols = math.prod(shape[:-1]), shape[-1]
         n_zero = math.ceil(sparsity * rows)
         k_perm, k_val = jax.random.split(key)
-        ranks = jnp.argsort(jnp.argsort(jax.random.uniform(k_perm, (rows, cols)), axis=0), axis=0)
-        w = stddev * jax.random.normal(k_val, (rows, cols), sample_dtype(dtype))
+        ranks = jnp.argsort(
+            jnp.argsort(random_uniform(k_perm, (rows, cols), jnp.float32), axis=0), axis=0
+        )
+        w = stddev * random_normal(k_val, (rows, cols), sample_dtype(dtype))
         return jnp.where(ranks >= n_zero, w, 0).astype(dtype).reshape(shape)
 
-    return Init("sparse", sample, {"sparsity": sparsity, "stddev": stddev}, complex_ok=False)
+    return Init(
+        "sparse", sample, {"sparsity": sparsity, "stddev": stddev}, complex_ok=False, check=check
+    )

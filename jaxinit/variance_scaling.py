@@ -8,8 +8,18 @@ from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._base import Init, check_finite, clip_into, factory, real_dtype, sample_dtype
+from ._base import (
+    Init,
+    check_finite,
+    clip_into,
+    factory,
+    random_normal,
+    random_uniform,
+    real_dtype,
+    sample_dtype,
+)
 from ._fans import compute_fans
 from ._types import Axes, Initializer
 from .basic import complex_truncated_std, draw_truncated, truncated_moments
@@ -32,14 +42,35 @@ def _fan(mode: str, fan_in: int, fan_out: int) -> float:
 
 
 def _check_axes(name: str, axes: Axes, arg: str) -> Axes:
-    seq = (axes,) if isinstance(axes, int) else axes
+    def is_int(a: object) -> bool:
+        return isinstance(a, int | np.integer) and not isinstance(a, bool)
+
+    seq = (axes,) if is_int(axes) else axes
     try:
-        ok = all(isinstance(a, int) and not isinstance(a, bool) for a in seq)
+        ok = all(is_int(a) for a in seq)
     except TypeError:
         ok = False
     if not ok:
         raise TypeError(f"{name}: {arg}={axes!r} must be an int or a tuple of ints.")
-    return axes if isinstance(axes, int) else tuple(axes)
+    axes = int(axes) if is_int(axes) else tuple(int(a) for a in axes)
+    if not isinstance(axes, int) and len(set(axes)) != len(axes):
+        raise ValueError(f"{name}: {arg}={axes!r} repeats an axis; each axis can have one role.")
+    return axes
+
+
+def _check_roles(name: str, **roles: Axes) -> None:
+    """Axes given literally in two roles (e.g. ``in_axis=0, out_axis=0``) fail in the factory;
+    overlaps that depend on the rank (``0`` and ``-2``) are caught when the shape is known."""
+    seen: dict[int, str] = {}
+    for role, axes in roles.items():
+        for a in (axes,) if isinstance(axes, int) else axes:
+            if a in seen:
+                raise ValueError(
+                    f"{name}: axis {a} is both {seen[a]} and {role} ("
+                    + ", ".join(f"{r}={v!r}" for r, v in roles.items())
+                    + "); each axis can have one role."
+                )
+            seen[a] = role
 
 
 @factory
@@ -95,30 +126,34 @@ def variance_scaling(
     in_axis = _check_axes(_name, in_axis, "in_axis")
     out_axis = _check_axes(_name, out_axis, "out_axis")
     batch_axis = _check_axes(_name, batch_axis, "batch_axis")
+    _check_roles(_name, in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis)
 
-    def sample(key, shape, dtype):
+    def fans(shape):
         try:
-            fan_in, fan_out = compute_fans(shape, in_axis, out_axis, batch_axis)
+            return compute_fans(shape, in_axis, out_axis, batch_axis)
         except ValueError as err:
             raise ValueError(
                 f"{_name}: {err}".replace("compute_fans: ", "").replace(
                     "compute_fans needs", "needs"
                 )
             ) from err
+
+    def sample(key, shape, dtype):
+        fan_in, fan_out = fans(shape)
         std = math.sqrt(scale / _fan(mode, fan_in, fan_out))
         sd = sample_dtype(dtype)
         is_complex = jnp.issubdtype(dtype, jnp.complexfloating)
         if distribution == "normal":
-            return (std * jax.random.normal(key, shape, sd)).astype(dtype)
+            return (std * random_normal(key, shape, sd)).astype(dtype)
         if distribution == "uniform":
             if is_complex:
                 kr, kp = jax.random.split(key)
                 rd = real_dtype(sd)
-                r = math.sqrt(2) * std * jnp.sqrt(jax.random.uniform(kr, shape, rd))
-                theta = jax.random.uniform(kp, shape, rd, 0.0, 2 * math.pi)
+                r = math.sqrt(2) * std * jnp.sqrt(random_uniform(kr, shape, rd))
+                theta = random_uniform(kp, shape, rd, 0.0, 2 * math.pi)
                 return (r * jnp.exp(1j * theta)).astype(dtype)
             b = math.sqrt(3) * std
-            u = jax.random.uniform(key, shape, sd, -b, b)
+            u = random_uniform(key, shape, sd, -b, b)
             return clip_into(u, -b, b, dtype, open_lo=False)
         if is_complex:
             s = std / complex_truncated_std(_CUT)
@@ -131,7 +166,11 @@ def variance_scaling(
     if _name != "variance_scaling":
         params = {}
     params.update(in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis)
-    return Init(_name, sample, params)
+    # The named factories show only their own arguments; the full configuration identifies
+    # the initializer (two he_normal(activation=<lambda>) differ by their scale, not by their
+    # display), so lecun_normal() == variance_scaling(1.0, "fan_in", "normal").
+    ident = ("variance_scaling", scale, mode, distribution, in_axis, out_axis, batch_axis)
+    return Init(_name, sample, params, check=fans, ident=ident)
 
 
 def _named(
