@@ -33,3 +33,5 @@ __version__ = "0.1.0"
 # LSUV and the probe it is built on (issue 3)
 from . import models as models
 from . import probe as probe
+from .lsuv import LSUVReport as LSUVReport
+from .lsuv import lsuv as lsuv
