@@ -15,9 +15,13 @@ from flax import nnx
 
 def linen_outputs(model, variables, x, **kwargs) -> dict[str, tuple[jax.Array, ...]]:
     """Every module's ``__call__`` outputs (one per call), by "/"-joined path, via linen's
-    ``capture_intermediates``."""
+    ``capture_intermediates`` (jitted: one compilation instead of one per operation)."""
     mutable = ["intermediates", *(["batch_stats"] if kwargs.get("train") else [])]
-    _, state = model.apply(variables, x, capture_intermediates=True, mutable=mutable, **kwargs)
+
+    def run(variables, x):
+        _, state = model.apply(variables, x, capture_intermediates=True, mutable=mutable, **kwargs)
+        return state["intermediates"]
+
     out = {}
 
     def walk(node, prefix):
@@ -27,17 +31,22 @@ def linen_outputs(model, variables, x, **kwargs) -> dict[str, tuple[jax.Array, .
             else:
                 walk(v, (*prefix, k))
 
-    walk(state["intermediates"], ())
+    walk(jax.jit(run)(variables, x), ())
     return out
 
 
 def nnx_outputs(model, x) -> dict[str, tuple[jax.Array, ...]]:
-    """Every module's ``__call__`` outputs, by path, via ``nnx.capture`` on a clone (so that
-    BatchNorm statistics of ``model`` are not touched)."""
-    clone = nnx.clone(model)
-    _, inter = nnx.capture(clone, nnx.Intermediate, method_outputs=nnx.Intermediate)(x)
+    """Every module's ``__call__`` outputs, by path, via ``nnx.capture`` (jitted, on a copy
+    of the model, so that BatchNorm statistics of ``model`` are not touched)."""
+    graphdef, state = nnx.split(model)
+
+    def run(state, x):
+        clone = nnx.merge(graphdef, state)
+        _, inter = nnx.capture(clone, nnx.Intermediate, method_outputs=nnx.Intermediate)(x)
+        return inter
+
     out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(inter)[0]:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.jit(run)(state, x))[0]:
         keys = [getattr(k, "key", getattr(k, "name", getattr(k, "idx", None))) for k in path]
         i = keys.index("__call__")
         name = "/".join(str(k) for k in keys[:i])
