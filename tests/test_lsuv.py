@@ -51,9 +51,31 @@ def normal(shape, seed=1):
     return jax.random.normal(jax.random.key(seed, impl="rbg"), shape)
 
 
+_INITS: dict = {}
+
+
 def init(module, x, **kwargs):
-    """``module.init`` compiled as one program (eager init compiles every operation)."""
-    return jax.jit(functools.partial(module.init, **kwargs))(KEY, x)
+    """``module.init`` compiled as one program (eager init compiles every operation), cached
+    per module and input shape: lsuv never mutates its input, so tests can share them."""
+    try:
+        key = (module, x.shape, x.dtype, tuple(sorted(kwargs.items())))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is None or key not in _INITS:
+        variables = jax.jit(functools.partial(module.init, **kwargs))(KEY, x)
+        if key is None:
+            return variables
+        _INITS[key] = variables
+    return _INITS[key]
+
+
+# A small MLP shared by the tests of options, errors and the report (one compilation).
+SMALL, SMALL_X = models.MLP(depth=3, width=16), (32, 8)
+
+
+def small_nnx():
+    return models.NNXMLP(8, depth=3, width=16, rngs=rngs())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,6 +162,9 @@ def test_linen_models(name):
     assert report.paths == probe.layer_paths(module, variables, x, mutable=mutable, **kwargs)
     for col in set(new) - {"params"}:
         jax.tree.map(np.testing.assert_array_equal, new[col], variables[col])
+    if name == "resnet_bn":  # BatchNorm in training mode does update its statistics
+        _, updated = module.apply(variables, x, mutable=["batch_stats"], **kwargs)
+        assert rel_change(updated["batch_stats"], variables["batch_stats"]) > 0
     check_outputs(linen_outputs(module, new, x, **kwargs), report, center)
     # a second pass finds nothing to do
     again, _ = jaxinit.lsuv(module, new, x, center=center, **kwargs)
@@ -152,6 +177,7 @@ def test_nnx_models(name):
     x = normal(shape)
     model = factory(rngs())
     model.train() if train else model.eval()
+    # BatchNorm running averages (train mode: the pass updates them on its private copy)
     others = jax.tree.map(np.array, nnx.state(model, nnx.Not(nnx.Param)))
     report = jaxinit.lsuv(model, x, center=center)
     jax.tree.map(np.testing.assert_array_equal, nnx.state(model, nnx.Not(nnx.Param)), others)
@@ -161,38 +187,21 @@ def test_nnx_models(name):
     assert rel_change(nnx.state(model, nnx.Param), params) < 1e-3
 
 
-def test_batchnorm_running_stats_unchanged():
-    module = models.ResNet(widths=(8, 16, 32), batch_norm=True)
-    x = normal((8, 16, 16, 3))
-    variables = init(module, x, train=False)
-    new, _ = jaxinit.lsuv(module, variables, x, train=True)
-    # BatchNorm in training mode did update its statistics during the pass; none escaped
-    _, updated = module.apply(variables, x, train=True, mutable=["batch_stats"])
-    assert rel_change(updated["batch_stats"], variables["batch_stats"]) > 0
-    jax.tree.map(np.testing.assert_array_equal, new["batch_stats"], variables["batch_stats"])
-    model = models.NNXResNet(widths=(8, 16, 32), batch_norm=True, rngs=rngs())
-    model.train()
-    stats = jax.tree.map(np.array, nnx.state(model, nnx.BatchStat))
-    jaxinit.lsuv(model, x)
-    jax.tree.map(np.testing.assert_array_equal, nnx.state(model, nnx.BatchStat), stats)
-
-
 # ---------------------------------------------------------------------------------------------
 # compilation
 
 
 def test_second_call_does_not_retrace():
-    module = models.MLP(depth=3, width=16)
-    x = normal((16, 8))
+    module, x = SMALL, normal(SMALL_X)
     variables = init(module, x)
     jaxinit.lsuv(module, variables, x)
     n = lsuv_mod._TRACES[0]
     jaxinit.lsuv(module, variables, x)
     jaxinit.lsuv(models.MLP(depth=3, width=16), variables, x, target_std=2.0, tol=0.01)
     assert lsuv_mod._TRACES[0] == n  # equal module, same shapes; options are not static
-    jaxinit.lsuv(module, variables, normal((32, 8)))
+    jaxinit.lsuv(module, variables, normal((64, 8)))
     assert lsuv_mod._TRACES[0] == n + 1  # a new batch size compiles a new program
-    model = models.NNXMLP(8, depth=3, width=16, rngs=rngs())
+    model = small_nnx()
     jaxinit.lsuv(model, x)
     n = lsuv_mod._TRACES[0]
     jaxinit.lsuv(model, x, target_std=0.5)
@@ -211,14 +220,13 @@ def test_unhashable_module_is_cached_by_identity():
 
 
 def test_report_is_a_pytree_and_a_table():
-    module = models.MLP(depth=2, width=8)
-    x = normal((16, 4))
+    module, x = SMALL, normal(SMALL_X)
     _, report = jaxinit.lsuv(module, init(module, x), x)
     same = jax.jit(lambda r: r)(report)
     assert same.paths == report.paths
     assert len(jax.tree.leaves(report)) == 9
     text = str(report)
-    assert "Dense_1" in text and "std after" in text and "2/2 layers converged" in text
+    assert "Dense_2" in text and "std after" in text and "3/3 layers converged" in text
     row = report.layer("Dense_0")
     assert row["iterations"] == 1 and row["converged"] is True
     with pytest.raises(KeyError, match="nope"):
@@ -242,50 +250,46 @@ def test_center_without_bias_is_reported():
 
 
 def test_target_std():
-    module = models.MLP(depth=3, width=32)
-    x = normal((32, 8))
+    module, x = SMALL, normal(SMALL_X)
     new, report = jaxinit.lsuv(module, init(module, x), x, target_std=0.25)
     out = linen_outputs(module, new, x)
     for p in report.paths:
         assert abs(std_mean(out[p][0])[0] / 0.25 - 1) <= EXACT
 
 
+def _assert_orthogonal(m):
+    """Columns (rows, if wider than tall) orthogonal and of equal norm: the orthogonal init
+    times the LSUV scale."""
+    gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
+    np.testing.assert_allclose(gram / jnp.mean(jnp.diag(gram)), jnp.eye(len(gram)), atol=1e-5)
+
+
 def test_orthogonal_init():
-    module = models.MLP(depth=3, width=32)
-    x = normal((64, 32))
-    variables = init(module, x)
-    new, report = jaxinit.lsuv(module, variables, x, orthogonal_init=True, key=jax.random.key(3))
-    assert report.all_converged
-    kernels = [new["params"][f"Dense_{i}"]["kernel"] for i in range(3)]
-    for w in kernels:
-        gram = w.T @ w
-        scale = jnp.mean(jnp.diag(gram))
-        np.testing.assert_allclose(gram / scale, jnp.eye(32), atol=1e-5)
-    # distinct keys: no two layers got the same orthogonal matrix (up to the LSUV scale)
-    a, b = (k / jnp.linalg.norm(k) for k in kernels[1:])
-    assert float(jnp.abs(a - b).max()) > 0.1
+    # linen, with Dense and DenseGeneral kernels (the attention projections)
+    module, _, shape, *_ = CASES["transformer"]
+    x = normal(shape)
+    new, report = jaxinit.lsuv(module, init(module, x), x, orthogonal_init=True, key=KEY)
+    p = new["params"]
+    _assert_orthogonal(p["mlp_in"]["kernel"])  # (32, 128): orthogonal rows
+    _assert_orthogonal(p["mlp_out"]["kernel"])  # (128, 32)
+    _assert_orthogonal(p["attn"]["query"]["kernel"].reshape(32, 32))  # (32, 4, 8)
+    _assert_orthogonal(p["attn"]["out"]["kernel"].reshape(32, 32))  # (4, 8, 32)
+    # distinct keys: the same-shaped query and key kernels are different matrices
+    q, k = (p["attn"][n]["kernel"] for n in ("query", "key"))
+    assert float(jnp.abs(q / jnp.linalg.norm(q) - k / jnp.linalg.norm(k)).max()) > 0.05
     check_outputs(linen_outputs(module, new, x), report, center=False)
-    model = models.NNXMLP(32, depth=3, width=32, rngs=rngs())
+    # NNX, with a threefry key (the default kind)
+    x = normal(SMALL_X)
+    model = small_nnx()
     report = jaxinit.lsuv(model, x, orthogonal_init=True, key=jax.random.key(3))
-    w = model.layers[1].kernel[...]
-    gram = w.T @ w
-    np.testing.assert_allclose(gram / jnp.mean(jnp.diag(gram)), jnp.eye(32), atol=1e-5)
+    for layer in model.layers:
+        _assert_orthogonal(layer.kernel[...])
     check_outputs(nnx_outputs(model, x), report, center=False)
 
 
-def test_orthogonal_init_dense_general():
-    module = models.TransformerBlock(dim=16, num_heads=2)
-    x = normal((4, 6, 16))
-    new, _ = jaxinit.lsuv(module, init(module, x), x, orthogonal_init=True, key=KEY)
-    q = new["params"]["attn"]["query"]["kernel"]  # (16, 2, 8): a 16 x 16 matrix
-    m = q.reshape(16, 16)
-    gram = m.T @ m
-    np.testing.assert_allclose(gram / jnp.mean(jnp.diag(gram)), jnp.eye(16), atol=1e-5)
-
-
 def test_select_pattern_leaves_others_alone():
-    module = models.ConvNet()
-    x = normal((4, 32, 32, 3))
+    module, _, shape, *_ = CASES["convnet"]
+    x = normal(shape)
     variables = init(module, x)
     new, report = jaxinit.lsuv(module, variables, x, select="conv*")
     assert report.paths == ("conv0", "conv1", "conv2", "conv3")
@@ -294,7 +298,7 @@ def test_select_pattern_leaves_others_alone():
 
 @pytest.mark.parametrize("framework", ["linen", "nnx"])
 def test_selected_blocks_are_normalized_post_activation(framework):
-    x = normal((64, 8))
+    x = normal(SMALL_X)
 
     def run(act, **opts):
         if framework == "linen":
@@ -326,29 +330,28 @@ def test_selected_blocks_are_normalized_post_activation(framework):
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_nonfinite_batch_is_an_error_before_any_work(bad):
-    module = models.MLP(depth=2, width=8)
-    x = np.array(normal((8, 4)))
+    module = SMALL
+    x = np.array(normal(SMALL_X))
     variables = init(module, x)
     x[3, 1] = bad
     n = lsuv_mod._TRACES[0]
     with pytest.raises(ValueError, match=r"x contains 1 non-finite value"):
         jaxinit.lsuv(module, variables, x)
     with pytest.raises(ValueError, match=r"x contains 1 non-finite value"):
-        jaxinit.lsuv(models.NNXMLP(4, depth=2, width=8, rngs=rngs()), x)
+        jaxinit.lsuv(small_nnx(), x)
     assert lsuv_mod._TRACES[0] == n
 
 
 def test_dead_layer_is_reported_and_left_finite():
     module = models.MLP(depth=3, width=16, kernel_init=nn.initializers.zeros)
-    x = normal((16, 4))
+    x = normal(SMALL_X)
     variables = init(module, x)  # every output is exactly 0 (zero kernels and biases)
     new, report = jaxinit.lsuv(module, variables, x)
     assert bool(report.dead.all()) and not bool(report.converged.any())
     assert list(report.iterations) == [0, 0, 0]
     assert "dead" in str(report)
     jax.tree.map(np.testing.assert_array_equal, new, variables)
-    model = models.NNXMLP(4, depth=3, width=16, kernel_init=nn.initializers.zeros,
-                          rngs=rngs())  # fmt: skip
+    model = models.NNXMLP(8, depth=3, width=16, kernel_init=nn.initializers.zeros, rngs=rngs())
     report = jaxinit.lsuv(model, x)
     assert bool(report.dead.all())
     assert all(bool(jnp.isfinite(v).all()) for v in jax.tree.leaves(nnx.state(model)))
@@ -356,7 +359,7 @@ def test_dead_layer_is_reported_and_left_finite():
 
 def test_non_convergence_is_reported_not_a_hang():
     module = BlockNet("tanh")
-    x = normal((32, 8))
+    x = normal(SMALL_X)
     variables = init(module, x)
     # tanh outputs have std < 1, so a target of 2 is unreachable
     new, report = jaxinit.lsuv(module, variables, x, select="block*", target_std=2.0, max_iters=7)
@@ -371,21 +374,20 @@ def test_non_convergence_is_reported_not_a_hang():
 
 
 def test_no_selectable_layer_names_select():
-    x = normal((4, 8))
+    x = normal(SMALL_X)
     with pytest.raises(ValueError, match=r"select=None matched no layer"):
-        jaxinit.lsuv(NoKernel(), NoKernel().init(KEY, x), x)
-    module = models.MLP(depth=2, width=8)
+        jaxinit.lsuv(NoKernel(), init(NoKernel(), x), x)
     with pytest.raises(ValueError, match=r"select='conv\*' matched no layer.*Dense_0"):
-        jaxinit.lsuv(module, init(module, x), x, select="conv*")
+        jaxinit.lsuv(SMALL, init(SMALL, x), x, select="conv*")
+    t, _, shape, *_ = CASES["transformer"]
+    xt = normal(shape)
     with pytest.raises(ValueError, match=r"select='ln1' selects 'ln1', which owns no kernel"):
-        t = models.TransformerBlock(dim=8, num_heads=2)
-        xt = normal((2, 3, 8))
         jaxinit.lsuv(t, init(t, xt), xt, select="ln1")
 
 
 def test_nested_selection_is_an_error():
     module = BlockNet()
-    x = normal((4, 8))
+    x = normal(SMALL_X)
     with pytest.raises(ValueError, match=r"selects both 'block0' and 'block0/dense'"):
         jaxinit.lsuv(module, init(module, x), x, select=["block0", "block0/dense"])
 
@@ -416,7 +418,7 @@ def test_shared_layer_and_uncalled_layer(framework):
 
 def test_bf16_parameters_stay_bf16():
     module = BF16()
-    x = normal((64, 32))
+    x = normal(SMALL_X)
     variables = init(module, x)
     new, report = jaxinit.lsuv(module, variables, x)
     assert {v.dtype for v in jax.tree.leaves(new)} == {jnp.dtype(jnp.bfloat16)}
@@ -439,7 +441,7 @@ def test_remat_layers():
 
 def test_scan_is_not_implemented():
     module = Scanned()
-    x = normal((4, 8))
+    x = normal(SMALL_X)
     with pytest.raises(NotImplementedError, match=r"stack/d.*scan"):
         jaxinit.lsuv(module, init(module, x), x)
 
@@ -466,8 +468,7 @@ def test_nnx_subclass_inheriting_call_is_normalized():
 
 
 def test_frozen_variables_stay_frozen():
-    module = models.MLP(depth=2, width=8)
-    x = normal((8, 4))
+    module, x = SMALL, normal(SMALL_X)
     variables = flax.core.freeze(init(module, x))
     new, _ = jaxinit.lsuv(module, variables, x)
     assert isinstance(new, flax.core.FrozenDict)
@@ -487,21 +488,19 @@ def test_frozen_variables_stay_frozen():
     ],
 )
 def test_bad_options(kwargs, err, match):
-    module = models.MLP(depth=2, width=8)
-    x = normal((8, 4))
+    module, x = SMALL, normal(SMALL_X)
     with pytest.raises(err, match=match):
         jaxinit.lsuv(module, init(module, x), x, **kwargs)
 
 
 def test_bad_call_forms():
-    module = models.MLP(depth=2, width=8)
-    x = normal((8, 4))
+    module, x = SMALL, normal(SMALL_X)
     with pytest.raises(TypeError, match=r"lsuv\(module, variables, x"):
         jaxinit.lsuv(module, x)
     with pytest.raises(ValueError, match=r"'params' collection"):
         jaxinit.lsuv(module, {"batch_stats": {}}, x)
     with pytest.raises(TypeError, match=r"lsuv\(model, x"):
-        jaxinit.lsuv(models.NNXMLP(4, depth=2, width=8, rngs=rngs()), {}, x)
+        jaxinit.lsuv(small_nnx(), {}, x)
     with pytest.raises(TypeError, match="is not a Flax module"):
         jaxinit.lsuv(lambda x: x, x)
 
@@ -518,7 +517,7 @@ def _digits():
     return jnp.asarray(x, jnp.float32), jnp.asarray(d.target)
 
 
-def _train(loss_fn, params, steps=200):
+def _train(loss_fn, params, steps=150):
     opt = optax.adam(1e-3)
 
     def step(carry, _):
@@ -533,7 +532,7 @@ def _train(loss_fn, params, steps=200):
 
 def test_adam_training_after_lsuv_lowers_the_loss():
     x, y = _digits()
-    module = models.MLP(depth=6, width=64, num_outputs=10)
+    module = models.MLP(depth=4, width=64, num_outputs=10)
     variables, report = jaxinit.lsuv(module, init(module, x), x, select="Dense_*")
     assert report.all_converged
 
@@ -545,7 +544,7 @@ def test_adam_training_after_lsuv_lowers_the_loss():
     assert np.isfinite(losses).all()
     assert losses[-1] < 0.25 * losses[0], (losses[0], losses[-1])
 
-    model = models.NNXMLP(64, depth=6, width=64, num_outputs=10, rngs=rngs())
+    model = models.NNXMLP(64, depth=4, width=64, num_outputs=10, rngs=rngs())
     jaxinit.lsuv(model, x, select="layers/*")
     graphdef, params = nnx.split(model)
 
