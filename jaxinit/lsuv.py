@@ -285,11 +285,13 @@ class _Pass:
     def __call__(self, call: probe.LayerCall) -> Any:
         m, parts = call.module, tuple(call.parts)
         owns = probe.owns_kernel(m)
+        selected = self.user_select(call.path, m)
         if owns:
-            self._check_not_scanned(call)
+            if selected or self.active is not None:  # rescaled: its kernel must be the model's
+                self._check_not_scanned(call)
             if call.first:
                 self.owners.append(call.path)
-        if not self.user_select(call.path, m):  # a kernel owner that is not selected
+        if not selected:  # a kernel owner, maybe inside a selected block
             self.stack.append([])
             y = call()
             inner = self.stack.pop()
@@ -511,18 +513,29 @@ def _lsuv_nnx(state, x, key, target, tol, max_iters, *, graphdef, select, kwargs
 # public entry point
 
 
+@jax.jit
+def _count_nonfinite(leaves: list[jax.Array]) -> jax.Array:
+    return sum(jnp.sum(~jnp.isfinite(a)) for a in leaves)
+
+
 def _check_batch(x: Any) -> None:
-    for leaf in jax.tree.leaves(x):
-        if isinstance(leaf, jax.core.Tracer):
-            continue  # inside an outer transform: cannot be checked here
-        a = np.asarray(leaf)
-        if np.issubdtype(a.dtype, np.inexact) or a.dtype == jnp.bfloat16:
-            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a.astype(np.float32))))
-            if bad:
-                raise ValueError(
-                    f"lsuv: x contains {bad} non-finite value(s) (NaN or inf) out of "
-                    f"{np.size(a)}; LSUV needs a finite batch. Clean or re-draw the batch."
-                )
+    """ValueError if a floating leaf of ``x`` has a NaN or inf (counted where it lives: on the
+    device for jax arrays, so only one number travels)."""
+    leaves = [
+        leaf
+        for leaf in jax.tree.leaves(x)
+        if not isinstance(leaf, jax.core.Tracer)  # inside an outer transform: cannot check
+        and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    if not leaves:
+        return
+    bad = int(_count_nonfinite([jnp.asarray(a) for a in leaves]))
+    if bad:
+        total = sum(int(np.size(a)) for a in leaves)
+        raise ValueError(
+            f"lsuv: x contains {bad} non-finite value(s) (NaN or inf) out of {total}; LSUV "
+            "needs a finite batch. Clean or re-draw the batch."
+        )
 
 
 def _hashable_kwargs(kwargs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:

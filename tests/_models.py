@@ -173,3 +173,32 @@ class NoKernel(nn.Module):
     @nn.compact
     def __call__(self, x):
         return nn.LayerNorm()(x)
+
+
+class NNXScanned(nnx.Module):
+    """Three Linear layers stacked by nnx.vmap and applied by nnx.scan."""
+
+    def __init__(self, rngs):
+        @nnx.split_rngs(splits=3)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make(rngs):
+            return nnx.Linear(8, 8, rngs=rngs)
+
+        self.layers = make(rngs)
+
+    def __call__(self, x):
+        @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry)
+        def step(layer, x):
+            return nnx.relu(layer(x))
+
+        return step(self.layers, x)
+
+
+class NNXRemat(nnx.Module):
+    def __init__(self, rngs):
+        self.a = nnx.Linear(8, 16, rngs=rngs)
+        self.b = nnx.Linear(16, 16, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.remat(lambda m, x: nnx.relu(m(x)))(self.a, x)
+        return nnx.remat(lambda m, x: m(x))(self.b, x)

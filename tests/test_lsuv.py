@@ -18,6 +18,8 @@ from _models import (
     BF16,
     BlockNet,
     NNXBlockNet,
+    NNXRemat,
+    NNXScanned,
     NNXShared,
     NoKernel,
     Remat,
@@ -430,20 +432,32 @@ def test_bf16_parameters_stay_bf16():
 
 
 def test_remat_layers():
+    # per-layer values travel in Flax state, not Python lists, so nothing leaks out of remat
+    x = normal(SMALL_X)
     module = Remat()
-    x = normal((32, 8))
     new, report = jaxinit.lsuv(module, init(module, x), x)
     assert len(report.paths) == 3
     out = linen_outputs(module, new, x)
     for p in report.paths:
         assert abs(std_mean(out[p][0])[0] - 1) <= EXACT
+    model = NNXRemat(rngs())
+    report = jaxinit.lsuv(model, x)
+    assert report.paths == ("a", "b")
+    h = model.a(x)
+    assert abs(std_mean(h)[0] - 1) <= EXACT
+    assert abs(std_mean(model.b(nnx.relu(h)))[0] - 1) <= EXACT
 
 
 def test_scan_is_not_implemented():
-    module = Scanned()
     x = normal(SMALL_X)
-    with pytest.raises(NotImplementedError, match=r"stack/d.*scan"):
+    module = Scanned()
+    with pytest.raises(NotImplementedError, match=r"'stack/d' .* scan"):
         jaxinit.lsuv(module, init(module, x), x)
+    with pytest.raises(NotImplementedError, match=r"'layers' .* scan"):
+        jaxinit.lsuv(NNXScanned(rngs()), x)
+    # the documented way out: leave them unselected
+    with pytest.raises(ValueError, match="matched no layer"):
+        jaxinit.lsuv(NNXScanned(rngs()), x, select="head")
 
 
 def test_nnx_subclass_inheriting_call_is_normalized():
