@@ -569,3 +569,17 @@ def test_adam_training_after_lsuv_lowers_the_loss():
     losses = _train(loss_nnx, params)
     assert np.isfinite(losses).all()
     assert losses[-1] < 0.25 * losses[0], (losses[0], losses[-1])
+
+
+@pytest.mark.slow
+def test_docs_examples_run():
+    """docs/lsuv.md (the README section) runs as written, blocks in order, one namespace."""
+    import pathlib
+    import re
+
+    doc = pathlib.Path(__file__).resolve().parents[1] / "docs" / "lsuv.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    assert len(blocks) >= 5
+    namespace: dict = {}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/lsuv.md block {i}", "exec"), namespace)
