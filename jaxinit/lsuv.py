@@ -520,7 +520,9 @@ def _count_nonfinite(leaves: list[jax.Array]) -> jax.Array:
 
 def _check_batch(x: Any) -> None:
     """ValueError if a floating leaf of ``x`` has a NaN or inf (counted where it lives: on the
-    device for jax arrays, so only one number travels)."""
+    device for jax arrays, so only one number travels). A batch that is itself traced (lsuv
+    called inside jit/vmap on a traced batch) cannot be checked here; the report shows the
+    consequences (non-finite statistics, layers left unchanged)."""
     leaves = [
         leaf
         for leaf in jax.tree.leaves(x)
@@ -529,7 +531,11 @@ def _check_batch(x: Any) -> None:
     ]
     if not leaves:
         return
-    bad = int(_count_nonfinite([jnp.asarray(a) for a in leaves]))
+    with jax.ensure_compile_time_eval():  # a concrete batch is checked even under jit
+        bad = _count_nonfinite([jnp.asarray(a) for a in leaves])
+    if isinstance(bad, jax.core.Tracer):
+        return
+    bad = int(bad)
     if bad:
         total = sum(int(np.size(a)) for a in leaves)
         raise ValueError(

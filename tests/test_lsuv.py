@@ -165,7 +165,8 @@ def test_linen_models(name):
     for col in set(new) - {"params"}:
         jax.tree.map(np.testing.assert_array_equal, new[col], variables[col])
     if name == "resnet_bn":  # BatchNorm in training mode does update its statistics
-        _, updated = module.apply(variables, x, mutable=["batch_stats"], **kwargs)
+        apply = jax.jit(functools.partial(module.apply, mutable=["batch_stats"], **kwargs))
+        _, updated = apply(variables, x)
         assert rel_change(updated["batch_stats"], variables["batch_stats"]) > 0
     check_outputs(linen_outputs(module, new, x, **kwargs), report, center)
     # a second pass finds nothing to do
@@ -208,6 +209,19 @@ def test_second_call_does_not_retrace():
     n = lsuv_mod._TRACES[0]
     jaxinit.lsuv(model, x, target_std=0.5)
     assert lsuv_mod._TRACES[0] == n
+
+
+def test_linen_lsuv_under_jit_and_vmap_over_seeds():
+    module, x = SMALL, normal(SMALL_X)
+    keys = jax.random.split(KEY, 3)
+    stacked = jax.jit(jax.vmap(lambda k: module.init(k, x)))(keys)
+    new, report = jax.jit(jax.vmap(lambda v: jaxinit.lsuv(module, v, x)))(stacked)
+    assert report.std_after.shape == (3, 3)
+    for i in range(3):
+        one = jax.tree.map(lambda a, i=i: a[i], stacked)
+        want, _ = jaxinit.lsuv(module, one, x)
+        got = jax.tree.map(lambda a, i=i: a[i], new)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
 
 
 def test_unhashable_module_is_cached_by_identity():
