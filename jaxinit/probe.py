@@ -579,7 +579,9 @@ def capture(
 
     ``fn`` (default: identity) maps a layer output to a pytree of arrays (e.g. its mean and
     std); values travel in Flax state, so this is safe under ``nn.remat``/``nnx.remat``. The
-    dict is in forward order; a layer called several times keeps the value of its first call.
+    dict is keyed by path (in forward order eagerly; ``jax.jit`` returns dicts with sorted keys,
+    so use :func:`layer_paths` for the order); a layer called several times keeps the value of
+    its first call.
 
     Example:
       >>> import jax, jax.numpy as jnp, flax.linen as nn
