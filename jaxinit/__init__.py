@@ -29,3 +29,9 @@ from .variance_scaling import xavier_normal as xavier_normal
 from .variance_scaling import xavier_uniform as xavier_uniform
 
 __version__ = "0.1.0"
+
+# LSUV and the probe it is built on (issue 3)
+from . import models as models
+from . import probe as probe
+from .lsuv import LSUVReport as LSUVReport
+from .lsuv import lsuv as lsuv

@@ -1,0 +1,228 @@
+"""Benchmark jaxinit.lsuv against one jitted forward pass and against PyTorch's ``lsuv`` package.
+
+Models (issue 3 item 8): the 50 x 512 ReLU MLP on a batch of 256 N(0, 1) vectors, and fastai's
+init-article convnet on a batch of 64 images 128 x 128 x 3 (N(0, 1) pixels). For each:
+
+- first call: trace + compile + run of ``jaxinit.lsuv`` (the cost a user pays once);
+- compile: first call minus the steady-state LSUV time;
+- LSUV: median of ``--repeats`` calls after compilation;
+- forward: median of ``--repeats`` calls of the jitted ``module.apply`` on the same batch;
+- ratio: LSUV / forward, i.e. how many forward passes the pass costs;
+- PyTorch: ``lsuv.lsuv_with_singlebatch`` (package defaults: orthonormal pre-init, std_tol 0.1, 10
+  attempts; verbose off) on the same architecture, one call on a fresh model, and the median
+  PyTorch forward time, when ``torch`` and ``lsuv`` are installed (``pip install
+  jaxinit[bench]``); otherwise that column is skipped with a message.
+
+Prints a table and one JSON line (``{"bench": "lsuv", ...}``). ``--quick`` runs small versions
+(for CI). Usage: ``python experiments/bench_lsuv.py [--quick] [--repeats N] [--no-torch]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+import jaxinit
+from jaxinit import models
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _configs(quick: bool) -> dict[str, dict[str, Any]]:
+    if quick:
+        return {
+            "mlp": dict(depth=8, width=128, batch=64),
+            "convnet": dict(batch=8, size=32),
+        }
+    return {"mlp": dict(depth=50, width=512, batch=256), "convnet": dict(batch=64, size=128)}
+
+
+def _jax_model(name: str, cfg: dict[str, Any]):
+    key = jax.random.key(0)
+    if name == "mlp":
+        module = models.MLP(depth=cfg["depth"], width=cfg["width"])
+        x = jax.random.normal(jax.random.key(1), (cfg["batch"], cfg["width"]))
+    else:
+        module = models.ConvNet()
+        x = jax.random.normal(jax.random.key(1), (cfg["batch"], cfg["size"], cfg["size"], 3))
+    variables = jax.jit(module.init)(key, x)
+    return module, variables, x
+
+
+def bench_jax(name: str, cfg: dict[str, Any], repeats: int) -> dict[str, Any]:
+    module, variables, x = _jax_model(name, cfg)
+    jax.block_until_ready(variables)
+    t = time.perf_counter()
+    new, report = jaxinit.lsuv(module, variables, x)
+    jax.block_until_ready(new)
+    first = time.perf_counter() - t
+    steady = _median_time(lambda: jaxinit.lsuv(module, variables, x), repeats)
+    forward = jax.jit(module.apply)
+    jax.block_until_ready(forward(variables, x))
+    fwd = _median_time(lambda: forward(variables, x), repeats)
+    return {
+        "layers": len(report.paths),
+        "all_converged": report.all_converged,
+        "first_call_s": first,
+        "compile_s": max(first - steady, 0.0),
+        "lsuv_s": steady,
+        "forward_s": fwd,
+        "ratio": steady / fwd,
+    }
+
+
+def _torch_model(name: str, cfg: dict[str, Any], torch):
+    nn = torch.nn
+    if name == "mlp":
+        layers = []
+        for _ in range(cfg["depth"]):
+            layers += [nn.Linear(cfg["width"], cfg["width"]), nn.ReLU()]
+        x = torch.randn(cfg["batch"], cfg["width"])
+        return nn.Sequential(*layers), x
+    chans, kernels, layers, c_in = (32, 64, 128, 128), (5, 3, 3, 3), [], 3
+    for c, k in zip(chans, kernels, strict=True):
+        layers += [nn.Conv2d(c_in, c, k, stride=2, padding=k // 2), nn.ReLU()]
+        c_in = c
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, 10)]
+    x = torch.randn(cfg["batch"], 3, cfg["size"], cfg["size"])
+    return nn.Sequential(*layers), x
+
+
+def bench_torch(name: str, cfg: dict[str, Any], repeats: int) -> dict[str, Any] | str:
+    try:
+        import lsuv
+        import torch
+    except ImportError as err:
+        return f"skipped: {err.name} is not installed (pip install 'jaxinit[bench]')"
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    model, x = _torch_model(name, cfg, torch)
+    model, x = model.to(device), x.to(device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.no_grad():
+        model(x)
+        sync()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x)
+            sync()
+            times.append(time.perf_counter() - t)
+    fwd = statistics.median(times)
+    t = time.perf_counter()
+    lsuv.lsuv_with_singlebatch(model, x, verbose=False, device=device)
+    sync()
+    total = time.perf_counter() - t
+    return {
+        "device": str(device),
+        "torch": torch.__version__,
+        "lsuv_s": total,
+        "forward_s": fwd,
+        "ratio": total / fwd,
+    }
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v * 1e3:.1f} ms" if v < 1 else f"{v:.2f} s"
+    return str(v)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small models (for CI)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 7)")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    args = parser.parse_args(argv)
+    repeats = args.repeats if args.repeats is not None else (5 if args.quick else 7)
+    if repeats < 5:
+        parser.error(f"--repeats={repeats}: use at least 5 (the timings are medians).")
+    dev = jax.devices()[0]
+    result: dict[str, Any] = {
+        "bench": "lsuv",
+        "quick": args.quick,
+        "backend": jax.default_backend(),
+        "device": getattr(dev, "device_kind", str(dev)),
+        "jax": jax.__version__,
+        "machine": platform.machine(),
+        "repeats": repeats,
+        "models": {},
+    }
+    for name, cfg in _configs(args.quick).items():
+        entry: dict[str, Any] = {"config": cfg, "jaxinit": bench_jax(name, cfg, repeats)}
+        if args.no_torch:
+            entry["pytorch"] = "skipped: --no-torch"
+        else:
+            entry["pytorch"] = bench_torch(name, cfg, repeats)
+        pt = entry["pytorch"]
+        if isinstance(pt, dict):
+            entry["first_call_vs_pytorch"] = entry["jaxinit"]["first_call_s"] / pt["lsuv_s"]
+        result["models"][name] = entry
+
+    where = f"{result['backend']} ({result['device']})"
+    print(f"jaxinit.lsuv benchmark on {where}, jax {jax.__version__}, median of {repeats}")
+    head = [
+        "model",
+        "first call",
+        "compile",
+        "LSUV",
+        "forward",
+        "LSUV/fwd",
+        "PyTorch lsuv",
+        "PyTorch fwd",
+        "PT LSUV/fwd",
+        "first/PT",
+    ]
+    rows = []
+    for name, e in result["models"].items():
+        j, pt = e["jaxinit"], e["pytorch"]
+        row = [
+            name,
+            _fmt(j["first_call_s"]),
+            _fmt(j["compile_s"]),
+            _fmt(j["lsuv_s"]),
+            _fmt(j["forward_s"]),
+            f"{j['ratio']:.2f}x",
+        ]
+        if isinstance(pt, dict):
+            row += [
+                _fmt(pt["lsuv_s"]),
+                _fmt(pt["forward_s"]),
+                f"{pt['ratio']:.0f}x",
+                f"{e['first_call_vs_pytorch']:.2f}x",
+            ]
+        else:
+            row += ["-", "-", "-", "-"]
+        rows.append(row)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    for r in [head, *rows]:
+        cells = zip(r, widths, strict=True)
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(cells)))
+    for name, e in result["models"].items():
+        if isinstance(e["pytorch"], str):
+            print(f"PyTorch column for {name}: {e['pytorch']}")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
