@@ -31,6 +31,9 @@ from .variance_scaling import xavier_uniform as xavier_uniform
 __version__ = "0.1.0"
 
 # Analysis: variance propagation over seeds, mean-field predictions.
+from .analysis import Band as Band
+from .analysis import LayerStats as LayerStats
 from .analysis import Prediction as Prediction
 from .analysis import critical_sigma_w as critical_sigma_w
+from .analysis import layer_stats as layer_stats
 from .analysis import predict as predict
