@@ -24,6 +24,7 @@ from ._meanfield import predict as predict
 
 _PROJECTION_KEY = 0x5EED  # the fixed random projection of the default loss
 _AUTO_CHUNK_BYTES = 256 * 2**20
+_FIELDS = ("mean", "std", "in_mean", "in_std", "grad_std")
 
 
 class _Names(tuple):
@@ -51,6 +52,9 @@ class LayerStats(NamedTuple):
       names: Path of each selected layer, in forward order (``"Dense_0"``, ``"layers/3"``).
       mean: ``(seeds, layers)`` mean of each layer's output over batch and features.
       std: ``(seeds, layers)`` standard deviation of each layer's output.
+      in_mean: ``(seeds, layers)`` mean of each layer's input (its first argument; for a
+        Dense/activation chain, the previous activation's output); NaN if not an array.
+      in_std: ``(seeds, layers)`` standard deviation of each layer's input.
       grad_std: ``(seeds, layers)`` standard deviation of the loss gradient w.r.t. each
         layer's output, or None when ``grads=False``.
       loss: ``(seeds,)`` the loss at initialization, or None when ``grads=False``.
@@ -59,6 +63,8 @@ class LayerStats(NamedTuple):
     names: tuple[str, ...]
     mean: jax.Array
     std: jax.Array
+    in_mean: jax.Array
+    in_std: jax.Array
     grad_std: jax.Array | None
     loss: jax.Array | None
 
@@ -76,14 +82,15 @@ class LayerStats(NamedTuple):
             interval for the expected value, ``mean +- z * sd / sqrt(seeds)``.
 
         Returns:
-          ``{"mean": Band, "std": Band, "grad_std": Band}`` (``grad_std`` only if measured).
+          ``{"mean": Band, "std": Band, "in_mean": Band, "in_std": Band, "grad_std": Band}``
+          (``grad_std`` only if measured).
         """
         if not 0 < level < 1:
             raise ValueError(f"summary: level={level!r} must be in (0, 1).")
         if interval not in ("seeds", "mean"):
             raise ValueError(f"summary: interval={interval!r} must be 'seeds' or 'mean'.")
         out = {}
-        for field in ("mean", "std", "grad_std"):
+        for field in _FIELDS:
             values = getattr(self, field)
             if values is None:
                 continue
@@ -98,9 +105,18 @@ class LayerStats(NamedTuple):
             out[field] = Band(centre, lo, hi)
         return out
 
-    def table(self, level: float = 0.95, interval: str = "seeds") -> str:
-        """A plain-text table: per layer, each statistic's mean over seeds and interval."""
-        s = self.summary(level, interval)
+    def table(
+        self,
+        level: float = 0.95,
+        interval: str = "seeds",
+        columns: Sequence[str] = ("mean", "std", "grad_std"),
+    ) -> str:
+        """A plain-text table: per layer, the mean over seeds and interval of ``columns``
+        (any of ``mean``, ``std``, ``in_mean``, ``in_std``, ``grad_std``)."""
+        bad = [c for c in columns if c not in _FIELDS]
+        if bad:
+            raise ValueError(f"table: columns={tuple(columns)!r} has {bad}; use some of {_FIELDS}.")
+        s = {k: v for k, v in self.summary(level, interval).items() if k in columns}
         head = ["layer", *(f"{k} [{100 * level:g}% {interval}]" for k in s)]
         rows = [
             [name, *(f"{b.mean[i]:.4g} [{b.lo[i]:.4g}, {b.hi[i]:.4g}]" for b in s.values())]
@@ -155,8 +171,8 @@ class _Spec(NamedTuple):
     mesh: Mesh | None
     axes: tuple[str, ...]
     seeds: int
-    has_labels: bool
     apply_kwargs: tuple[tuple[str, Any], ...]
+    outputs: tuple[tuple[str, tuple[int, ...], Any], ...] = ()  # (path, shape, dtype)
 
 
 def _default_loss(out: jax.Array, labels: jax.Array | None) -> jax.Array:
@@ -174,70 +190,85 @@ def _build(spec: _Spec, key: jax.Array, x: jax.Array) -> tuple[Any, Any]:
     return spec.model(key), None
 
 
-def _per_seed_fn(spec: _Spec) -> Callable:
-    """``(key, x, labels) -> (mean, std, grad_std, loss)`` for one seed."""
-    kwargs = dict(spec.apply_kwargs)
+def _moments(a: Any) -> tuple[jax.Array, jax.Array]:
+    if not isinstance(a, jax.Array) or not jnp.issubdtype(a.dtype, jnp.inexact) or not a.size:
+        nan = jnp.float32(jnp.nan)
+        return nan, nan
+    a = a.astype(jnp.float32)
+    return jnp.mean(a), jnp.std(a)
+
+
+def _forward(spec: _Spec, model, variables, x, labels, eps):
+    """Run the model once; stores per-layer (out mean, out std, in mean, in std) at each
+    selected layer's first call, adding ``eps[path]`` to its output when given."""
+
+    def on_call(call: probe.LayerCall):
+        y = call()
+        if call.first:
+            call.store((*_moments(y), *_moments(call.args[0] if call.args else None)))
+            if eps is not None:
+                y = y + eps[call.path].astype(y.dtype)
+        return y
+
+    out, stored = probe.intercept(
+        model, variables, x, on_call, select=spec.select, slots=True, **dict(spec.apply_kwargs)
+    )
     loss_fn = spec.loss or _default_loss
+    loss = None if eps is None and not spec.grads else loss_fn(out, labels)
+    return loss, stored
 
-    def run(model, variables, x, labels, eps):
-        stats = []
 
-        def hook(path, y):
-            i = len(stats)
-            yf = y.astype(jnp.float32)
-            stats.append((jnp.mean(yf), jnp.std(yf)))
-            return y if eps is None else y + eps[i].astype(y.dtype)
-
-        out = probe.apply_with_hook(model, variables, x, hook, select=spec.select, **kwargs)
-        if not stats:
-            raise ValueError(
-                f"layer_stats: no layer matched select={spec.select!r}; the default selects "
-                "every layer owning a `kernel`."
-            )
-        mean, std = (jnp.stack(s) for s in zip(*stats, strict=True))
-        return loss_fn(out, labels), (mean, std)
+def _per_seed_fn(spec: _Spec) -> Callable:
+    """``(key, x, labels) -> (mean, std, in_mean, in_std, grad_std, loss)`` for one seed."""
+    paths = [p for p, _, _ in spec.outputs]
 
     def per_seed(key, x, labels):
         model, variables = _build(spec, key, x)
         if not spec.grads:
-            _, (mean, std) = run(model, variables, x, labels, None)
-            return mean, std, None, None
-        shapes = _output_shapes(spec, model, variables, x)
-        eps = [jnp.zeros(s.shape, s.dtype) for s in shapes]
-        if spec.mesh is not None:
-            # Inside shard_map the zeros are device-invariant; the gradient w.r.t. an
-            # invariant input would be summed over devices. Mark them per-device.
-            eps = jax.lax.pcast(eps, spec.axes, to="varying")
-        (loss, (mean, std)), g = jax.value_and_grad(
-            lambda e: run(model, variables, x, labels, e), has_aux=True
-        )(eps)
-        grad_std = jnp.stack([jnp.std(gi.astype(jnp.float32)) for gi in g])
-        return mean, std, grad_std, loss
+            _, stored = _forward(spec, model, variables, x, labels, None)
+            grad_std = loss = None
+        else:
+            eps = {p: jnp.zeros(shape, dtype) for p, shape, dtype in spec.outputs}
+            if spec.mesh is not None:
+                # Inside shard_map the zeros are device-invariant, and the gradient w.r.t. an
+                # invariant input would be summed over devices. Mark them per-device.
+                eps = jax.lax.pcast(eps, spec.axes, to="varying")
+            (loss, stored), g = jax.value_and_grad(
+                lambda e: _forward(spec, model, variables, x, labels, e), has_aux=True
+            )(eps)
+            grad_std = jnp.stack([_moments(g[p])[1] for p in paths])
+        mean, std, in_mean, in_std = (
+            jnp.stack(v) for v in zip(*(stored[p] for p in paths), strict=True)
+        )
+        return mean, std, in_mean, in_std, grad_std, loss
 
     return per_seed
 
 
-def _output_shapes(spec, model, variables, x) -> list[jax.ShapeDtypeStruct]:
-    shapes = []
+def _structure(spec: _Spec, key: jax.Array, x: jax.Array) -> tuple[tuple, int]:
+    """Selected layers' (path, output shape, dtype) in forward order, and the bytes of one
+    seed's parameters, from an abstract (shape-only) build and forward pass."""
+    found: list[tuple[str, tuple[int, ...], Any]] = []
 
-    def hook(path, y):
-        shapes.append(jax.ShapeDtypeStruct(y.shape, y.dtype))
-        return y
+    def go(k):
+        model, variables = _build(spec, k, x)
 
-    def go(variables):
-        probe.apply_with_hook(
-            model, variables, x, hook, select=spec.select, **dict(spec.apply_kwargs)
-        )
+        def on_call(call):
+            y = call()
+            if call.first:
+                found.append((call.path, tuple(y.shape), np.dtype(y.dtype)))
+            return y
 
-    if spec.kind == "linen":
-        jax.eval_shape(go, variables)
-    else:
-        go(None)  # already inside the trace of the seed function
-    return shapes
+        probe.intercept(model, variables, x, on_call, select=spec.select, **dict(spec.apply_kwargs))
+        return variables if spec.kind == "linen" else nnx.state(model)
+
+    params = jax.eval_shape(go, key)
+    nbytes = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(params))
+    return tuple(found), nbytes
 
 
 def _program(spec: _Spec) -> Callable:
-    """The jitted ``(key, x, labels) -> (mean, std, grad_std, loss)`` over all seeds."""
+    """The jitted ``(key, x, labels) -> per-seed arrays`` over all seeds."""
     per_seed = _per_seed_fn(spec)
 
     def over_keys(keys, x, labels):
@@ -296,20 +327,6 @@ def _get_program(spec: _Spec) -> Callable:
         return _cached_program(spec)
     except TypeError:  # an unhashable model or option: build without the cache
         return _program(spec)
-
-
-def _bytes_per_seed(spec: _Spec, key: jax.Array, x: jax.Array) -> int:
-    """Parameters plus (with gradients, three times) the selected layers' outputs."""
-
-    def shapes(k):
-        model, variables = _build(spec, k, x)
-        params = variables if spec.kind == "linen" else nnx.state(model)
-        outs = _output_shapes(spec, model, variables, x)
-        return params, [jnp.zeros(s.shape, s.dtype) for s in outs]
-
-    params, outs = jax.eval_shape(shapes, key)
-    nbytes = lambda tree: sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(tree))  # noqa: E731
-    return nbytes(params) + (3 if spec.grads else 1) * nbytes(outs)
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
@@ -443,32 +460,26 @@ def layer_stats(
         mesh,
         axes,
         seeds,
-        labels is not None,
         tuple(sorted((apply_kwargs or {}).items())),
     )
+    outputs, param_bytes = _structure(spec, base, x)
+    if not outputs:
+        raise ValueError(
+            f"layer_stats: no layer matched select={select!r}; the default selects every "
+            "layer owning a `kernel`."
+        )
     if chunk_size == "auto":
-        per_seed_bytes = _bytes_per_seed(spec, base, x)
-        chunk_size = max(1, _AUTO_CHUNK_BYTES // max(per_seed_bytes, 1))
+        out_bytes = sum(math.prod(shape) * dtype.itemsize for _, shape, dtype in outputs)
+        per_seed = param_bytes + (3 if grads else 1) * out_bytes
+        chunk_size = max(1, _AUTO_CHUNK_BYTES // max(per_seed, 1))
         devices = 1 if mesh is None else math.prod(mesh.shape[a] for a in axes)
         if chunk_size * devices >= seeds:
             chunk_size = None
-    spec = spec._replace(chunk=chunk_size)
+    spec = spec._replace(chunk=chunk_size, outputs=outputs)
     if mesh is not None:
         x = jax.device_put(x, NamedSharding(mesh, P()))
         if labels is not None:
             labels = jax.device_put(labels, NamedSharding(mesh, P()))
-    mean, std, grad_std, loss_value = _get_program(spec)(base, x, labels)
-    names = _layer_names(spec, base, x)
-    return LayerStats(_Names(names), mean, std, grad_std, loss_value)
-
-
-def _layer_names(spec: _Spec, key: jax.Array, x: jax.Array) -> tuple[str, ...]:
-    """The selected layers' paths, from an abstract (shape-only) build and call."""
-    names: list[str] = []
-
-    def go(k):
-        model, variables = _build(spec, k, x)
-        names.extend(probe.layer_paths(model, variables, x, select=spec.select))
-
-    jax.eval_shape(go, key)
-    return tuple(names)
+    mean, std, in_mean, in_std, grad_std, loss_value = _get_program(spec)(base, x, labels)
+    names = _Names(p for p, _, _ in outputs)
+    return LayerStats(names, mean, std, in_mean, in_std, grad_std, loss_value)

@@ -184,7 +184,7 @@ def test_sharded_over_one_axis_of_a_2d_mesh(plain):
 
 
 def test_layer_stats_is_a_pytree_with_static_names(plain):
-    assert len(jax.tree.leaves(plain)) == 4
+    assert len(jax.tree.leaves(plain)) == 6
     again = jax.jit(lambda s: jax.tree.map(lambda a: 2 * a, s))(plain)
     assert again.names == plain.names
     np.testing.assert_allclose(again.std, 2 * plain.std)
