@@ -39,6 +39,7 @@ from .analysis import Band as Band
 from .analysis import LayerStats as LayerStats
 from .analysis import Prediction as Prediction
 from .analysis import critical_sigma_w as critical_sigma_w
+from .analysis import layer_outputs as layer_outputs
 from .analysis import layer_stats as layer_stats
 from .analysis import predict as predict
 from .lsuv import LSUVReport as LSUVReport

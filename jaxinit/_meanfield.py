@@ -104,7 +104,7 @@ def predict(
     activation: str | Callable = "relu",
     depth: int = 10,
     *,
-    sigma_w: float | None = None,
+    sigma_w: float | Sequence[float] | None = None,
     sigma_b: float = 0.0,
     input_var: float = 1.0,
     param: float | None = None,
@@ -122,9 +122,10 @@ def predict(
 
     and, backwards, the gradient of the loss w.r.t. ``h_l`` has second moment
     ``g_l = chi_l g_{l+1} width_{l+1} / width_l`` with
-    ``chi_l = sigma_w^2 E[phi'(sqrt(q_l) z)^2]``. Expectations are computed by Gauss-Legendre
-    quadrature with panel edges at the activation's kinks (exact to rounding for ReLU-like
-    functions), ``phi'`` by ``jax.grad``.
+    ``chi_l = sigma_w^2 E[phi'(sqrt(q_l) z)^2]`` (with per-layer ``sigma_w``, the one of
+    layer ``l + 1``, whose weights carry the gradient back). Expectations are computed by
+    Gauss-Legendre quadrature with panel edges at the activation's kinks (exact to rounding
+    for ReLU-like functions), ``phi'`` by ``jax.grad``.
 
     ``sigma_w`` in terms of common initializers (``fan_in`` scaling): He: ``gain``; LeCun
     and Xavier/Glorot on square layers: 1; PyTorch's default: ``sqrt(1/3)``; a standard
@@ -133,8 +134,9 @@ def predict(
     Args:
       activation: A name known to :func:`jaxinit.gain` or a JAX function of one array.
       depth: Number of Dense layers, >= 1.
-      sigma_w: Weight scale, ``fan_in * Var(W)`` = ``sigma_w^2``; default
-        ``jaxinit.gain(activation, param)`` (He-style init for that activation).
+      sigma_w: Weight scale, ``fan_in * Var(W)`` = ``sigma_w^2``, one number or one per
+        layer; default ``jaxinit.gain(activation, param)`` (He-style init for that
+        activation).
       sigma_b: Bias standard deviation.
       input_var: Second moment ``E[x^2]`` of the network's input elements.
       param: ``negative_slope`` for ``leaky_relu``, ``alpha`` for ``elu``/``celu``.
@@ -162,7 +164,14 @@ def predict(
     phi, dphi, kinks = _resolve("predict", activation, param)
     if sigma_w is None:
         sigma_w = activation_gain(activation, param)
-    sw2 = _check_number("predict", "sigma_w", sigma_w) ** 2
+    if isinstance(sigma_w, Sequence | np.ndarray):
+        if len(sigma_w) != depth:
+            raise ValueError(
+                f"predict: sigma_w={sigma_w!r} must be one number or {depth} (one per layer)."
+            )
+        sw2 = np.array([_check_number("predict", "sigma_w", v) ** 2 for v in sigma_w])
+    else:
+        sw2 = np.full(depth, _check_number("predict", "sigma_w", sigma_w) ** 2)
     sb2 = _check_number("predict", "sigma_b", sigma_b) ** 2
     q_in = _check_number("predict", "input_var", input_var)
     if widths is None:
@@ -177,18 +186,21 @@ def predict(
 
     q = np.empty(depth)
     post_mean, post_std, chi = np.empty(depth), np.empty(depth), np.empty(depth)
+    dphi2 = np.empty(depth)
     prev = q_in
     for layer in range(depth):
-        q[layer] = sw2 * prev + sb2
+        q[layer] = sw2[layer] * prev + sb2
         m1, m2, d2 = (
             _moments(phi, dphi, kinks, q[layer]) if math.isfinite(q[layer]) else ((math.nan,) * 3)
         )
         post_mean[layer], post_std[layer] = m1, math.sqrt(max(m2 - m1 * m1, 0.0))
-        chi[layer] = sw2 * d2
+        chi[layer] = sw2[layer] * d2
+        dphi2[layer] = d2
         prev = m2
     grad_var = np.ones(depth)
     for layer in range(depth - 2, -1, -1):
-        grad_var[layer] = grad_var[layer + 1] * chi[layer] * ratio[layer]
+        # dL/dh_l = phi'(h_l) * W_{l+1}^T dL/dh_{l+1}: layer l+1's weights carry it back.
+        grad_var[layer] = grad_var[layer + 1] * sw2[layer + 1] * dphi2[layer] * ratio[layer]
     return Prediction(q, post_mean, post_std, chi, grad_var)
 
 

@@ -172,3 +172,13 @@ def test_critical_sigma_w_reports_missing_edge_of_chaos():
         jaxinit.critical_sigma_w("gelu", 0.1)
     with pytest.raises(ValueError, match=r"sigma_b=-0.1 must be a finite number >= 0"):
         jaxinit.critical_sigma_w("tanh", -0.1)
+
+
+def test_per_layer_sigma_w():
+    sw = [3.0, 2**0.5, 0.5]
+    p = jaxinit.predict("relu", 3, sigma_w=sw)
+    np.testing.assert_allclose(p.q, [9.0, 9.0, 9 / 8], rtol=RTOL)
+    # Backward through layer l+1's weights: g_1 = (sw_2^2 / 2) (sw_3^2 / 2) g_3.
+    np.testing.assert_allclose(p.grad_var, [1.0 * 0.125, 0.125, 1.0], rtol=RTOL)
+    with pytest.raises(ValueError, match=r"must be one number or 3 \(one per layer\)"):
+        jaxinit.predict("relu", 3, sigma_w=[1.0, 1.0])
