@@ -1,0 +1,89 @@
+"""The jaxinit command, in process: --quick runs, --help, one-line argument errors."""
+
+import json
+
+import pytest
+
+from jaxinit import cli, data
+
+
+def test_demo_quick_writes_tables_and_figures(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for name in ("normal", "torch", "xavier", "he", "lsuv", "mlp: at initialization"):
+        assert name in text
+    for png in ("mlp_layers.png", "convnet_layers.png", "mlp_he_histograms.png"):
+        assert (out / png).stat().st_size > 1000
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == 4 and set(summary["models"]) == {"mlp", "convnet"}
+    mlp = summary["models"]["mlp"]
+    # Standard-normal weights blow the signal up by about sqrt(width) per layer; He keeps it.
+    assert mlp["normal"]["std_last"] > 1e3 * mlp["he"]["std_last"]
+    assert 0.5 < mlp["lsuv"]["std_last"] < 2
+
+
+def test_stats_quick_with_plot(tmp_path, capsys):
+    png = tmp_path / "s.png"
+    args = ["stats", "--quick", "--data", "gaussian", "--init", "he", "--plot", str(png)]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    assert "predicted std" in text and "Dense_0" in text
+    assert png.stat().st_size > 1000
+
+
+def test_lsuv_quick(capsys):
+    assert cli.main(["lsuv", "--quick", "--model", "mlp", "--center"]) == 0
+    text = capsys.readouterr().out
+    assert "LSUV on mlp" in text and "head" in text
+
+
+def test_gain(capsys):
+    assert cli.main(["gain", "relu", "tanh", "softplus"]) == 0
+    text = capsys.readouterr().out
+    assert "1.41421" in text and "1.66667" in text  # gain(relu), gain(tanh) = 5/3
+    rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("│")}
+    assert "-" in rows["softplus"].split("│")[4]  # no edge of chaos for softplus, sigma_b=0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--seeds", "0"], "argument --seeds: 0 must be >= 1"),
+        (["demo", "--seeds", "many"], "argument --seeds: 'many' is not an integer"),
+        (["demo", "--inits", "he,kaiming"], "argument --inits: 'he,kaiming': use a comma"),
+        (["stats", "--model", "vit"], "argument --model: invalid choice: 'vit'"),
+        (["lsuv", "--tol", "-1"], "argument --tol: -1.0 must be a finite number > 0"),
+        (["gain", "relux"], "activation='relux' is not a known name"),
+        (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_bad_arguments_give_one_line_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and err[-1].startswith("jaxinit")
+
+
+def test_missing_dataset_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["stats", "--quick", "--data", "fashion-mnist", "--data-dir", str(tmp_path)])
+    assert info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "train-images-idx3-ubyte" in last and str(tmp_path) in last
+
+
+@pytest.mark.parametrize("command", ["demo", "stats", "lsuv", "gain", None])
+def test_help_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([command, "--help"] if command else ["--help"])
+    assert info.value.code == 0
+    assert "usage: jaxinit" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not data.fashion_mnist_available(), reason="Fashion-MNIST not installed")
+def test_auto_data_picks_fashion_mnist(capsys):
+    assert cli.main(["stats", "--quick", "--data", "auto", "--model", "convnet"]) == 0
+    assert "fashion-mnist/train" in capsys.readouterr().out
