@@ -1,0 +1,131 @@
+"""The experiment scripts: each ``--quick`` run in-process, with the claim asserted on its result.
+
+A script's ``main(argv)`` returns its summary dict; the claim (or, where the literature's claim
+did not reproduce, the finding we report instead) is asserted on those numbers, which come from
+fixed keys. Full runs are marked slow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.fixture(scope="module")
+def load():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        yield importlib.import_module
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+def _run(load, name, tmp_path, *extra):
+    result = load(name).main(["--quick", "--out", str(tmp_path), *extra])
+    _check_outputs(result, tmp_path)
+    return result
+
+
+def _check_outputs(result, out):
+    name = result["name"]
+    md = (out / f"{name}.md").read_text()
+    held = "yes" if result["held"] else "no"
+    assert f"**claim held: {held}**" in md
+    summary = json.loads((out / f"{name}.json").read_text())
+    assert summary["held"] == result["held"]
+    assert summary["quick"] is True
+    assert result["figures"], "every experiment draws a figure"
+    for fig in result["figures"]:
+        assert fig.suffix == ".png"
+        assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert fig.stat().st_size < 300_000, f"{fig.name} is {fig.stat().st_size} bytes"
+        assert f"]({fig.name})" in md
+
+
+# --------------------------------------------------------------------------- scaffolding
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seeds", "0"], "must be an integer >= 1"),
+        (["--seeds", "x"], "is not an integer"),
+        (["--seeds", "1"], "cannot give a spread"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_arguments_are_argparse_errors(load, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as err:
+        load("dlai_playground").main([*argv, "--out", str(tmp_path)])
+    assert err.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_out_must_be_a_folder(load, tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("")
+    with pytest.raises(SystemExit):
+        load("dlai_linear_2unit").main(["--quick", "--out", str(f)])
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_spread_and_welch(load):
+    common = load("_common")
+    s = common.spread([1.0, 2.0, 3.0])
+    assert (s.mean, s.std, s.n) == (2.0, 1.0, 3)
+    assert s.lo < 2.0 < s.hi
+    # 95% t-interval with 2 degrees of freedom: 4.303 * 1 / sqrt(3)
+    np.testing.assert_allclose(s.hi - s.mean, 4.302652729911275 / np.sqrt(3), rtol=1e-9)
+    assert common.welch_less([1, 1, 1], [2, 2, 2]) == 0.0
+    assert common.welch_less([2, 2, 2], [1, 1, 1]) == 1.0
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 50), rng.normal(1, 1, 50)
+    assert common.welch_less(a, b) < 1e-3 < 0.999 < common.welch_less(b, a)
+
+
+# --------------------------------------------------------------------------- claim 3
+
+
+def test_claim3_linear_2unit_is_exact(load, tmp_path):
+    r = _run(load, "dlai_linear_2unit", tmp_path)
+    assert r["held"]
+    for s in (1.5, 0.5):
+        d = r[f"scale_{s}"]
+        assert d["every_layer_exact_activations"] and d["every_layer_exact_gradients"]
+        assert d["a_last_hidden_over_x"] == [s**8, s**8]
+        assert d["grad_first_layer"] == [s**8, s**8]
+
+
+def test_claim3_depth_flag(load, tmp_path):
+    r = load("dlai_linear_2unit").main(
+        ["--quick", "--seeds", "3", "--depth", "12", "--out", str(tmp_path)]
+    )
+    assert r["held"] and r["scale_1.5"]["a_last_hidden_over_x"] == [1.5**11] * 2
+    with pytest.raises(SystemExit):
+        load("dlai_linear_2unit").main(["--depth", "13", "--out", str(tmp_path)])
+
+
+# --------------------------------------------------------------------------- claim 4
+
+
+def test_claim4_playground(load, tmp_path):
+    r = _run(load, "dlai_playground", tmp_path)
+    for opt in ("gradient descent (lr 0.1)", "Adam (lr 0.01)"):
+        v = r[opt]["verdict"]
+        # Zero/constant: units stay identical at every step (exactly); random inits break it.
+        assert v["symmetric_units_identical"] and v["random_units_distinct"]
+        assert v["too_small_slower_than_xavier"]
+        assert v["too_large_starts_far_off"]
+    # Not reproduced: under plain gradient descent N(0, 1) reaches the target loss sooner than
+    # Xavier, significantly over the quick run's seeds; the script says so.
+    gd = r["gradient descent (lr 0.1)"]
+    assert gd["verdict"]["fastest"] == "standard normal N(0, 1)"
+    assert gd["p_faster_than_xavier"]["standard normal N(0, 1)"] < 0.01
+    assert not r["held"] and "NOT the fastest" in r["verdict"]
