@@ -29,3 +29,8 @@ from .variance_scaling import xavier_normal as xavier_normal
 from .variance_scaling import xavier_uniform as xavier_uniform
 
 __version__ = "0.1.0"
+
+# Analysis: variance propagation over seeds, mean-field predictions.
+from .analysis import Prediction as Prediction
+from .analysis import critical_sigma_w as critical_sigma_w
+from .analysis import predict as predict
