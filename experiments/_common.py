@@ -22,11 +22,6 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-# Fashion-MNIST: the Debian package `dataset-fashion-mnist`, then the copy next to the repository.
-DATA_DIRS = (
-    pathlib.Path("/usr/share/datasets/fashion-mnist"),
-    HERE.parent.parent / "shared" / "data" / "fashion-mnist",
-)
 MAX_PNG_BYTES = 300_000
 
 # Run from a clone without installing: the scripts use the repository's own jaxinit.
@@ -99,8 +94,8 @@ def parser(
             type=pathlib.Path,
             default=None,
             help="folder with the Fashion-MNIST IDX files (default: "
-            + ", then ".join(str(d) for d in DATA_DIRS)
-            + ")",
+            "/usr/share/datasets/fashion-mnist/, then ../shared/data/fashion-mnist/ next to "
+            "the repository; see jaxinit.data)",
         )
     p.set_defaults(_seeds_full=seeds, _seeds_quick=quick_seeds)
     return p
@@ -121,18 +116,17 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Na
     return args
 
 
-def data_dir(args: argparse.Namespace) -> pathlib.Path:
-    """The Fashion-MNIST folder: ``--data-dir``, else the first default that exists."""
-    if getattr(args, "data_dir", None) is not None:
-        return args.data_dir
-    for d in DATA_DIRS:
-        if d.is_dir():
-            return d
-    raise FileNotFoundError(
-        "Fashion-MNIST not found in "
-        + " or ".join(str(d) for d in DATA_DIRS)
-        + "; install it (apt-get install dataset-fashion-mnist) or pass --data-dir."
-    )
+def fashion_mnist(args: argparse.Namespace, split: str = "train"):
+    """Fashion-MNIST via :func:`jaxinit.data.fashion_mnist`, from ``--data-dir`` if given.
+
+    A missing or corrupt file ends the script with the loader's message (exit status 1).
+    """
+    from jaxinit import data
+
+    try:
+        return data.fashion_mnist(split, data_dir=getattr(args, "data_dir", None))
+    except (FileNotFoundError, data.IDXError) as err:
+        raise SystemExit(f"error: {err}") from err
 
 
 # --------------------------------------------------------------------------- statistics

@@ -129,3 +129,28 @@ def test_claim4_playground(load, tmp_path):
     assert gd["verdict"]["fastest"] == "standard normal N(0, 1)"
     assert gd["p_faster_than_xavier"]["standard normal N(0, 1)"] < 0.01
     assert not r["held"] and "NOT the fastest" in r["verdict"]
+
+
+# --------------------------------------------------------------------------- claim 5
+
+
+def test_claim5_tanh_histograms(load, tmp_path):
+    r = _run(load, "glorot_tanh_histograms", tmp_path)
+    assert r["held"], r["verdict"]
+    assert all(r["checks"].values())
+    # The measured std follows the mean-field prediction to within 5 standard errors of the
+    # seed mean plus 3% (finite width and non-Gaussian pixels), layer by layer.
+    for label in ("Xavier U(+-sqrt(6/(n_in+n_out)))", "too small N(0, 0.01^2)"):
+        for got, want in zip(r[label]["std"], r[label]["predicted_std"], strict=True):
+            tol = 5 * got.std / np.sqrt(got.n) + 0.03 * want
+            assert abs(got.mean - want) <= tol, (label, got, want)
+
+
+def test_missing_data_dir_is_a_clear_error(load, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as err:
+        load("glorot_tanh_histograms").main(
+            ["--quick", "--data-dir", str(empty), "--out", str(tmp_path)]
+        )
+    assert "not found" in str(err.value) and str(empty) in str(err.value)
