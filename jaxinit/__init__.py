@@ -30,6 +30,10 @@ from .variance_scaling import xavier_uniform as xavier_uniform
 
 __version__ = "0.1.0"
 
+# LSUV and the probe it is built on (issue 3)
+from . import models as models
+from . import probe as probe
+
 # Analysis: variance propagation over seeds, mean-field predictions.
 from .analysis import Prediction as Prediction
 from .analysis import critical_sigma_w as critical_sigma_w

@@ -1,0 +1,633 @@
+"""Observe and rescale layer outputs in forward order, for Flax linen and NNX.
+
+One mechanism serves :func:`jaxinit.lsuv` and the per-layer analyses: run a model's forward pass
+and, for every *selected* layer, hand its output to a function that may observe it, replace it,
+or rerun the layer with rescaled parameters, before the forward pass continues.
+
+Layers are named by their ``"/"``-joined module path (``"Dense_0"``, ``"block1/conv"``,
+``"layers/3"`` for the fourth element of an ``nnx.List``; the root module is ``""``).
+
+``select`` chooses the layers:
+
+- ``None`` (default): every layer that owns a ``kernel`` parameter itself: Dense/Linear,
+  DenseGeneral/LinearGeneral, Conv, ConvTranspose, ConvLocal, Einsum, their subclasses (also those
+  that inherit ``__call__``), and any custom module with a ``kernel`` parameter.
+- a glob pattern ``str`` matched against the whole path: ``*`` matches within one path segment
+  (not ``/``), ``?`` one character of a segment, ``**`` any number of characters including ``/``,
+  ``**/`` zero or more leading segments. ``"Dense_*"`` matches ``Dense_3`` but not
+  ``Dense_3/inner``; ``"**/conv"`` matches ``conv`` and ``block1/conv``.
+- a sequence of such patterns: a layer is selected if any pattern matches.
+- a predicate ``select(path: str, module) -> bool``, called with the bound linen module or the
+  NNX module, e.g. ``lambda path, m: isinstance(m, ConvBlock)``.
+
+Hooks run at the end of each selected layer's call, so nested selected layers are seen inner
+first; this is the order :func:`layer_paths` returns. A layer called several times (shared
+weights) is seen at each call, under the same path; a layer that is never called is never seen.
+
+For NNX the forward pass runs on a copy of the model: the model itself is never mutated (neither
+by hooks nor by the forward pass; BatchNorm running averages and RNG counters of the given model
+stay as they were), so the functions here are pure and can be used inside ``jax.jit``,
+``jax.vmap`` and ``jax.grad``. Subclasses that inherit ``__call__`` (``class MyLinear(nnx.Linear):
+pass``) are caught, which ``nnx.capture`` misses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax.core import scope as _flax_scope
+
+Select = None | str | Sequence[str] | Callable[[str, Any], bool]
+Hook = Callable[[str, Any], Any]
+
+__all__ = [
+    "LayerCall",
+    "apply_with_hook",
+    "capture",
+    "compile_select",
+    "has_bias",
+    "intercept",
+    "is_affine",
+    "is_linen",
+    "is_nnx",
+    "layer_paths",
+    "owns_kernel",
+]
+
+_LINEN_AFFINE: tuple[type, ...] = (
+    nn.Dense,
+    nn.DenseGeneral,
+    nn.Conv,
+    nn.ConvLocal,
+    nn.ConvTranspose,
+    nn.Einsum,
+)
+_NNX_AFFINE: tuple[type, ...] = (
+    nnx.Linear,
+    nnx.LinearGeneral,
+    nnx.Conv,
+    nnx.ConvTranspose,
+    nnx.Einsum,
+)
+_SLOT = "__jaxinit_slot__"  # linen: variable name in the _COLLECTION collection
+_COLLECTION = "__jaxinit_probe__"
+_NNX_SLOT = "_jaxinit_slot_"  # NNX: attribute prefix of slot Variables
+
+
+# --------------------------------------------------------------------------------------------
+# model kinds and layer properties
+
+
+def is_linen(model: Any) -> bool:
+    """Whether ``model`` is a Flax linen module."""
+    return isinstance(model, nn.Module)
+
+
+def is_nnx(model: Any) -> bool:
+    """Whether ``model`` is a Flax NNX module."""
+    return isinstance(model, nnx.Module)
+
+
+def _base_type(module: Any) -> type:
+    """The class of ``module`` before the NNX hook subclass was swapped in."""
+    return getattr(type(module), "_jaxinit_base", type(module))
+
+
+def _linen_own_params(module: nn.Module) -> Mapping[str, Any]:
+    try:
+        params = module.variables.get("params", {})
+    except Exception:  # unbound module
+        return {}
+    return params if isinstance(params, Mapping) else {}
+
+
+def _own_param(module: Any, name: str) -> Any:
+    """The array (or boxed array) of the parameter ``name`` owned by ``module``, or None."""
+    if isinstance(module, nn.Module):
+        v = _linen_own_params(module).get(name)
+        return None if v is None or isinstance(v, Mapping) else v
+    v = vars(module).get(name) if hasattr(module, "__dict__") else None
+    if isinstance(v, nnx.Variable):
+        value = v.get_value()
+        return None if value is None else value
+    return None
+
+
+def owns_kernel(module: Any) -> bool:
+    """Whether ``module`` (linen, bound; or NNX) owns a ``kernel`` parameter itself."""
+    return _own_param(module, "kernel") is not None
+
+
+def has_bias(module: Any) -> bool:
+    """Whether ``module`` owns a ``bias`` parameter itself."""
+    return _own_param(module, "bias") is not None
+
+
+def is_affine(module: Any) -> bool:
+    """Whether ``module`` is a known affine layer (output = linear(x; kernel) + bias) running its
+    library ``__call__``: Dense/Linear, DenseGeneral/LinearGeneral, Conv, ConvLocal,
+    ConvTranspose, Einsum, or a subclass that does not override ``__call__``.
+
+    For such a layer, scaling the kernel and bias by ``s`` and adding ``c`` to the bias changes
+    the output ``y`` into exactly ``s * y + c``.
+    """
+    cls = _base_type(module)
+    bases = _LINEN_AFFINE if isinstance(module, nn.Module) else _NNX_AFFINE
+    for base in cls.__mro__:
+        if base in bases:
+            return cls.__call__ is base.__call__ and owns_kernel(module)
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# selection
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif ch == "*":
+            out.append("[^/]*")
+            i += 1
+        elif ch == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(ch))
+            i += 1
+    return re.compile("".join(out))
+
+
+def compile_select(select: Select, *, name: str = "select") -> Callable[[str, Any], bool]:
+    """``select`` (see the module docstring) as a predicate ``(path, module) -> bool``.
+
+    Raises a TypeError naming ``name`` for anything else.
+
+    Example:
+      >>> from jaxinit.probe import compile_select
+      >>> sel = compile_select(["Dense_*", "**/conv"])
+      >>> [sel(p, None) for p in ("Dense_3", "Dense_3/x", "conv", "a/b/conv", "a/conv2")]
+      [True, False, True, True, False]
+    """
+    if select is None:
+        return lambda path, module: owns_kernel(module)
+    if isinstance(select, str):
+        rx = _glob_regex(select)
+        return lambda path, module: rx.fullmatch(path) is not None
+    if isinstance(select, Sequence) and all(isinstance(s, str) for s in select):
+        rxs = [_glob_regex(s) for s in select]
+        return lambda path, module: any(rx.fullmatch(path) for rx in rxs)
+    if callable(select):
+        return lambda path, module: bool(select(path, module))
+    raise TypeError(
+        f"{name}={select!r} is not supported; use None (every layer owning a kernel), a glob "
+        "pattern such as 'Dense_*' or '**/conv', a sequence of patterns, or a predicate "
+        "(path: str, module) -> bool."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the run state (thread-local, trace-time Python only: strings and module identities, never
+# array values, so nothing leaks out of nn.remat / nnx.remat)
+
+_LOCAL = threading.local()
+
+
+def _stack() -> list[Any]:
+    if not hasattr(_LOCAL, "stack"):
+        _LOCAL.stack = []
+    return _LOCAL.stack
+
+
+@contextlib.contextmanager
+def _pushed(run: Any) -> Iterator[None]:
+    stack = _stack()
+    stack.append(run)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def _suspended() -> contextlib.AbstractContextManager[None]:
+    """Inside it, no run intercepts anything (used to rerun a layer with edited parameters)."""
+    return _pushed(None)
+
+
+def _top() -> Any:
+    stack = _stack()
+    return stack[-1] if stack else None
+
+
+class _Run:
+    def __init__(self, on_call: Callable[[LayerCall], Any], select: Callable[[str, Any], bool]):
+        self.on_call = on_call
+        self.select = select
+        self.active: list[Any] = []  # selected modules whose call is in progress
+        self.seen: set[str] = set()
+        self.stored: dict[str, Any] = {}  # path -> (parts, treedef) of stored slots
+
+
+class LayerCall:
+    """One call of a selected layer, handed to the ``on_call`` function of :func:`intercept`.
+
+    Attributes:
+      path: ``"/"``-joined module path.
+      parts: the path as a tuple (NNX parts may be ints, e.g. list indices).
+      module: the bound linen module or the NNX module (a private copy of the user's).
+      args, kwargs: the arguments of the call.
+      first: whether this is the first call of this layer in this forward pass.
+    """
+
+    def __init__(self, run, path, parts, module, fn, args, kwargs, first):
+        self._run = run
+        self.path = path
+        self.parts = parts
+        self.module = module
+        self._fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.first = first
+
+    def __call__(self) -> Any:
+        """The layer's output from its own forward pass with its current parameters."""
+        return self._fn(*self.args, **self.kwargs)
+
+    def run_scaled(self, target: tuple[Any, ...], g: jax.Array, c: jax.Array) -> Any:
+        """The layer's output when the kernel of the sublayer at relative path ``target``
+        (``()``: the layer itself) is multiplied by ``g`` and its bias replaced by
+        ``g * bias + c`` (``c`` is ignored when there is no bias). Pure: nothing is mutated, so
+        it can run inside ``jax.lax.while_loop``; mutable state the layer updates (BatchNorm)
+        is discarded."""
+        if isinstance(self.module, nn.Module):
+            unbound, variables = self.module.unbind()
+            variables = _edit_linen(variables, target, _scale_fn(g, c))
+            with _suspended():
+                out, _ = unbound.apply(variables, *self.args, mutable=True, **self.kwargs)
+            return out
+        graphdef, state = nnx.split(self.module)
+        model = nnx.merge(graphdef, state, copy=True)
+        _edit_nnx_module(_nnx_get(model, target), _scale_fn(g, c))
+        with _suspended():
+            return model(*self.args, **self.kwargs)
+
+    def store(self, value: Any) -> None:
+        """Keep a pytree of arrays for this layer in Flax state (linen: a variable collection;
+        NNX: Variables on the module), which lifted transforms (``nn.remat``, ``nnx.remat``)
+        carry out; :func:`intercept` returns it. A later store replaces it."""
+        leaves, treedef = jax.tree.flatten(value)
+        self._run.stored[self.path] = (self.parts, treedef)
+        if isinstance(self.module, nn.Module):
+            self.module.put_variable(_COLLECTION, _SLOT, value)
+            return
+        for i, leaf in enumerate(leaves):
+            setattr(self.module, f"{_NNX_SLOT}{i}", _Slot(jnp.asarray(leaf)))
+
+    def load(self) -> Any:
+        """The pytree last stored for this layer in this forward pass."""
+        if isinstance(self.module, nn.Module):
+            return self.module.get_variable(_COLLECTION, _SLOT)
+        _, treedef = self._run.stored[self.path]
+        leaves = [
+            getattr(self.module, f"{_NNX_SLOT}{i}").get_value() for i in range(treedef.num_leaves)
+        ]
+        return jax.tree.unflatten(treedef, leaves)
+
+
+class _Slot(nnx.Variable):
+    """NNX Variable type holding values stored by :meth:`LayerCall.store`."""
+
+
+def _dispatch(run: _Run, path, parts, module, fn, args, kwargs) -> Any:
+    first = path not in run.seen
+    run.seen.add(path)
+    run.active.append(module)
+    try:
+        return run.on_call(LayerCall(run, path, parts, module, fn, args, kwargs, first))
+    finally:
+        run.active.pop()
+
+
+# --------------------------------------------------------------------------------------------
+# linen
+
+
+def _linen_interceptor(run: _Run):
+    def interceptor(f, args, kwargs, context):
+        module = context.module
+        if (
+            _top() is not run
+            or context.method_name != "__call__"
+            or any(m is module for m in run.active)
+        ):
+            return f(*args, **kwargs)
+        parts = tuple(module.path)
+        path = "/".join(parts)
+        if not run.select(path, module):
+            return f(*args, **kwargs)
+        return _dispatch(run, path, parts, module, f, args, kwargs)
+
+    return interceptor
+
+
+def _with_probe_collection(mutable: Any) -> Any:
+    if mutable is True or isinstance(mutable, _flax_scope.DenyList):
+        return mutable
+    if mutable is False or mutable is None:
+        return [_COLLECTION]
+    if isinstance(mutable, str):
+        return [mutable, _COLLECTION]
+    return [*mutable, _COLLECTION]
+
+
+def _linen_intercept(module, variables, x, run: _Run, kwargs, want_slots: bool):
+    kwargs = dict(kwargs)
+    user_mutable = kwargs.pop("mutable", False)
+    with _pushed(run), nn.intercept_methods(_linen_interceptor(run)):
+        if not want_slots:
+            return module.apply(variables, x, mutable=user_mutable, **kwargs), {}
+        out, state = module.apply(
+            variables, x, mutable=_with_probe_collection(user_mutable), **kwargs
+        )
+    state = dict(state)
+    probe_state = state.pop(_COLLECTION, {})
+    slots = {}
+    for path, (parts, _) in run.stored.items():
+        node = probe_state
+        for p in parts:
+            node = node[p]
+        slots[path] = node[_SLOT]
+    if user_mutable is False or user_mutable is None:
+        return out, slots
+    return (out, type(variables)(state) if isinstance(variables, Mapping) else state), slots
+
+
+# --------------------------------------------------------------------------------------------
+# NNX
+
+_HOOKED: dict[type, type] = {}
+
+
+def _hooked_class(cls: type) -> type:
+    """A subclass of ``cls`` whose ``__call__`` goes through the active run (if any)."""
+    if getattr(cls, "_jaxinit_base", None) is not None:
+        return cls
+    if cls not in _HOOKED:
+        base_call = cls.__call__
+
+        def __call__(self, *args, **kwargs):
+            run = _top()
+            info = vars(self).get("_jaxinit_path")  # static: survives nnx.split / nnx.merge
+            if not isinstance(run, _Run) or info is None or any(m is self for m in run.active):
+                return base_call(self, *args, **kwargs)
+            path, parts = info
+            return _dispatch(
+                run, path, parts, self, lambda *a, **k: base_call(self, *a, **k), args, kwargs
+            )
+
+        _HOOKED[cls] = type(
+            cls.__name__,
+            (cls,),
+            {"__call__": __call__, "__module__": cls.__module__, "_jaxinit_base": cls},
+        )
+    return _HOOKED[cls]
+
+
+def _nnx_modules(model: nnx.Module) -> list[tuple[tuple[Any, ...], nnx.Module]]:
+    """Every module of ``model`` (each once, under its first path), root included."""
+    return [(tuple(p), m) for p, m in nnx.iter_graph(model) if isinstance(m, nnx.Module)]
+
+
+def _nnx_copy(model: nnx.Module) -> nnx.Module:
+    graphdef, state = nnx.split(model)
+    return nnx.merge(graphdef, state, copy=True)
+
+
+def _nnx_get(model: Any, parts: Sequence[Any]) -> Any:
+    node = model
+    for p in parts:
+        node = node[p] if isinstance(p, int) else getattr(node, p)
+    return node
+
+
+def _nnx_intercept(model, x, run: _Run, kwargs):
+    copy = _nnx_copy(model)
+    for parts, m in _nnx_modules(copy):
+        path = "/".join(str(p) for p in parts)
+        if run.select(path, m):
+            m._jaxinit_path = (path, parts)
+            m.__class__ = _hooked_class(type(m))
+    with _pushed(run):
+        out = copy(x, **kwargs)
+    slots = {}
+    for path, (parts, treedef) in run.stored.items():
+        m = _nnx_get(copy, parts)
+        leaves = [getattr(m, f"{_NNX_SLOT}{i}").get_value() for i in range(treedef.num_leaves)]
+        slots[path] = jax.tree.unflatten(treedef, leaves)
+    return out, slots
+
+
+# --------------------------------------------------------------------------------------------
+# parameter edits (kernel and bias of one layer)
+
+
+def _scale_fn(g, c):
+    def fn(kernel, bias):
+        k = jax.tree.map(lambda w: (w.astype(jnp.float32) * g).astype(w.dtype), kernel)
+        if bias is None:
+            return k, None
+        b = jax.tree.map(lambda w: (w.astype(jnp.float32) * g + c).astype(w.dtype), bias)
+        return k, b
+
+    return fn
+
+
+def _edit_linen(variables: Mapping[str, Any], parts: Sequence[str], fn) -> dict[str, Any]:
+    """A copy of linen ``variables`` where the params of the module at ``parts`` have
+    ``kernel, bias = fn(kernel, bias)`` (``bias`` None when absent)."""
+    variables = dict(variables)
+
+    def edit(node, rest):
+        node = dict(node)
+        if rest:
+            node[rest[0]] = edit(node[rest[0]], rest[1:])
+            return node
+        kernel, bias = fn(node["kernel"], node.get("bias"))
+        node["kernel"] = kernel
+        if bias is not None:
+            node["bias"] = bias
+        return node
+
+    variables["params"] = edit(variables["params"], tuple(parts))
+    return variables
+
+
+def _edit_nnx_module(module: nnx.Module, fn) -> None:
+    bias_var = vars(module).get("bias")
+    bias = bias_var.get_value() if isinstance(bias_var, nnx.Variable) else None
+    kernel, bias = fn(module.kernel.get_value(), bias)
+    module.kernel.set_value(kernel)
+    if bias is not None:
+        bias_var.set_value(bias)
+
+
+# --------------------------------------------------------------------------------------------
+# public entry points
+
+
+def intercept(
+    model: Any,
+    variables: Any,
+    x: Any,
+    on_call: Callable[[LayerCall], Any],
+    *,
+    select: Select = None,
+    slots: bool = False,
+    **kwargs: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """Run the forward pass, replacing each selected layer call by ``on_call(call)``.
+
+    ``on_call`` receives a :class:`LayerCall` and returns the output the forward pass continues
+    with (``call()`` gives the layer's own output). Returns ``(output, stored)``: the model's
+    output (linen: as ``model.apply(variables, x, **kwargs)`` returns it; NNX: ``model(x,
+    **kwargs)``) and, when ``slots=True``, the pytrees stored with :meth:`LayerCall.store`, by
+    path (otherwise ``{}``).
+    """
+    run = _Run(on_call, compile_select(select))
+    if is_linen(model):
+        return _linen_intercept(model, variables, x, run, kwargs, slots)
+    if is_nnx(model):
+        if variables is not None:
+            raise TypeError(
+                "variables must be None for an NNX model (its state lives in the model); got "
+                f"{type(variables).__name__}."
+            )
+        return _nnx_intercept(model, x, run, kwargs)
+    raise TypeError(
+        f"model of type {type(model).__name__} is not a Flax module; pass a flax.linen.Module "
+        "(with its variables) or a flax.nnx.Module (with variables=None)."
+    )
+
+
+def apply_with_hook(
+    model: Any, variables: Any, x: Any, hook: Hook, *, select: Select = None, **kwargs: Any
+) -> Any:
+    """Run the forward pass, replacing each selected layer's output ``y`` by ``hook(path, y)``.
+
+    Layers are visited in forward order (at the end of their call, so a selected layer nested
+    in another selected layer comes first); a layer called twice is hooked twice under the same
+    path. Traceable: works under ``jax.jit``, ``jax.vmap`` and ``jax.grad``. Values computed in a
+    hook should be returned (or kept via :func:`capture`), not stored in Python containers: that
+    leaks tracers out of ``nn.remat`` / ``nnx.remat`` and ``jax.checkpoint``.
+
+    Args:
+      model: a ``flax.linen.Module`` or a ``flax.nnx.Module``.
+      variables: the linen variables; ``None`` for NNX.
+      x: the input.
+      hook: ``hook(path: str, y) -> y'``, ``y'`` of the same shape and dtype.
+      select: which layers (see :mod:`jaxinit.probe`); default every layer owning a ``kernel``.
+      **kwargs: passed to ``model.apply`` (linen; e.g. ``mutable=``, ``rngs=``) or to
+        ``model(x, ...)`` (NNX).
+
+    Returns:
+      What ``model.apply(variables, x, **kwargs)`` (linen) or ``model(x, **kwargs)`` (NNX)
+      returns. The NNX model is not mutated (the pass runs on a copy).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn
+      >>> from jaxinit.probe import apply_with_hook
+      >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
+      >>> x = jnp.ones((4, 3))
+      >>> variables = model.init(jax.random.key(0), x)
+      >>> y = apply_with_hook(model, variables, x, lambda path, y: jnp.zeros_like(y))
+      >>> bool((y == 0).all())
+      True
+    """
+    if not callable(hook):
+        raise TypeError(f"hook={hook!r} is not callable; pass hook(path: str, y) -> y.")
+    out, _ = intercept(
+        model, variables, x, lambda call: hook(call.path, call()), select=select, **kwargs
+    )
+    return out
+
+
+def capture(
+    model: Any,
+    variables: Any,
+    x: Any,
+    fn: Callable[[Any], Any] | None = None,
+    *,
+    select: Select = None,
+    **kwargs: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """Run the forward pass and return ``(output, {path: fn(y)})`` for the selected layers.
+
+    ``fn`` (default: identity) maps a layer output to a pytree of arrays (e.g. its mean and
+    std); values travel in Flax state, so this is safe under ``nn.remat``/``nnx.remat``. The
+    dict is in forward order; a layer called several times keeps the value of its first call.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn
+      >>> from jaxinit.probe import capture
+      >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
+      >>> x = jnp.ones((4, 3))
+      >>> variables = model.init(jax.random.key(0), x)
+      >>> _, stds = capture(model, variables, x, jnp.std)
+      >>> list(stds), stds["layers_2"].shape
+      (['layers_0', 'layers_2'], ())
+    """
+    fn = (lambda y: y) if fn is None else fn
+
+    def on_call(call: LayerCall) -> Any:
+        y = call()
+        if call.first:
+            call.store(fn(y))
+        return y
+
+    out, stored = intercept(model, variables, x, on_call, select=select, slots=True, **kwargs)
+    return out, stored
+
+
+def layer_paths(
+    model: Any, variables: Any, x: Any, *, select: Select = None, **kwargs: Any
+) -> tuple[str, ...]:
+    """The selected layers' paths in forward order (each once, at its first call).
+
+    Runs the forward pass abstractly (``jax.eval_shape``): no computation is done. Layers that
+    the forward pass never calls are not listed.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn
+      >>> from jaxinit.probe import layer_paths
+      >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
+      >>> x = jnp.ones((4, 3))
+      >>> layer_paths(model, model.init(jax.random.key(0), x), x)
+      ('layers_0', 'layers_2')
+    """
+    order: list[str] = []
+
+    def on_call(call: LayerCall) -> Any:
+        y = call()
+        if call.first:
+            order.append(call.path)
+        return y
+
+    jax.eval_shape(
+        lambda v, x: intercept(model, v, x, on_call, select=select, **kwargs)[0], variables, x
+    )
+    return tuple(order)
