@@ -186,6 +186,18 @@ def welch_less(a: Any, b: Any) -> float:
     return float(stats.t.cdf(diff / math.sqrt(va + vb), df))
 
 
+def paired_less(a: Any, b: Any) -> float:
+    """One-sided p-value of mean(a - b) < 0 for paired samples (one-sample t-test on the
+    differences); 0 or 1 when the differences are all equal."""
+    from scipy import stats
+
+    d = np.asarray(a, np.float64).ravel() - np.asarray(b, np.float64).ravel()
+    se = d.std(ddof=1) / math.sqrt(d.size)
+    if se == 0:
+        return 0.0 if d.mean() < 0 else 1.0
+    return float(stats.t.cdf(d.mean() / se, d.size - 1))
+
+
 def seed_interval(x: Any, level: float = 0.95) -> tuple[float, float]:
     """The central ``level`` range of the per-seed values themselves (empirical quantiles)."""
     a = np.asarray(x, np.float64).ravel()

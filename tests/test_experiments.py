@@ -154,3 +154,27 @@ def test_missing_data_dir_is_a_clear_error(load, tmp_path, capsys):
             ["--quick", "--data-dir", str(empty), "--out", str(tmp_path)]
         )
     assert "not found" in str(err.value) and str(empty) in str(err.value)
+
+
+# --------------------------------------------------------------------------- claim 6
+
+
+def test_claim6_prior_bias(load, tmp_path):
+    r = _run(load, "prior_bias_imbalance", tmp_path)
+    assert r["held"], r["verdict"]
+    p = np.asarray(r["proportions"])
+    np.testing.assert_allclose(p, np.array([10, 5, 5, 100, 100]) / 220)
+    init = r["initial"]
+    np.testing.assert_allclose(
+        init["zero head kernel: prior_bias (log p)"]["mean_softmax"], p, atol=1e-6
+    )
+    # The logit formula lands on p / (1 - p) renormalized: 0.4733 for each frequent class.
+    q = p / (1 - p)
+    np.testing.assert_allclose(
+        init["zero head kernel: logit log(p/(1-p))"]["mean_softmax"], q / q.sum(), atol=1e-6
+    )
+    train = r["training"]
+    entropy = -(p * np.log(p)).sum()
+    np.testing.assert_allclose(train["prior_bias (log p)"]["initial_loss"], entropy, rtol=1e-5)
+    np.testing.assert_allclose(train["zero bias"]["initial_loss"], np.log(5), rtol=1e-5)
+    assert r["p_first_epoch"] < 0.01 and r["p_steps"] < 0.01
