@@ -129,6 +129,33 @@ def fashion_mnist(args: argparse.Namespace, split: str = "train"):
         raise SystemExit(f"error: {err}") from err
 
 
+# --------------------------------------------------------------------------- models
+
+
+def chain(depth: int, width: int, activation: Any, kernel_init: Any):
+    """A bias-free Dense/activation chain as a linen Module: blocks ``layer1`` ... ``layerN``,
+    each ``activation(Dense(width)(x))``.
+
+    ``jaxinit.layer_stats``' default selection observes each Dense output (pre-activation);
+    ``select="layer*"`` observes each block's output (post-activation).
+    """
+    import flax.linen as nn
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return activation(nn.Dense(width, use_bias=False, kernel_init=kernel_init)(x))
+
+    class Chain(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for i in range(depth):
+                x = Block(name=f"layer{i + 1}")(x)
+            return x
+
+    return Chain()
+
+
 # --------------------------------------------------------------------------- statistics
 
 
