@@ -35,6 +35,11 @@ from . import models as models
 from . import probe as probe
 
 # Analysis: variance propagation over seeds, mean-field predictions.
+from .analysis import Band as Band
+from .analysis import LayerStats as LayerStats
 from .analysis import Prediction as Prediction
 from .analysis import critical_sigma_w as critical_sigma_w
+from .analysis import layer_stats as layer_stats
 from .analysis import predict as predict
+from .lsuv import LSUVReport as LSUVReport
+from .lsuv import lsuv as lsuv

@@ -2,6 +2,484 @@
 
 from __future__ import annotations
 
+import functools
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from . import probe
 from ._meanfield import Prediction as Prediction
 from ._meanfield import critical_sigma_w as critical_sigma_w
 from ._meanfield import predict as predict
+
+_PROJECTION_KEY = 0x5EED  # the fixed random projection of the default loss
+_AUTO_CHUNK_BYTES = 256 * 2**20
+_FIELDS = ("mean", "std", "in_mean", "in_std", "grad_std")
+
+
+class _Names(tuple):
+    """Layer names: a tuple that is a pytree node with no leaves (static under jit/vmap)."""
+
+    __slots__ = ()
+
+
+jax.tree_util.register_pytree_node(_Names, lambda n: ((), tuple(n)), lambda aux, _: _Names(aux))
+
+
+class Band(NamedTuple):
+    """A per-layer centre and interval over seeds (NumPy arrays of length ``layers``)."""
+
+    mean: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+class LayerStats(NamedTuple):
+    """Per-seed, per-layer statistics from :func:`layer_stats` (a pytree; ``names`` is
+    static).
+
+    Attributes:
+      names: Path of each selected layer, in forward order (``"Dense_0"``, ``"layers/3"``).
+      mean: ``(seeds, layers)`` mean of each layer's output over batch and features.
+      std: ``(seeds, layers)`` standard deviation of each layer's output.
+      in_mean: ``(seeds, layers)`` mean of each layer's input (its first argument; for a
+        Dense/activation chain, the previous activation's output); NaN if not an array.
+      in_std: ``(seeds, layers)`` standard deviation of each layer's input.
+      grad_std: ``(seeds, layers)`` standard deviation of the loss gradient w.r.t. each
+        layer's output, or None when ``grads=False``.
+      loss: ``(seeds,)`` the loss at initialization, or None when ``grads=False``.
+    """
+
+    names: tuple[str, ...]
+    mean: jax.Array
+    std: jax.Array
+    in_mean: jax.Array
+    in_std: jax.Array
+    grad_std: jax.Array | None
+    loss: jax.Array | None
+
+    @property
+    def seeds(self) -> int:
+        return int(self.mean.shape[0])
+
+    def summary(self, level: float = 0.95, interval: str = "seeds") -> dict[str, Band]:
+        """Mean over seeds and a ``level`` interval for ``mean``, ``std`` (and ``grad_std``).
+
+        Args:
+          level: Coverage of the interval, in (0, 1).
+          interval: ``"seeds"``: the central ``level`` quantile range of the per-seed values
+            (where one run's value falls); ``"mean"``: a normal-approximation confidence
+            interval for the expected value, ``mean +- z * sd / sqrt(seeds)``.
+
+        Returns:
+          ``{"mean": Band, "std": Band, "in_mean": Band, "in_std": Band, "grad_std": Band}``
+          (``grad_std`` only if measured).
+        """
+        if not 0 < level < 1:
+            raise ValueError(f"summary: level={level!r} must be in (0, 1).")
+        if interval not in ("seeds", "mean"):
+            raise ValueError(f"summary: interval={interval!r} must be 'seeds' or 'mean'.")
+        out = {}
+        for field in _FIELDS:
+            values = getattr(self, field)
+            if values is None:
+                continue
+            v = np.asarray(values, np.float64)
+            centre = v.mean(axis=0)
+            if interval == "seeds":
+                lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2], axis=0)
+            else:
+                z = statistics.NormalDist().inv_cdf((1 + level) / 2)
+                half = z * v.std(axis=0, ddof=1) / math.sqrt(v.shape[0]) if len(v) > 1 else 0
+                lo, hi = centre - half, centre + half
+            out[field] = Band(centre, lo, hi)
+        return out
+
+    def table(
+        self,
+        level: float = 0.95,
+        interval: str = "seeds",
+        columns: Sequence[str] = ("mean", "std", "grad_std"),
+    ) -> str:
+        """A plain-text table: per layer, the mean over seeds and interval of ``columns``
+        (any of ``mean``, ``std``, ``in_mean``, ``in_std``, ``grad_std``)."""
+        bad = [c for c in columns if c not in _FIELDS]
+        if bad:
+            raise ValueError(f"table: columns={tuple(columns)!r} has {bad}; use some of {_FIELDS}.")
+        s = {k: v for k, v in self.summary(level, interval).items() if k in columns}
+        head = ["layer", *(f"{k} [{100 * level:g}% {interval}]" for k in s)]
+        rows = [
+            [name, *(f"{b.mean[i]:.4g} [{b.lo[i]:.4g}, {b.hi[i]:.4g}]" for b in s.values())]
+            for i, name in enumerate(self.names)
+        ]
+        widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return f"{self.seeds} seeds\n" + "\n".join(line.rstrip() for line in lines)
+
+
+def _base_key(key: jax.Array | int) -> jax.Array:
+    if isinstance(key, int | np.integer) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"layer_stats: key must be a single key, got shape {key.shape}.")
+        return key
+    if isinstance(key, jax.Array | np.ndarray) and key.shape == (2,) and key.dtype == np.uint32:
+        return jax.random.wrap_key_data(jnp.asarray(key))
+    raise TypeError(f"layer_stats: key={key!r} must be an int or a jax.random.key.")
+
+
+def _kind(model: Any) -> str:
+    if isinstance(model, nn.Module):
+        return "linen"
+    if isinstance(model, nnx.Module):
+        raise TypeError(
+            "layer_stats: pass an NNX model as a constructor key -> model, e.g. "
+            "`lambda key: MLP(rngs=nnx.Rngs(key))`, so that each seed builds its own "
+            f"parameters; got the instance {type(model).__name__}."
+        )
+    if callable(model):
+        return "nnx"
+    raise TypeError(
+        f"layer_stats: model={model!r} must be a flax.linen Module or a constructor "
+        "key -> nnx.Module."
+    )
+
+
+class _Spec(NamedTuple):
+    """Everything that fixes the compiled program except array values."""
+
+    model: Any
+    kind: str
+    select: Any
+    loss: Any
+    grads: bool
+    chunk: int | None
+    mesh: Mesh | None
+    axes: tuple[str, ...]
+    seeds: int
+    apply_kwargs: tuple[tuple[str, Any], ...]
+    outputs: tuple[tuple[str, tuple[int, ...], Any], ...] = ()  # (path, shape, dtype)
+
+
+def _default_loss(out: jax.Array, labels: jax.Array | None) -> jax.Array:
+    if labels is not None:
+        logits = out.reshape(-1, out.shape[-1]).astype(jnp.float32)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels.reshape(-1)).mean()
+    r = jax.random.normal(jax.random.key(_PROJECTION_KEY), out.shape, jnp.float32)
+    return jnp.sum(out.astype(jnp.float32) * r)
+
+
+def _build(spec: _Spec, key: jax.Array, x: jax.Array) -> tuple[Any, Any]:
+    """(model, variables) for one seed: linen variables from ``init``, or an NNX model."""
+    if spec.kind == "linen":
+        return spec.model, spec.model.init(key, x[:1], **dict(spec.apply_kwargs))
+    return spec.model(key), None
+
+
+def _moments(a: Any) -> tuple[jax.Array, jax.Array]:
+    if not isinstance(a, jax.Array) or not jnp.issubdtype(a.dtype, jnp.inexact) or not a.size:
+        nan = jnp.float32(jnp.nan)
+        return nan, nan
+    a = a.astype(jnp.float32)
+    return jnp.mean(a), jnp.std(a)
+
+
+def _forward(spec: _Spec, model, variables, x, labels, eps):
+    """Run the model once; stores per-layer (out mean, out std, in mean, in std) at each
+    selected layer's first call, adding ``eps[path]`` to its output when given."""
+
+    def on_call(call: probe.LayerCall):
+        y = call()
+        if call.first:
+            call.store((*_moments(y), *_moments(call.args[0] if call.args else None)))
+            if eps is not None:
+                y = y + eps[call.path].astype(y.dtype)
+        return y
+
+    out, stored = probe.intercept(
+        model, variables, x, on_call, select=spec.select, slots=True, **dict(spec.apply_kwargs)
+    )
+    loss_fn = spec.loss or _default_loss
+    loss = None if eps is None and not spec.grads else loss_fn(out, labels)
+    return loss, stored
+
+
+def _per_seed_fn(spec: _Spec) -> Callable:
+    """``(key, x, labels) -> (mean, std, in_mean, in_std, grad_std, loss)`` for one seed."""
+    paths = [p for p, _, _ in spec.outputs]
+
+    def per_seed(key, x, labels):
+        model, variables = _build(spec, key, x)
+        if not spec.grads:
+            _, stored = _forward(spec, model, variables, x, labels, None)
+            grad_std = loss = None
+        else:
+            eps = {p: jnp.zeros(shape, dtype) for p, shape, dtype in spec.outputs}
+            if spec.mesh is not None:
+                # Inside shard_map the zeros are device-invariant, and the gradient w.r.t. an
+                # invariant input would be summed over devices. Mark them per-device.
+                eps = jax.lax.pcast(eps, spec.axes, to="varying")
+            (loss, stored), g = jax.value_and_grad(
+                lambda e: _forward(spec, model, variables, x, labels, e), has_aux=True
+            )(eps)
+            grad_std = jnp.stack([_moments(g[p])[1] for p in paths])
+        mean, std, in_mean, in_std = (
+            jnp.stack(v) for v in zip(*(stored[p] for p in paths), strict=True)
+        )
+        return mean, std, in_mean, in_std, grad_std, loss
+
+    return per_seed
+
+
+def _structure(spec: _Spec, key: jax.Array, x: jax.Array) -> tuple[tuple, int]:
+    """Selected layers' (path, output shape, dtype) in forward order, and the bytes of one
+    seed's parameters, from an abstract (shape-only) build and forward pass."""
+    found: list[tuple[str, tuple[int, ...], Any]] = []
+
+    def go(k):
+        model, variables = _build(spec, k, x)
+
+        def on_call(call):
+            y = call()
+            if call.first:
+                found.append((call.path, tuple(y.shape), np.dtype(y.dtype)))
+            return y
+
+        probe.intercept(model, variables, x, on_call, select=spec.select, **dict(spec.apply_kwargs))
+        return variables if spec.kind == "linen" else nnx.state(model)
+
+    params = jax.eval_shape(go, key)
+    nbytes = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(params))
+    return tuple(found), nbytes
+
+
+def _program(spec: _Spec) -> Callable:
+    """The jitted ``(key, x, labels) -> per-seed arrays`` over all seeds."""
+    per_seed = _per_seed_fn(spec)
+
+    def over_keys(keys, x, labels):
+        def f(k):
+            return per_seed(k, x, labels)
+
+        if spec.chunk is None or spec.chunk >= keys.shape[0]:
+            return jax.vmap(f)(keys)
+        return jax.lax.map(f, keys, batch_size=spec.chunk)
+
+    if spec.mesh is None:
+
+        def program(key, x, labels):
+            return over_keys(jax.random.split(key, spec.seeds), x, labels)
+
+        return jax.jit(program)
+
+    devices = math.prod(spec.mesh.shape[a] for a in spec.axes)
+    padded = -(-spec.seeds // devices) * devices
+    seed_spec = P(spec.axes)
+    explicit = any(
+        t == jax.sharding.AxisType.Explicit
+        for name, t in zip(spec.mesh.axis_names, spec.mesh.axis_types, strict=True)
+        if name in spec.axes
+    )
+    sharded = jax.shard_map(
+        over_keys, mesh=spec.mesh, in_specs=(seed_spec, P(), P()), out_specs=seed_spec
+    )
+
+    def program(key, x, labels):
+        keys = jax.random.split(key, spec.seeds)
+        if padded > spec.seeds:  # extra seeds to fill every device; dropped below
+            keys = jnp.concatenate([keys, keys[: padded - spec.seeds]])
+        sharding = NamedSharding(spec.mesh, seed_spec)
+        if explicit:
+            keys = jax.reshard(keys, sharding)
+        else:
+            keys = jax.lax.with_sharding_constraint(keys, sharding)
+        out = sharded(keys, x, labels)
+        if padded == spec.seeds:
+            return out
+        if explicit:  # uneven slices of explicitly sharded arrays need a reshard first
+            out = jax.reshard(out, NamedSharding(spec.mesh, P()))
+        return jax.tree.map(lambda a: a[: spec.seeds], out)
+
+    return jax.jit(program)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_program(spec: _Spec) -> Callable:
+    return _program(spec)
+
+
+def _get_program(spec: _Spec) -> Callable:
+    try:
+        return _cached_program(spec)
+    except TypeError:  # an unhashable model or option: build without the cache
+        return _program(spec)
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"layer_stats: {name}={value!r} must be an int >= {low}.")
+    return int(value)
+
+
+def layer_stats(
+    model: nn.Module | Callable[[jax.Array], nnx.Module],
+    x: jax.Array,
+    *,
+    seeds: int = 16,
+    key: jax.Array | int = 0,
+    labels: jax.Array | None = None,
+    loss: Callable[[jax.Array, jax.Array | None], jax.Array] | None = None,
+    select: Any = None,
+    grads: bool = True,
+    chunk_size: int | str | None = "auto",
+    mesh: Mesh | None = None,
+    mesh_axes: str | Sequence[str] | None = None,
+    apply_kwargs: Mapping[str, Any] | None = None,
+) -> LayerStats:
+    """Per-layer statistics of a network at initialization, over many seeds at once.
+
+    For each of ``seeds`` keys (``jax.random.split(key, seeds)``) the model is initialized,
+    run on the batch ``x``, and for every selected layer (default: each layer owning a
+    ``kernel``, in forward order) the mean and standard deviation of its output (over batch
+    and features) are recorded, together with the standard deviation of the loss gradient
+    w.r.t. that output. All seeds run in one ``jax.jit`` program: ``jax.vmap`` over keys,
+    in chunks of ``chunk_size`` seeds (``jax.lax.map``) so memory stays bounded, and
+    optionally split over the devices of ``mesh`` (``jax.shard_map``). Seed ``i`` gives the
+    same numbers (to float32 rounding) however the seeds are chunked or sharded.
+
+    The gradients w.r.t. layer outputs come from adding a zero perturbation to each selected
+    output (:func:`jaxinit.probe.apply_with_hook`) and differentiating w.r.t. the
+    perturbations. The loss is, by default, the mean softmax cross-entropy of the model's
+    output (logits, last axis) against ``labels``; without labels it is the fixed random
+    projection ``sum(out * r)`` with ``r ~ N(0, 1)`` drawn once from a fixed key (the same
+    for every seed), so the gradient at the output has unit variance and earlier layers show
+    how it grows or shrinks, as in mean-field theory (:func:`predict`'s ``grad_var``).
+
+    Multi-host: start every process with ``jax.distributed.initialize()``, build ``mesh``
+    over ``jax.devices()`` (all hosts), and call ``layer_stats`` with the same arguments on
+    every process. The results are global arrays sharded over seeds; gather them with
+    ``jax.experimental.multihost_utils.process_allgather`` before converting to NumPy.
+
+    Args:
+      model: A ``flax.linen`` Module (initialized with ``model.init(key, x[:1])``) or, for
+        NNX, a constructor ``key -> nnx.Module``, e.g.
+        ``lambda k: MLP(rngs=nnx.Rngs(k))``.
+      x: The input batch.
+      seeds: Number of random initializations.
+      key: Base key (or int seed) split into the per-seed keys.
+      labels: Integer class labels of ``x``, shape ``x.shape[:1]``, for the cross-entropy.
+      loss: Optional ``loss(out, labels) -> scalar`` replacing the default.
+      select: Which layers to observe: None (every layer owning a ``kernel``), a predicate or
+        a path pattern, as :mod:`jaxinit.probe` accepts.
+      grads: Also compute the backward statistics (``grad_std``, ``loss``); False runs the
+        forward pass only.
+      chunk_size: Seeds per vectorized chunk: an int, None (all of a device's seeds in one
+        ``vmap``) or ``"auto"`` (as many as fit in about 256 MiB of parameters and
+        activations).
+      mesh: A ``jax.sharding.Mesh``; the seeds are split over its devices (padded to a
+        multiple of the device count; the padding is dropped).
+      mesh_axes: Mesh axis name(s) to split seeds over; default all of ``mesh``'s axes.
+      apply_kwargs: Extra keyword arguments for the model call (e.g. ``{"train": False}``).
+
+    Returns:
+      A :class:`LayerStats` with ``(seeds, layers)`` arrays; ``.summary()`` and ``.table()``
+      give the mean and a 95% interval over seeds.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxinit
+      >>> class MLP(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x):
+      ...         for _ in range(3):
+      ...             x = nn.relu(nn.Dense(64, kernel_init=jaxinit.he_normal())(x))
+      ...         return nn.Dense(10)(x)
+      >>> x = jax.random.normal(jax.random.key(1), (32, 64))
+      >>> st = jaxinit.layer_stats(MLP(), x, seeds=8)
+      >>> st.names, st.std.shape
+      (('Dense_0', 'Dense_1', 'Dense_2', 'Dense_3'), (8, 4))
+      >>> bool(abs(st.summary()["std"].mean[1] - 2 ** 0.5) < 0.1)  # He: E[h^2] = 2
+      True
+    """
+    kind = _kind(model)
+    seeds = _check_int("seeds", seeds, 1)
+    base = _base_key(key)
+    x = jnp.asarray(x)
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(
+            f"layer_stats: x must be a batch with a leading axis, got shape {x.shape}."
+        )
+    if labels is not None:
+        labels = jnp.asarray(labels)
+        if labels.shape != x.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
+            raise ValueError(
+                f"layer_stats: labels must be integers of shape {x.shape[:1]} (one per example), "
+                f"got {labels.dtype} {labels.shape}."
+            )
+    if loss is not None and not callable(loss):
+        raise TypeError(f"layer_stats: loss={loss!r} must be a callable (out, labels) -> scalar.")
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(f"layer_stats: mesh={mesh!r} must be a jax.sharding.Mesh.")
+    if mesh_axes is not None and mesh is None:
+        raise ValueError("layer_stats: mesh_axes= needs mesh=.")
+    axes: tuple[str, ...] = ()
+    if mesh is not None:
+        axes = (
+            tuple(mesh.axis_names)
+            if mesh_axes is None
+            else ((mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes))
+        )
+        unknown = [a for a in axes if a not in mesh.axis_names]
+        if unknown:
+            raise ValueError(
+                f"layer_stats: mesh_axes={mesh_axes!r} names axes not in the mesh; "
+                f"use some of {tuple(mesh.axis_names)}."
+            )
+    if not (chunk_size is None or chunk_size == "auto"):
+        chunk_size = _check_int("chunk_size", chunk_size, 1)
+    spec = _Spec(
+        model,
+        kind,
+        select,
+        loss,
+        bool(grads),
+        None,
+        mesh,
+        axes,
+        seeds,
+        tuple(sorted((apply_kwargs or {}).items())),
+    )
+    outputs, param_bytes = _structure(spec, base, x)
+    if not outputs:
+        raise ValueError(
+            f"layer_stats: no layer matched select={select!r}; the default selects every "
+            "layer owning a `kernel`."
+        )
+    if chunk_size == "auto":
+        out_bytes = sum(math.prod(shape) * dtype.itemsize for _, shape, dtype in outputs)
+        per_seed = param_bytes + (3 if grads else 1) * out_bytes
+        chunk_size = max(1, _AUTO_CHUNK_BYTES // max(per_seed, 1))
+        devices = 1 if mesh is None else math.prod(mesh.shape[a] for a in axes)
+        if chunk_size * devices >= seeds:
+            chunk_size = None
+    spec = spec._replace(chunk=chunk_size, outputs=outputs)
+    if mesh is not None:
+        x = jax.device_put(x, NamedSharding(mesh, P()))
+        if labels is not None:
+            labels = jax.device_put(labels, NamedSharding(mesh, P()))
+    mean, std, in_mean, in_std, grad_std, loss_value = _get_program(spec)(base, x, labels)
+    names = _Names(p for p, _, _ in outputs)
+    return LayerStats(names, mean, std, in_mean, in_std, grad_std, loss_value)

@@ -1,0 +1,674 @@
+"""LSUV (layer-sequential unit variance) as one compiled pass, for Flax linen and NNX.
+
+Mishkin & Matas 2015, "All you need is a good init" (https://arxiv.org/abs/1511.06422), with
+fastai's mean-centred variant (``center=True``). Built on :mod:`jaxinit.probe`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from . import probe
+from ._base import check_finite, check_key
+from .orthogonal import orthogonal
+
+__all__ = ["LSUVReport", "lsuv"]
+
+_F32 = jnp.float32
+# A layer is dead (left unchanged) when its output std is not above this multiple of the
+# rounding noise of its mean, or below _TINY: rescaling it would blow its weights up ~1e8-fold.
+_DEAD_EPS = 16 * float(jnp.finfo(jnp.float32).eps)
+_TINY = math.sqrt(float(jnp.finfo(jnp.float32).tiny))
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+class LSUVReport(NamedTuple):
+    """What :func:`lsuv` did, per selected layer in forward order (arrays of shape
+    ``(n_layers,)``).
+
+    A pytree (``paths`` is static), so it passes through ``jax.jit``/``jax.vmap``.
+    ``str(report)`` (or :meth:`table`) is a readable table.
+
+    Attributes:
+      paths: layer paths, ``"/"``-joined.
+      iterations: rescaling steps applied (1 for an affine layer, which is exact in one step;
+        0 for a dead layer; for a selected block, the ``while_loop`` iterations).
+      std_before, mean_before: the layer's output statistics on the batch before LSUV (inputs
+        already normalized upstream).
+      std_after, mean_after: the same after LSUV.
+      converged: whether ``|std_after / target_std - 1| <= tol`` (and, with ``center``,
+        ``|mean_after| <= tol * target_std``).
+      dead: output std was 0 (or not finite): the layer was left unchanged.
+      target_std, tol: the options used.
+    """
+
+    paths: tuple[str, ...]
+    iterations: jax.Array
+    std_before: jax.Array
+    mean_before: jax.Array
+    std_after: jax.Array
+    mean_after: jax.Array
+    converged: jax.Array
+    dead: jax.Array
+    target_std: jax.Array
+    tol: jax.Array
+
+    @property
+    def all_converged(self) -> bool:
+        """Whether every layer converged."""
+        return bool(np.all(np.asarray(self.converged)))
+
+    def layer(self, path: str) -> dict[str, Any]:
+        """The row of layer ``path`` as a dict of Python numbers."""
+        if path not in self.paths:
+            raise KeyError(f"{path!r} is not in the report; layers: {self.paths}")
+        i = self.paths.index(path)
+        fields = self._fields[1:-2]
+        return {f: np.asarray(getattr(self, f))[i].item() for f in fields}
+
+    def table(self) -> str:
+        """A plain-text table, one row per layer."""
+        cols = self._fields[1:-2]
+        if np.ndim(self.iterations) != 1:
+            return f"LSUVReport({len(self.paths)} layers, batched {np.shape(self.iterations)})"
+        rows = []
+        conv = np.asarray(self.converged)
+        dead = np.asarray(self.dead)
+        for i, path in enumerate(self.paths):
+            status = "dead" if dead[i] else ("ok" if conv[i] else "NOT CONVERGED")
+            vals = [np.asarray(getattr(self, f))[i] for f in cols[:-2]]
+            rows.append(
+                [path or "(root)", f"{int(vals[0])}"]
+                + [f"{float(v):.4g}" for v in vals[1:]]
+                + [status]
+            )
+        head = ["layer", "iters", "std before", "mean before", "std after", "mean after", "status"]
+        widths = [max(len(h), *(len(r[j]) for r in rows)) for j, h in enumerate(head)]
+
+        def fmt(r):
+            return "  ".join(
+                c.ljust(w) if j in (0, len(r) - 1) else c.rjust(w)
+                for j, (c, w) in enumerate(zip(r, widths, strict=True))
+            ).rstrip()
+
+        title = (
+            f"LSUV: target std {float(self.target_std):.4g}, tol {float(self.tol):.3g}; "
+            f"{int(conv.sum())}/{len(self.paths)} layers converged"
+            + (f", {int(dead.sum())} dead" if dead.any() else "")
+        )
+        return "\n".join([title, fmt(head), *(fmt(r) for r in rows)])
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _report_flatten(r: LSUVReport):
+    return tuple(r[1:]), r.paths
+
+
+def _report_unflatten(paths, children) -> LSUVReport:
+    return LSUVReport(paths, *children)
+
+
+jax.tree_util.register_pytree_node(LSUVReport, _report_flatten, _report_unflatten)
+
+
+# --------------------------------------------------------------------------------------------
+# the pass: one forward pass that normalizes each selected layer as it is called
+
+
+class _Layer(NamedTuple):
+    path: str
+    parts: tuple[Any, ...]
+    affine: bool
+    target: tuple[Any, ...]  # relative parts of the sublayer whose kernel/bias are rescaled
+    bias: bool  # whether that sublayer has a bias
+    kernels: tuple[tuple[tuple[Any, ...], int], ...]  # (absolute parts, n output axes)
+
+
+class _Owner(NamedTuple):  # a kernel-owning layer called inside a selected block
+    parts: tuple[Any, ...]
+    bias: bool
+    n_out: int
+
+
+class _Opts(NamedTuple):
+    target: jax.Array
+    tol: jax.Array
+    max_iters: jax.Array
+    center: bool
+
+
+def _n_out_axes(module: Any) -> int:
+    """How many trailing kernel axes are output axes (DenseGeneral/LinearGeneral: several)."""
+    for attr in ("features", "out_features"):
+        v = getattr(module, attr, None)
+        if isinstance(v, tuple | list):
+            return len(v)
+    return 1
+
+
+def _kernel_shape(module: Any) -> tuple[int, ...] | None:
+    k = probe._own_param(module, "kernel")
+    return None if k is None else tuple(jax.tree.leaves(k)[0].shape)
+
+
+def _stored_kernel_shape(model: Any, variables: Any, parts: tuple[Any, ...]) -> Any:
+    try:
+        if variables is None:
+            return _kernel_shape(probe._nnx_get(model, parts))
+        node = variables["params"]
+        for p in parts:
+            node = node[p]
+        return tuple(jax.tree.leaves(node["kernel"])[0].shape)
+    except (KeyError, AttributeError, IndexError, TypeError):
+        return None
+
+
+def _moments(y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean and population std over all elements, float32, as one variadic reduction (one read
+    of ``y``, one kernel). Sums are taken around the first element, so that a large mean does
+    not cancel the variance."""
+    y = y.astype(_F32)
+    k = jax.lax.stop_gradient(y.reshape(-1)[0])
+    d = y - k
+    zero = jnp.zeros((), _F32)
+    s1, s2 = jax.lax.reduce(
+        (d, d * d), (zero, zero), lambda a, b: (a[0] + b[0], a[1] + b[1]), tuple(range(y.ndim))
+    )
+    s1, s2 = s1 / y.size, s2 / y.size
+    return k + s1, jnp.sqrt(jnp.maximum(s2 - s1 * s1, 0.0))
+
+
+def _alive(m, s):
+    return jnp.isfinite(m) & jnp.isfinite(s) & (s > _DEAD_EPS * jnp.abs(m) + _TINY)
+
+
+def _converged(m, s, o: _Opts):
+    ok = _alive(m, s) & (jnp.abs(s / o.target - 1) <= o.tol)
+    return ok & (jnp.abs(m) <= o.tol * o.target) if o.center else ok
+
+
+def _error(m, s, o: _Opts):
+    e = jnp.abs(s / o.target - 1) + (jnp.abs(m) / o.target if o.center else 0.0)
+    return jnp.where(_alive(m, s), e, jnp.inf)
+
+
+def _affine(y, g, c):
+    return (y.astype(_F32) * g + c).astype(y.dtype)
+
+
+def _normalize_affine(y, bias: bool, o: _Opts):
+    """Exact in one step: the output becomes ``g * y + c``, which is what the layer computes
+    once its kernel is multiplied by ``g`` and its bias replaced by ``g * bias + c``."""
+    m0, s0 = _moments(y)
+    alive = _alive(m0, s0)
+    g = jnp.where(alive, o.target / jnp.where(alive, s0, 1.0), 1.0)
+    c = jnp.where(alive, -g * m0, 0.0) if (o.center and bias) else jnp.zeros((), _F32)
+    return _affine(y, g, c), (g, c, m0, s0)
+
+
+def _normalize_block(call: probe.LayerCall, y0, target, bias: bool, o: _Opts):
+    """Iterate on the kernel gain ``g`` and bias shift ``c`` of the sublayer ``target``."""
+    m0, s0 = _moments(y0)
+    e0 = _error(m0, s0, o)
+    one, zero = jnp.ones((), _F32), jnp.zeros((), _F32)
+    shift = o.center and bias
+
+    def cond(st):
+        i, _, _, _, m, s, *_ = st
+        return (i < o.max_iters) & ~_converged(m, s, o) & _alive(m, s)
+
+    def body(st):
+        i, g, c, _, m, s, bg, bc, bm, bs, be = st
+        k = o.target / s
+        c = (c - m if shift else c) * k
+        g = g * k
+        y = call.run_scaled(target, g, c)
+        m, s = _moments(y)
+        e = _error(m, s, o)
+        better = e < be
+        bg, bc, bm, bs, be = (
+            jnp.where(better, a, b) for a, b in ((g, bg), (c, bc), (m, bm), (s, bs), (e, be))
+        )
+        return i + 1, g, c, y, m, s, bg, bc, bm, bs, be
+
+    init = (jnp.zeros((), jnp.int32), one, zero, y0, m0, s0, one, zero, m0, s0, e0)
+    i, g, c, y, _, _, bg, bc, bm, bs, _ = jax.lax.while_loop(cond, body, init)
+    # Keep the best iterate seen (the last one when converged); rerun only if it is not the last.
+    is_last = (bg == g) & (bc == c)
+    y = jax.lax.cond(is_last, lambda: y, lambda: call.run_scaled(target, bg, bc))
+    return y, (bg, bc, m0, s0, bm, bs, i.astype(_F32))
+
+
+class _Pass:
+    """The ``on_call`` of :func:`jaxinit.probe.intercept` that runs LSUV. It is called for every
+    selected layer and every kernel owner (to find, inside a selected block, the sublayer that
+    feeds its output). Only Python strings and shapes are kept on it; array values travel in
+    Flax state (``call.store``), so nothing leaks out of ``nn.remat``/``nnx.remat``."""
+
+    def __init__(self, model, variables, select, o: _Opts | None):
+        self.model, self.variables, self.select_arg, self.o = model, variables, select, o
+        self.user_select = probe.compile_select(select)
+        self.layers: list[_Layer] = []
+        self.by_path: dict[str, _Layer] = {}
+        self.owners: list[str] = []  # every kernel owner called (for error messages)
+        self.stack: list[list[_Owner]] = []
+        self.active: str | None = None
+
+    def select(self, path: str, module: Any) -> bool:
+        return self.user_select(path, module) or probe.owns_kernel(module)
+
+    def _check_not_scanned(self, call) -> None:
+        have = _kernel_shape(call.module)
+        want = _stored_kernel_shape(self.model, self.variables, tuple(call.parts))
+        if have != want:
+            raise NotImplementedError(
+                f"lsuv: layer {call.path!r} runs inside a lifted transform that slices its "
+                f"parameters (nn.scan / nnx.scan / vmap): its kernel has shape {have} in the "
+                f"call but {want} in the model. LSUV of scan-stacked layers is not supported; "
+                "exclude them with select=."
+            )
+
+    def __call__(self, call: probe.LayerCall) -> Any:
+        m, parts = call.module, tuple(call.parts)
+        owns = probe.owns_kernel(m)
+        if owns:
+            self._check_not_scanned(call)
+            if call.first:
+                self.owners.append(call.path)
+        if not self.user_select(call.path, m):  # a kernel owner that is not selected
+            self.stack.append([])
+            y = call()
+            inner = self.stack.pop()
+            if self.stack:
+                self.stack[-1].extend([*inner, _Owner(parts, probe.has_bias(m), _n_out_axes(m))])
+            return y
+        if self.active is not None:
+            raise ValueError(
+                f"lsuv: select={self.select_arg!r} selects both {self.active!r} and "
+                f"{call.path!r}, which runs inside it; LSUV rescales a block through the "
+                "sublayer that feeds its output, so select one or the other."
+            )
+        if not call.first:  # a shared layer called again: run it with the parameters found
+            layer = self.by_path[call.path]
+            g, c = call.load()[:2]
+            return _affine(call(), g, c) if layer.affine else call.run_scaled(layer.target, g, c)
+        self.active = call.path
+        try:
+            return self._first_call(call, parts, owns)
+        finally:
+            self.active = None
+
+    def _first_call(self, call, parts, owns):
+        m, o = call.module, self.o
+        if probe.is_affine(m):
+            layer = _Layer(
+                call.path, parts, True, (), probe.has_bias(m), ((parts, _n_out_axes(m)),)
+            )
+            y = call()
+            if o is not None:
+                y, stats = _normalize_affine(y, layer.bias, o)
+        else:
+            self.stack.append([])
+            y = call()
+            inner = [q for q in self.stack.pop() if q.parts[: len(parts)] == parts]
+            if owns:
+                target, bias = (), probe.has_bias(m)
+            elif inner:
+                target, bias = inner[-1].parts[len(parts) :], inner[-1].bias
+            else:
+                raise ValueError(
+                    f"lsuv: select={self.select_arg!r} selects {call.path!r}, which owns no "
+                    "kernel and calls no layer owning one inside it, so LSUV has nothing to "
+                    "rescale. Select layers or blocks containing a Dense/Conv/Einsum-like layer."
+                )
+            kernels = {parts: _n_out_axes(m)} if owns else {}
+            kernels.update({q.parts: q.n_out for q in inner})
+            layer = _Layer(call.path, parts, False, target, bias, tuple(kernels.items()))
+            if o is not None:
+                y, stats = _normalize_block(call, y, target, bias, o)
+        self.layers.append(layer)
+        self.by_path[call.path] = layer
+        if o is not None:
+            call.store(stats)
+        return y
+
+    def finish(self) -> tuple[_Layer, ...]:
+        if not self.layers:
+            shown = self.owners[:20]
+            raise ValueError(
+                f"lsuv: select={self.select_arg!r} matched no layer that the forward pass "
+                f"calls. Layers owning a kernel, in forward order: {shown}"
+                + (" ..." if len(self.owners) > 20 else "")
+                + ". Pass select=None (every layer owning a kernel), a glob pattern or a "
+                "predicate (path, module) -> bool."
+            )
+        return tuple(self.layers)
+
+
+def _plan(model, variables, x, select, kwargs) -> tuple[_Layer, ...]:
+    """The selected layers in forward order, from an abstract pass (no computation)."""
+    p = _Pass(model, variables, select, None)
+    jax.eval_shape(
+        lambda v, x: probe.intercept(model, v, x, p, select=p.select, **kwargs)[0], variables, x
+    )
+    return p.finish()
+
+
+def _run(model, variables, x, select, kwargs, o: _Opts):
+    """Run the LSUV pass; returns (layers, per-layer stats)."""
+    p = _Pass(model, variables, select, o)
+    if probe.is_linen(model):
+        kwargs = {**kwargs, "mutable": True}  # BatchNorm in training mode may update stats
+    _, stored = probe.intercept(model, variables, x, p, select=p.select, slots=True, **kwargs)
+    return p.finish(), stored
+
+
+def _report(layers, stored, o: _Opts) -> LSUVReport:
+    def col(i):
+        return jnp.stack([jnp.asarray(stored[la.path][i], _F32) for la in layers])
+
+    g, c, m0, s0 = col(0), col(1), col(2), col(3)
+    affine = np.array([la.affine for la in layers])
+    alive = _alive(m0, s0)
+    # Affine layers: the statistics after follow from the exact algebra y' = g y + c.
+    m1, s1, it = g * m0 + c, g * s0, alive.astype(_F32)
+    if not affine.all():
+
+        def block_col(i, fallback):
+            return jnp.where(
+                jnp.asarray(affine),
+                fallback,
+                jnp.stack(
+                    [
+                        jnp.asarray(stored[la.path][i] if not la.affine else 0.0, _F32)
+                        for la in layers
+                    ]
+                ),
+            )
+
+        m1, s1, it = block_col(4, m1), block_col(5, s1), block_col(6, it)
+    return LSUVReport(
+        tuple(la.path for la in layers),
+        it.astype(jnp.int32),
+        s0,
+        m0,
+        s1,
+        m1,
+        _converged(m1, s1, o),
+        ~alive,
+        o.target,
+        o.tol,
+    )
+
+
+def _ortho_edits(layers, key):
+    """(absolute parts, fn(kernel, bias)) for each kernel to orthogonalize, one key each."""
+    owners = {}
+    for layer in layers:
+        owners.update(dict(layer.kernels))
+    keys = jax.random.split(key, len(owners))
+    edits = []
+    for k, (parts, n_out) in zip(keys, owners.items(), strict=True):
+
+        def fn(kernel, bias, k=k, n_out=n_out):
+            def one(w):
+                rows = math.prod(w.shape[: w.ndim - n_out])
+                cols = math.prod(w.shape[w.ndim - n_out :])
+                return orthogonal()(k, (rows, cols), w.dtype).reshape(w.shape)
+
+            return jax.tree.map(one, kernel), bias
+
+        edits.append((parts, fn))
+    return edits
+
+
+# --------------------------------------------------------------------------------------------
+# jitted passes
+
+_TRACES = [0]  # incremented each time a pass is traced (tests check a second call reuses it)
+
+
+class _Static:
+    """A static jit argument: hashed by value when possible (equal modules share a compiled
+    pass), else by identity (e.g. ``nn.Sequential``, which holds a list)."""
+
+    def __init__(self, obj):
+        self.obj = obj
+        try:
+            self._hash = hash(obj)
+            self._by_value = True
+        except TypeError:
+            self._hash = id(obj)
+            self._by_value = False
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        if not isinstance(other, _Static) or self._by_value != other._by_value:
+            return False
+        if not self._by_value:
+            return self.obj is other.obj
+        try:
+            return type(self.obj) is type(other.obj) and bool(self.obj == other.obj)
+        except Exception:
+            return self.obj is other.obj
+
+
+@functools.partial(jax.jit, static_argnames=("module", "select", "kwargs", "center", "ortho"))
+def _lsuv_linen(
+    variables, x, key, target, tol, max_iters, *, module, select, kwargs, center, ortho
+):
+    _TRACES[0] += 1
+    module, select, kwargs = module.obj, select.obj, dict(kwargs)
+    o = _Opts(target, tol, max_iters, center)
+    frozen = isinstance(variables, flax.core.FrozenDict)
+    variables = flax.core.unfreeze(variables) if frozen else dict(variables)
+    if ortho:
+        for parts, fn in _ortho_edits(_plan(module, variables, x, select, kwargs), key):
+            variables = probe._edit_linen(variables, parts, fn)
+    layers, stored = _run(module, variables, x, select, kwargs, o)
+    for layer in layers:
+        g, c = stored[layer.path][:2]
+        variables = probe._edit_linen(variables, layer.parts + layer.target, probe._scale_fn(g, c))
+    if frozen:
+        variables = flax.core.freeze(variables)
+    return variables, _report(layers, stored, o)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "select", "kwargs", "center", "ortho"))
+def _lsuv_nnx(state, x, key, target, tol, max_iters, *, graphdef, select, kwargs, center, ortho):
+    _TRACES[0] += 1
+    select, kwargs = select.obj, dict(kwargs)
+    o = _Opts(target, tol, max_iters, center)
+    model = nnx.merge(graphdef.obj, state)
+    if ortho:
+        for parts, fn in _ortho_edits(_plan(model, None, x, select, kwargs), key):
+            probe._edit_nnx_module(probe._nnx_get(model, parts), fn)
+    layers, stored = _run(model, None, x, select, kwargs, o)
+    for layer in layers:
+        g, c = stored[layer.path][:2]
+        target_module = probe._nnx_get(model, layer.parts + layer.target)
+        probe._edit_nnx_module(target_module, probe._scale_fn(g, c))
+    return nnx.state(model, nnx.Param), _report(layers, stored, o)
+
+
+# --------------------------------------------------------------------------------------------
+# public entry point
+
+
+def _check_batch(x: Any) -> None:
+    for leaf in jax.tree.leaves(x):
+        if isinstance(leaf, jax.core.Tracer):
+            continue  # inside an outer transform: cannot be checked here
+        a = np.asarray(leaf)
+        if np.issubdtype(a.dtype, np.inexact) or a.dtype == jnp.bfloat16:
+            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a.astype(np.float32))))
+            if bad:
+                raise ValueError(
+                    f"lsuv: x contains {bad} non-finite value(s) (NaN or inf) out of "
+                    f"{np.size(a)}; LSUV needs a finite batch. Clean or re-draw the batch."
+                )
+
+
+def _hashable_kwargs(kwargs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    items = tuple(sorted(kwargs.items()))
+    for k, v in items:
+        try:
+            hash(v)
+        except TypeError:
+            raise TypeError(
+                f"lsuv: keyword argument {k}={v!r} is passed to the model as a static value "
+                "and must be hashable (e.g. train=False); pass arrays through x instead."
+            ) from None
+    return items
+
+
+def lsuv(
+    model: Any,
+    *args: Any,
+    target_std: float = 1.0,
+    tol: float = 1e-3,
+    max_iters: int = 10,
+    center: bool = False,
+    orthogonal_init: bool = False,
+    key: jax.Array | None = None,
+    select: probe.Select = None,
+    **kwargs: Any,
+) -> Any:
+    """Layer-sequential unit-variance initialization, as one compiled pass.
+
+    Runs the forward pass once on the batch ``x`` and normalizes, in forward order, the output
+    of every selected layer so that its std is ``target_std`` (and, with ``center=True``, its
+    mean 0), by rescaling that layer's kernel and bias; the forward pass continues with the
+    normalized output, so each layer sees its normalized inputs. For an affine layer
+    (Dense/Linear, DenseGeneral/LinearGeneral, Conv, ConvTranspose, Einsum) kernel and bias are
+    scaled together by ``s = target_std / std``, and with ``center`` the bias gets ``-s * mean``
+    added after the scale, so std and mean are exact in one step. A selected block (e.g. conv +
+    activation, via ``select``) is normalized post-activation by iterating (``jax.lax.
+    while_loop``, at most ``max_iters`` steps) on the kernel and bias of the sublayer feeding its
+    output. Statistics are over every element of the output (population std).
+
+    The pass is one ``jax.jit`` program per model and input shapes; calling again with the same
+    shapes (any ``target_std``/``tol``/``max_iters``) reuses it.
+
+    Linen: ``new_variables, report = lsuv(module, variables, x, **opts)``; ``variables`` is not
+    modified and only ``params`` change in the result. NNX: ``report = lsuv(model, x, **opts)``
+    updates the model's kernels and biases in place. Other state (BatchNorm running averages,
+    RNG counters) is never changed.
+
+    Args:
+      model: a ``flax.linen.Module`` (then pass ``variables, x``) or ``flax.nnx.Module`` (then
+        pass ``x``).
+      target_std: wanted output std, finite and > 0.
+      tol: relative tolerance, finite and > 0: converged when ``|std / target_std - 1| <= tol``
+        (and ``|mean| <= tol * target_std`` with ``center``).
+      max_iters: bound (int >= 1) on the rescaling steps of a selected block; affine layers
+        need one.
+      center: also make the mean 0 (fastai's variant) by shifting the bias. Layers without a
+        bias cannot be centred; they are reported as not converged.
+      orthogonal_init: first replace every rescaled kernel by a Haar-random orthogonal one
+        (Mishkin & Matas), each with its own key from ``key``.
+      key: PRNG key, required with ``orthogonal_init`` (and only then).
+      select: which layers (see :mod:`jaxinit.probe`): None = every layer owning a kernel, a
+        glob pattern (``"block*"``), a sequence of patterns, or a predicate ``(path, module)``.
+        Selected layers must not be nested.
+      **kwargs: passed to the forward pass (``module.apply(..., **kwargs)`` / ``model(x,
+        **kwargs)``), e.g. ``train=False``; must be hashable.
+
+    Returns:
+      Linen: ``(new_variables, report)``. NNX: ``report``. See :class:`LSUVReport`.
+
+    Raises:
+      ValueError: a non-finite batch (before any work), a bad option, a ``select`` matching no
+        called layer or nested layers.
+      NotImplementedError: a selected layer inside ``nn.scan``/``nnx.scan``.
+
+    A layer called twice (shared weights) is normalized at its first call; later calls run with
+    the rescaled parameters and are not normalized again. A layer the forward pass never calls
+    is not normalized and not in the report. Dead layers (output std 0) are left unchanged and
+    reported; a non-finite output is reported and its layer left unchanged; a block that does
+    not converge keeps its best iterate and is reported as not converged.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxinit
+      >>> from jaxinit.models import MLP
+      >>> model = MLP(depth=4, width=64)
+      >>> x = jax.random.normal(jax.random.key(0), (128, 32))
+      >>> variables = model.init(jax.random.key(1), x)
+      >>> variables, report = jaxinit.lsuv(model, variables, x)
+      >>> report.paths, report.all_converged
+      (('Dense_0', 'Dense_1', 'Dense_2', 'Dense_3'), True)
+    """
+    target_std = check_finite("lsuv", "target_std", target_std, positive=True)
+    tol = check_finite("lsuv", "tol", tol, positive=True)
+    if isinstance(max_iters, bool) or not isinstance(max_iters, int | np.integer) or max_iters < 1:
+        raise ValueError(f"lsuv: max_iters={max_iters!r} must be an int >= 1.")
+    for name, flag in (("center", center), ("orthogonal_init", orthogonal_init)):
+        if not isinstance(flag, bool | np.bool_):
+            raise TypeError(f"lsuv: {name}={flag!r} must be True or False.")
+    if orthogonal_init:
+        if key is None:
+            raise ValueError(
+                "lsuv: orthogonal_init=True needs key=jax.random.key(seed) (one key is split "
+                "into a distinct key per layer)."
+            )
+        check_key("lsuv", key)
+    elif key is not None:
+        raise ValueError("lsuv: key= is only used with orthogonal_init=True; drop it or set it.")
+    probe.compile_select(select)  # type check, outside jit
+    if isinstance(select, list):
+        select = tuple(select)
+    dyn = (jnp.asarray(target_std, _F32), jnp.asarray(tol, _F32), jnp.asarray(max_iters, jnp.int32))
+    static = dict(
+        select=_Static(select),
+        kwargs=_hashable_kwargs(kwargs),
+        center=bool(center),
+        ortho=bool(orthogonal_init),
+    )
+    if probe.is_linen(model):
+        if len(args) != 2:
+            raise TypeError(
+                f"lsuv: a linen module takes lsuv(module, variables, x, ...); got {len(args)} "
+                "positional argument(s) after the module."
+            )
+        variables, x = args
+        if not isinstance(variables, Mapping) or "params" not in variables:
+            raise ValueError(
+                "lsuv: variables must be the dict returned by module.init (with a 'params' "
+                f"collection); got {type(variables).__name__}"
+                + (f" with collections {list(variables)}" if isinstance(variables, Mapping) else "")
+                + "."
+            )
+        _check_batch(x)
+        return _lsuv_linen(variables, x, key, *dyn, module=_Static(model), **static)
+    if probe.is_nnx(model):
+        if len(args) != 1:
+            raise TypeError(
+                f"lsuv: an NNX model takes lsuv(model, x, ...); got {len(args)} positional "
+                "argument(s) after the model."
+            )
+        (x,) = args
+        _check_batch(x)
+        graphdef, state = nnx.split(model)
+        params, report = _lsuv_nnx(state, x, key, *dyn, graphdef=_Static(graphdef), **static)
+        nnx.update(model, params)
+        return report
+    raise TypeError(
+        f"lsuv: model of type {type(model).__name__} is not a Flax module; pass a "
+        "flax.linen.Module (lsuv(module, variables, x)) or a flax.nnx.Module (lsuv(model, x))."
+    )
