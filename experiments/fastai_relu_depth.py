@@ -71,11 +71,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     pred = jaxinit.predict("relu", depth, sigma_w=math.sqrt(2.0), input_var=1.0)
 
     rows, inside, summary = [], {}, {}
-    show = sorted({1, 2, 5, 10, 20, 30, 40, depth})
+    show = sorted({layer for layer in (1, 2, 5, 10, 20, 30, 40, 50, depth) if layer <= depth})
     for layer in show:
         m, s = mean[:, layer - 1], std[:, layer - 1]
         mi, si = _common.seed_interval(m), _common.seed_interval(s)
-        quoted = QUOTED.get(layer) if layer in QUOTED and (layer != 50 or depth == 50) else None
+        quoted = QUOTED.get(layer)
         row = [
             layer,
             f"{m.mean():.3f} [{mi[0]:.3f}, {mi[1]:.3f}]",

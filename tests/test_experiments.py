@@ -178,3 +178,48 @@ def test_claim6_prior_bias(load, tmp_path):
     np.testing.assert_allclose(train["prior_bias (log p)"]["initial_loss"], entropy, rtol=1e-5)
     np.testing.assert_allclose(train["zero bias"]["initial_loss"], np.log(5), rtol=1e-5)
     assert r["p_first_epoch"] < 0.01 and r["p_steps"] < 0.01
+
+
+# --------------------------------------------------------------------------- claim 1
+
+
+def _claim1_asserts(r, depth):
+    assert r["held"], r["verdict"]
+    assert all(r["checks"].values())
+    assert r["depth"] == depth
+    # The inf/NaN layers come from float32's range: the variance by layer 14, the
+    # activations (a non-finite layer mean) by layer 27.
+    assert r["variance_limit_layer"] == 14 and r["activation_limit_layer"] == 27
+    assert max(r["first_nonfinite_variance_layer"]) <= 14
+    if depth >= 27:
+        assert max(r["first_nonfinite_activation_layer"]) <= 27
+
+
+def test_claim1_deep_stack_cheap(load, tmp_path):
+    # 14 layers reach the variance overflow; compiling 4 x 50 layers is the slow part.
+    r = _run(load, "deep_linear_variance", tmp_path, "--seeds", "4", "--depth", "14")
+    _claim1_asserts(r, 14)
+
+
+@pytest.mark.slow
+def test_claim1_deep_stack_quick(load, tmp_path):
+    _claim1_asserts(_run(load, "deep_linear_variance", tmp_path), 50)
+
+
+# --------------------------------------------------------------------------- claim 2
+
+
+def test_claim2_relu_depth_layer1(load, tmp_path):
+    r = _run(load, "fastai_relu_depth", tmp_path, "--depth", "5")
+    assert r["held"], r["verdict"]
+    assert r["inside"] == {1: {"mean": True, "std": True}}
+    # Mean field at layer 1: h ~ N(0, 2 E[x^2]) = N(0, 2), so E[relu(h)] = 1 / sqrt(pi).
+    m = r["layer_1"]["mean"]
+    assert abs(m.mean - 1 / np.sqrt(np.pi)) <= 5 * m.std / np.sqrt(m.n)
+
+
+@pytest.mark.slow
+def test_claim2_relu_depth_quick(load, tmp_path):
+    r = _run(load, "fastai_relu_depth", tmp_path)
+    assert r["held"], r["verdict"]
+    assert set(r["inside"]) == {1, 50}
