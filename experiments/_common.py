@@ -18,7 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -154,6 +157,103 @@ def chain(depth: int, width: int, activation: Any, kernel_init: Any):
             return x
 
     return Chain()
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_stacked(model, variables, x, y, order_keys, *, steps, batch, optimizer):
+    """Train a stack of models (leading axis of every leaf of ``variables``) in one jitted
+    ``vmap``: minibatches of ``batch`` drawn from ``(x, y)`` in epoch-wise shuffles given by
+    ``order_keys`` (one key per model; equal keys give equal data orders, for paired
+    comparisons), softmax cross-entropy, ``optimizer`` (optax). BatchNorm statistics, if
+    ``variables`` has ``batch_stats``, are updated with ``train=True``.
+
+    Returns ``(variables, losses)``, losses of shape ``(models, steps)``.
+    """
+
+    n = x.shape[0]
+    epochs = -(-steps * batch // n)
+    bn = "batch_stats" in variables
+
+    def loss_fn(params, stats, xb, yb):
+        v = {"params": params, **({"batch_stats": stats} if bn else {})}
+        if bn:
+            logits, upd = model.apply(v, xb, train=True, mutable=["batch_stats"])
+            stats = upd["batch_stats"]
+        else:
+            logits = model.apply(v, xb, train=True)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+        return loss, stats
+
+    def train(v, key, x, y):
+        perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, epochs))
+        order = perms.reshape(-1)[: steps * batch].reshape(steps, batch)
+
+        def step(carry, idx):
+            params, stats, state = carry
+            (loss, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(
+                params, stats, x[idx], y[idx]
+            )
+            updates, state = optimizer.update(g, state, params)
+            return (optax.apply_updates(params, updates), stats, state), loss
+
+        stats = v.get("batch_stats", {})
+        carry = (v["params"], stats, optimizer.init(v["params"]))
+        (params, stats, _), losses = jax.lax.scan(step, carry, order)
+        return {"params": params, **({"batch_stats": stats} if bn else {})}, losses
+
+    run = jax.jit(jax.vmap(train, in_axes=(0, 0, None, None)))
+    return run(variables, order_keys, x, y)
+
+
+def accuracy_stacked(model, variables, x, y, chunk: int = 1000):
+    """Test accuracy of each model of a stack (``train=False``), in chunks of ``chunk`` images."""
+
+    n = x.shape[0] // chunk * chunk
+    if n == 0:
+        chunk, n = x.shape[0], x.shape[0]
+    xs = x[:n].reshape(n // chunk, chunk, *x.shape[1:])
+    ys = y[:n].reshape(n // chunk, chunk)
+
+    def acc(v, xs, ys):
+        def one(xy):
+            xb, yb = xy
+            return (model.apply(v, xb, train=False).argmax(-1) == yb).sum()
+
+        return jax.lax.map(one, (xs, ys)).sum() / n
+
+    return jax.jit(jax.vmap(acc, in_axes=(0, None, None)))(variables, xs, ys)
+
+
+def layer_moments_stacked(model, variables, x, select=None, **kwargs):
+    """Per-model, per-layer (mean, std) of the selected layers' outputs on ``x`` for a stack of
+    initialized models, via :func:`jaxinit.probe.capture`. Returns ``(names, mean, std)``, the
+    arrays of shape ``(models, layers)``."""
+    from jaxinit import probe
+
+    def one(v):
+        _, st = probe.capture(
+            model, v, x, lambda y: jnp.stack([y.mean(), y.std()]), select=select, **kwargs
+        )
+        return st
+
+    out = jax.jit(jax.vmap(one))(variables)
+    names = tuple(out)
+    arr = jnp.stack([out[k] for k in names], axis=1)  # (models, layers, 2)
+    return names, np.asarray(arr[..., 0]), np.asarray(arr[..., 1])
+
+
+def stack(trees):
+    """Stack a list of pytrees along a new leading axis."""
+
+    return jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+
+def concat(trees):
+    """Concatenate stacked pytrees along their leading axis."""
+
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
 
 
 # --------------------------------------------------------------------------- statistics
