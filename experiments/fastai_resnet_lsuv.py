@@ -2,9 +2,11 @@
 (the fastai article: 67 / 57 / 48 % on Imagenette); with BatchNorm the three end close together.
 
 Model: a CIFAR-style ResNet built from ``jaxinit.models.ResBlock`` (conv3x3 [BN] ReLU conv3x3
-[BN] + shortcut, ReLU): a 3x3 stem, three stages of ``--blocks`` blocks (widths 16, 32, 64; the
-first block of stages 2 and 3 has stride 2), global average pool, Dense 10; ``--blocks 3`` is
-ResNet-20. Data: Fashion-MNIST (not Imagenette: this must run on a CPU). Inits:
+[BN] + shortcut, ReLU): a 3x3 stem, three stages of ``--blocks`` blocks (the first block of stages
+2 and 3 has stride 2), global average pool, Dense 10; depth 2 + 6 * blocks (``--blocks 2``:
+ResNet-14, the default; 3: ResNet-20). Data: Fashion-MNIST, not Imagenette, and sized for a
+2-core CPU: images average-pooled to 14x14 and stage widths 8, 16, 32 by default (``--pool 1
+--widths 16 32 64`` for the full-size net), 100 SGD steps of 32. Inits:
 ``torch_default()`` kernels (biases zero), ``he_normal()``, and LSUV (``jaxinit.lsuv`` on the
 PyTorch-default init, 512 training images, every conv and the head). Training: SGD with momentum
 0.9, minibatches of 64; for each of "no BN" / "BN", every (init, seed) pair is trained in one
@@ -71,13 +73,13 @@ class ResNet(nn.Module):
         return nn.Dense(10, kernel_init=self.kernel_init, name="head")(x)
 
 
-def run_setting(args, bn, data, keys, steps, batch):
+def run_setting(args, bn, data, keys, steps, batch, widths):
     """Init (PyTorch default, He, LSUV), per-layer stats, training and accuracy for one
     BatchNorm setting; arrays with leading axes (init, seed)."""
     x_train, y_train, x_lsuv, x_probe, x_eval, y_eval = data
     S = keys.shape[0]
-    torch_model = ResNet(args.blocks, bn, jaxinit.torch_default())
-    he_model = ResNet(args.blocks, bn, jaxinit.he_normal())
+    torch_model = ResNet(args.blocks, bn, jaxinit.torch_default(), widths)
+    he_model = ResNet(args.blocks, bn, jaxinit.he_normal(), widths)
     v_torch = jax.vmap(lambda k: torch_model.init(k, x_probe[:1]))(keys)
     v_he = jax.vmap(lambda k: he_model.init(k, x_probe[:1]))(keys)
     lsuv_v, converged = [], True
@@ -103,11 +105,23 @@ def run_setting(args, bn, data, keys, steps, batch):
 
 def main(argv: Sequence[str] | None = None) -> dict:
     p = _common.parser(__doc__.splitlines()[0], seeds=5, quick_seeds=2, data=True)
-    p.add_argument("--blocks", type=int, default=None, help="blocks per stage (3 = ResNet-20; 1)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (938 = 1 epoch; 4)")
-    p.add_argument("--batch", type=int, default=None, help="minibatch size (64; 8)")
+    p.add_argument(
+        "--blocks", type=int, default=None, help="blocks per stage: the depth (2 = ResNet-14; 1)"
+    )
+    p.add_argument(
+        "--widths", type=int, nargs=3, default=(8, 16, 32), help="stage widths (8 16 32)"
+    )
+    p.add_argument(
+        "--pool",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="average-pool the 28x28 images by this factor first (2: 14x14, for CPU)",
+    )
+    p.add_argument("--steps", type=int, default=None, help="training steps (100; 4)")
+    p.add_argument("--batch", type=int, default=None, help="minibatch size (32; 8)")
     p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (0.05)")
-    p.add_argument("--test", type=int, default=None, help="test images scored (10000; 200)")
+    p.add_argument("--test", type=int, default=None, help="test images scored (2000; 200)")
     p.add_argument(
         "--bn",
         choices=("both", "no", "yes"),
@@ -115,12 +129,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         help="which BatchNorm settings to run (both)",
     )
     args = _common.parse(p, argv)
-    args.blocks = args.blocks or (1 if args.quick else 3)
-    steps = args.steps or (4 if args.quick else 938)
-    batch = args.batch or (8 if args.quick else 64)
-    n_test = args.test or (200 if args.quick else 10000)
+    args.blocks = args.blocks or (1 if args.quick else 2)
+    steps = args.steps or (4 if args.quick else 100)
+    batch = args.batch or (8 if args.quick else 32)
+    n_test = args.test or (200 if args.quick else 2000)
+    widths = tuple(args.widths)
     if args.blocks < 1 or steps < 1 or batch < 1 or not args.lr > 0 or not 1 <= n_test <= 9488:
         p.error("--blocks, --steps, --batch, --lr must be positive and --test in [1, 9488]")
+    if min(widths) < 1:
+        p.error("--widths must be positive")
     depth = 2 + 6 * args.blocks
     report = _common.Report(
         NAME,
@@ -133,8 +150,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     train_ds = _common.fashion_mnist(args, "train")
     test_ds = _common.fashion_mnist(args, "test")
     mu, sd = train_ds.x.mean(), train_ds.x.std()
-    x_train = jnp.asarray((train_ds.x - mu) / sd)
-    x_test = jnp.asarray((test_ds.x - mu) / sd)
+
+    def prep(x):
+        x = (x - mu) / sd
+        n, h, w, c = x.shape
+        k = args.pool
+        return jnp.asarray(x.reshape(n, h // k, k, w // k, k, c).mean(axis=(2, 4)))
+
+    x_train, x_test = prep(train_ds.x), prep(test_ds.x)
     rng = np.random.default_rng(8)
     data = (
         x_train,
@@ -149,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     results = {}
     for setting, bn in (("no BN", False), ("BN", True)):
         if args.bn in ("both", "yes" if bn else "no"):
-            results[setting] = run_setting(args, bn, data, keys, steps, batch)
+            results[setting] = run_setting(args, bn, data, keys, steps, batch, widths)
 
     rows, summary, checks, numbers = [], {}, {}, []
     for setting, (names, std, acc, losses, converged) in results.items():
@@ -175,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "init_std": {label: std[i].mean(axis=0) for i, label in enumerate(INITS)},
             "layers": names,
             "lsuv_converged": converged,
+            "lsuv_max_std_deviation": float(np.abs(std[2, :, :-1] - 1).max()),
             "p_default_below_he": p_th,
             "p_he_below_lsuv": p_hl,
         }
@@ -198,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 + ", ".join(f"{label} {100 * means[label]:.2f}" for label in INITS)
             )
     report.table(
-        f"ResNet-{depth} on Fashion-MNIST: test accuracy (%) on {n_test} images after {steps} "
+        f"ResNet-{depth} (widths {widths}) on Fashion-MNIST at {x_train.shape[1]}x"
+        f"{x_train.shape[2]}: test accuracy (%) on {n_test} images after {steps} "
         f"SGD steps of {batch} (lr {args.lr}, momentum 0.9), {S} seeds",
         [
             "",
@@ -251,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     report.summary = {
         "blocks": args.blocks,
+        "widths": widths,
+        "image_size": int(x_train.shape[1]),
         "depth": depth,
         "steps": steps,
         "batch": batch,

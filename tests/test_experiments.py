@@ -223,3 +223,32 @@ def test_claim2_relu_depth_quick(load, tmp_path):
     r = _run(load, "fastai_relu_depth", tmp_path)
     assert r["held"], r["verdict"]
     assert set(r["inside"]) == {1, 50}
+
+
+# --------------------------------------------------------------------------- claim 7
+
+
+def test_claim7_convnet_init(load, tmp_path):
+    r = _run(load, "fastai_convnet_init", tmp_path)
+    checks = r["checks"]
+    # The init part of the claim; the accuracy part needs the full run's budget.
+    init = {k: v for k, v in checks.items() if k.startswith("init:")}
+    assert len(init) == 3 and all(init.values()), init
+    std = r["init_std"]
+    # Mean field for PyTorch's default: each conv + ReLU multiplies the second moment by 1/6.
+    ratios = std["PyTorch default"][1:4] / std["PyTorch default"][:3]
+    assert np.all((ratios > 0.25) & (ratios < 0.6)), ratios
+    np.testing.assert_allclose(std["LSUV"], 1, atol=0.1)
+
+
+# --------------------------------------------------------------------------- claim 8
+
+
+def test_claim8_resnet_no_bn_init(load, tmp_path):
+    r = _run(load, "fastai_resnet_lsuv", tmp_path, "--bn", "no")
+    assert set(r["checks"]) == {"no BN: mean accuracy LSUV > He > PyTorch default"}
+    nobn = r["no BN"]
+    assert nobn["lsuv_converged"] and nobn["lsuv_max_std_deviation"] <= 0.1
+    s = nobn["init_std"]
+    # Without BN the residual stream keeps PyTorch's default far below He at every conv.
+    assert np.all(s["PyTorch default"][:-1] < s["He"][:-1])
