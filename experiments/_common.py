@@ -106,7 +106,20 @@ def parser(
 
 def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv`` (None: ``sys.argv[1:]``) and fill in the defaults that depend on --quick."""
-    args = p.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(given)
+    # The command as run, without --out/--data-dir (machine-specific), for the markdown.
+    shown, skip = [], False
+    for a in given:
+        if skip:
+            skip = False
+            continue
+        if a in ("--out", "--data-dir"):
+            skip = True
+            continue
+        if not a.startswith(("--out=", "--data-dir=")):
+            shown.append(a)
+    args.command = " ".join(shown)
     if args.seeds is None:
         args.seeds = args._seeds_quick if args.quick else args._seeds_full
     if args.out is None:
@@ -448,10 +461,9 @@ class Report:
             "",
             f"**Source.** {self.source}",
             "",
-            f"**Run.** `python experiments/{self.name}.py"
-            + (" --quick" if self.args.quick else "")
-            + f" --seeds {self.args.seeds}` ({run} run, {seconds:.0f} s on "
-            f"{os.cpu_count()} CPU cores, jax {_jax_version()}).",
+            f"**Run.** `python experiments/{self.name}.py {self.args.command}`".replace(" `", "`")
+            + f" ({run} run, {self.args.seeds} seeds, {seconds:.0f} s on "
+            f"{os.cpu_count()} CPU cores shared with other work, jax {_jax_version()}).",
             "",
             f"**claim held: {'yes' if self.held else 'no'}** — {self.verdict}",
             "",

@@ -289,9 +289,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     xav = all(d["xavier_fastest"] for d in v)
     report.held = sub and xav
     winners = "; ".join(f"{o}: {d['fastest']}" for o, d in verdicts.items())
+    failed = {
+        o: [k for k, ok in d.items() if ok is False and k != "xavier_fastest"]
+        for o, d in verdicts.items()
+    }
     report.verdict = (
         ("symmetry, slow-small and oscillating-large parts hold; " if sub else "")
-        + ("" if sub else "some of symmetry/slow-small/oscillating-large fail (see below); ")
+        + (
+            ""
+            if sub
+            else "failed parts: "
+            + "; ".join(f"{o}: {', '.join(bad)}" for o, bad in failed.items() if bad)
+            + "; "
+        )
         + (
             "Xavier converges fastest under both optimizers."
             if xav

@@ -77,12 +77,12 @@ def predicted_std(sigma2, n_in: int, width: int) -> np.ndarray:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = _common.parser(__doc__.splitlines()[0], seeds=100, quick_seeds=8, data=True)
+    p = _common.parser(__doc__.splitlines()[0], seeds=30, quick_seeds=8, data=True)
     p.add_argument("--width", type=int, default=None, help="hidden width (default 1000)")
-    p.add_argument("--batch", type=int, default=None, help="images per seed (default 1000; 256)")
+    p.add_argument("--batch", type=int, default=None, help="images per seed (default 500; 256)")
     args = _common.parse(p, argv)
     width = args.width or 1000  # Glorot & Bengio's width, quick or not
-    batch = args.batch or (256 if args.quick else 1000)
+    batch = args.batch or (256 if args.quick else 500)
     if width < 2 or batch < 2:
         p.error("--width and --batch must be >= 2")
     report = _common.Report(
