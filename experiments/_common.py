@@ -1,0 +1,500 @@
+"""Scaffolding shared by the experiment scripts: command line, statistics over seeds, output.
+
+Every script is ``python experiments/NAME.py [--quick] [--seeds N] [--out DIR] [--data-dir DIR]``
+and exposes ``main(argv) -> dict``. A run prints a table, writes ``NAME.md`` (with a ``claim
+held: yes/no`` line), ``NAME.json`` (the returned summary) and PNG figures into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+HERE = pathlib.Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+MAX_PNG_BYTES = 300_000
+
+# Run from a clone without installing: the scripts use the repository's own jaxinit.
+if (HERE.parent / "jaxinit" / "__init__.py").is_file() and str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
+    return value
+
+
+def _min_seeds(minimum: int):
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"{value} seeds cannot give a spread; use --seeds >= {minimum}"
+            )
+        return value
+
+    return parse
+
+
+def parser(
+    description: str,
+    *,
+    seeds: int,
+    quick_seeds: int,
+    data: bool = False,
+    min_seeds: int = 2,
+) -> argparse.ArgumentParser:
+    """The common command line; scripts add their own flags to the returned parser.
+
+    Args:
+      description: The claim the script tests (shown by ``--help``).
+      seeds: Default number of seeds of the full run.
+      quick_seeds: Default number of seeds with ``--quick``.
+      data: Whether the script reads Fashion-MNIST (adds ``--data-dir``).
+      min_seeds: Smallest accepted ``--seeds`` (2 so that a spread exists).
+    """
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"small, fast run (under a minute on 2 CPU cores; {quick_seeds} seeds by default)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_min_seeds(min_seeds),
+        default=None,
+        help=f"number of random seeds (default {seeds}, or {quick_seeds} with --quick)",
+    )
+    p.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        help=f"output folder for the markdown, JSON and figures (default {RESULTS})",
+    )
+    if data:
+        p.add_argument(
+            "--data-dir",
+            type=pathlib.Path,
+            default=None,
+            help="folder with the Fashion-MNIST IDX files (default: "
+            "/usr/share/datasets/fashion-mnist/, then ../shared/data/fashion-mnist/ next to "
+            "the repository; see jaxinit.data)",
+        )
+    p.set_defaults(_seeds_full=seeds, _seeds_quick=quick_seeds)
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` (None: ``sys.argv[1:]``) and fill in the defaults that depend on --quick."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(given)
+    # The command as run, without --out/--data-dir (machine-specific), for the markdown.
+    shown, skip = [], False
+    for a in given:
+        if skip:
+            skip = False
+            continue
+        if a in ("--out", "--data-dir"):
+            skip = True
+            continue
+        if not a.startswith(("--out=", "--data-dir=")):
+            shown.append(a)
+    args.command = " ".join(shown)
+    if args.seeds is None:
+        args.seeds = args._seeds_quick if args.quick else args._seeds_full
+    if args.out is None:
+        args.out = RESULTS
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out} exists and is not a folder")
+    if getattr(args, "data_dir", None) is not None and not args.data_dir.is_dir():
+        p.error(f"--data-dir {args.data_dir} is not a folder")
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def fashion_mnist(args: argparse.Namespace, split: str = "train"):
+    """Fashion-MNIST via :func:`jaxinit.data.fashion_mnist`, from ``--data-dir`` if given.
+
+    A missing or corrupt file ends the script with the loader's message (exit status 1).
+    """
+    from jaxinit import data
+
+    try:
+        return data.fashion_mnist(split, data_dir=getattr(args, "data_dir", None))
+    except (FileNotFoundError, data.IDXError) as err:
+        raise SystemExit(f"error: {err}") from err
+
+
+# --------------------------------------------------------------------------- models
+
+
+def chain(depth: int, width: int, activation: Any, kernel_init: Any):
+    """A bias-free Dense/activation chain as a linen Module: blocks ``layer1`` ... ``layerN``,
+    each ``activation(Dense(width)(x))``.
+
+    ``jaxinit.layer_stats``' default selection observes each Dense output (pre-activation);
+    ``select="layer*"`` observes each block's output (post-activation).
+    """
+    import flax.linen as nn
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return activation(nn.Dense(width, use_bias=False, kernel_init=kernel_init)(x))
+
+    class Chain(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for i in range(depth):
+                x = Block(name=f"layer{i + 1}")(x)
+            return x
+
+    return Chain()
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_stacked(model, variables, x, y, order_keys, *, steps, batch, optimizer):
+    """Train a stack of models (leading axis of every leaf of ``variables``) in one jitted
+    ``vmap``: minibatches of ``batch`` drawn from ``(x, y)`` in epoch-wise shuffles given by
+    ``order_keys`` (one key per model; equal keys give equal data orders, for paired
+    comparisons), softmax cross-entropy, ``optimizer`` (optax). BatchNorm statistics, if
+    ``variables`` has ``batch_stats``, are updated with ``train=True``.
+
+    Returns ``(variables, losses)``, losses of shape ``(models, steps)``.
+    """
+
+    n = x.shape[0]
+    epochs = -(-steps * batch // n)
+    bn = "batch_stats" in variables
+
+    def loss_fn(params, stats, xb, yb):
+        v = {"params": params, **({"batch_stats": stats} if bn else {})}
+        if bn:
+            logits, upd = model.apply(v, xb, train=True, mutable=["batch_stats"])
+            stats = upd["batch_stats"]
+        else:
+            logits = model.apply(v, xb, train=True)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+        return loss, stats
+
+    def train(v, key, x, y):
+        perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, epochs))
+        order = perms.reshape(-1)[: steps * batch].reshape(steps, batch)
+
+        def step(carry, idx):
+            params, stats, state = carry
+            (loss, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(
+                params, stats, x[idx], y[idx]
+            )
+            updates, state = optimizer.update(g, state, params)
+            return (optax.apply_updates(params, updates), stats, state), loss
+
+        stats = v.get("batch_stats", {})
+        carry = (v["params"], stats, optimizer.init(v["params"]))
+        (params, stats, _), losses = jax.lax.scan(step, carry, order)
+        return {"params": params, **({"batch_stats": stats} if bn else {})}, losses
+
+    run = jax.jit(jax.vmap(train, in_axes=(0, 0, None, None)))
+    return run(variables, order_keys, x, y)
+
+
+def accuracy_stacked(model, variables, x, y, chunk: int = 1000):
+    """Test accuracy of each model of a stack (``train=False``), in chunks of ``chunk`` images."""
+
+    n = x.shape[0] // chunk * chunk
+    if n == 0:
+        chunk, n = x.shape[0], x.shape[0]
+    xs = x[:n].reshape(n // chunk, chunk, *x.shape[1:])
+    ys = y[:n].reshape(n // chunk, chunk)
+
+    def acc(v, xs, ys):
+        def one(xy):
+            xb, yb = xy
+            return (model.apply(v, xb, train=False).argmax(-1) == yb).sum()
+
+        return jax.lax.map(one, (xs, ys)).sum() / n
+
+    return jax.jit(jax.vmap(acc, in_axes=(0, None, None)))(variables, xs, ys)
+
+
+def layer_moments_stacked(model, variables, x, select=None, **kwargs):
+    """Per-model, per-layer (mean, std) of the selected layers' outputs on ``x`` for a stack of
+    initialized models, via :func:`jaxinit.probe.capture`. Returns ``(names, mean, std)``, the
+    arrays of shape ``(models, layers)``."""
+    from jaxinit import probe
+
+    def one(v):
+        _, st = probe.capture(
+            model, v, x, lambda y: jnp.stack([y.mean(), y.std()]), select=select, **kwargs
+        )
+        return st
+
+    out = jax.jit(jax.vmap(one))(variables)
+    names = tuple(out)
+    arr = jnp.stack([out[k] for k in names], axis=1)  # (models, layers, 2)
+    return names, np.asarray(arr[..., 0]), np.asarray(arr[..., 1])
+
+
+def stack(trees):
+    """Stack a list of pytrees along a new leading axis."""
+
+    return jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+
+def concat(trees):
+    """Concatenate stacked pytrees along their leading axis."""
+
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def t_quantile(n: int, level: float = 0.95) -> float:
+    """Two-sided Student-t quantile for ``n`` samples (``n - 1`` degrees of freedom)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, n - 1))
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean, standard deviation over seeds and a 95% t-interval of the mean."""
+
+    mean: float
+    std: float
+    n: int
+    lo: float
+    hi: float
+
+    def __str__(self) -> str:
+        return f"{fmt(self.mean)} ± {fmt(self.std)}"
+
+    def as_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "std": self.std, "n": self.n, "ci95": [self.lo, self.hi]}
+
+
+def spread(x: Any, level: float = 0.95) -> Spread:
+    """Summary of per-seed values ``x`` (1-D); the interval is that of the mean."""
+    a = np.asarray(x, np.float64).ravel()
+    n = a.size
+    if n == 0:
+        raise ValueError("spread: no values")
+    mean = float(a.mean())
+    std = float(a.std(ddof=1)) if n > 1 else 0.0
+    half = t_quantile(n, level) * std / math.sqrt(n) if n > 1 else math.inf
+    return Spread(mean, std, n, mean - half, mean + half)
+
+
+def welch_less(a: Any, b: Any) -> float:
+    """One-sided p-value of mean(a) < mean(b) by Welch's t-test.
+
+    Computed directly (no scipy warning on constant samples): when both samples are constant
+    the answer is 0 if mean(a) < mean(b), else 1.
+    """
+    from scipy import stats
+
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    diff = a.mean() - b.mean()
+    if va + vb == 0:
+        return 0.0 if diff < 0 else 1.0
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    return float(stats.t.cdf(diff / math.sqrt(va + vb), df))
+
+
+def paired_less(a: Any, b: Any) -> float:
+    """One-sided p-value of mean(a - b) < 0 for paired samples (one-sample t-test on the
+    differences); 0 or 1 when the differences are all equal."""
+    from scipy import stats
+
+    d = np.asarray(a, np.float64).ravel() - np.asarray(b, np.float64).ravel()
+    se = d.std(ddof=1) / math.sqrt(d.size)
+    if se == 0:
+        return 0.0 if d.mean() < 0 else 1.0
+    return float(stats.t.cdf(d.mean() / se, d.size - 1))
+
+
+def seed_interval(x: Any, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` range of the per-seed values themselves (empirical quantiles)."""
+    a = np.asarray(x, np.float64).ravel()
+    q = (1 - level) / 2
+    return float(np.quantile(a, q)), float(np.quantile(a, 1 - q))
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    """A number for a table: ``g`` format, inf/nan spelled out."""
+    if isinstance(v, bool | np.bool_):
+        return "yes" if v else "no"
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating):
+        v = float(v)
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in header]] + [[fmt(c) for c in r] for r in rows]
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in cells[1:]]
+    return "\n".join(lines)
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in header]] + [[fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True))]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells[1:]]
+    return "\n".join(out)
+
+
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: pathlib.Path, dpi: int = 90) -> pathlib.Path:
+    """Save ``fig`` as a PNG, lowering the resolution until it is under 300 KB, and close it."""
+    plt = pyplot()
+    for d in (dpi, 72, 56, 42):
+        fig.savefig(path, dpi=d, bbox_inches="tight")
+        if path.stat().st_size < MAX_PNG_BYTES:
+            break
+    plt.close(fig)
+    return path
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Spread):
+        return x.as_dict()
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, pathlib.Path):
+        return x.name
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.bool_ | bool):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating | float):
+        v = float(x)
+        return v if math.isfinite(v) else str(v)
+    return x
+
+
+@dataclass
+class Report:
+    """What a script found; :meth:`write` prints it and writes ``NAME.md`` and ``NAME.json``."""
+
+    name: str
+    title: str
+    claim: str
+    source: str
+    args: argparse.Namespace
+    held: bool = False
+    verdict: str = ""
+    sections: list[tuple[str, str]] = field(default_factory=list)
+    figures: list[pathlib.Path] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def table(self, heading: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        print(f"\n{heading}\n{text_table(header, rows)}")
+        self.sections.append((heading, markdown_table(header, rows)))
+
+    def text(self, heading: str, body: str) -> None:
+        print(f"\n{heading}\n{body}")
+        self.sections.append((heading, body))
+
+    def figure(self, fig: Any, stem: str) -> pathlib.Path:
+        path = save_figure(fig, self.args.out / f"{self.name}_{stem}.png")
+        self.figures.append(path)
+        return path
+
+    def write(self) -> dict[str, Any]:
+        seconds = time.perf_counter() - self.started
+        run = "quick" if self.args.quick else "full"
+        lines = [
+            f"# {self.title}",
+            "",
+            f"**Claim.** {self.claim}",
+            "",
+            f"**Source.** {self.source}",
+            "",
+            f"**Run.** `python experiments/{self.name}.py {self.args.command}`".replace(" `", "`")
+            + f" ({run} run, {self.args.seeds} seeds, {seconds:.0f} s on "
+            f"{os.cpu_count()} CPU cores shared with other work, jax {_jax_version()}).",
+            "",
+            f"**claim held: {'yes' if self.held else 'no'}** — {self.verdict}",
+            "",
+        ]
+        for heading, body in self.sections:
+            lines += [f"## {heading}", "", body, ""]
+        for fig in self.figures:
+            lines += [f"![{fig.stem}]({fig.name})", ""]
+        (self.args.out / f"{self.name}.md").write_text("\n".join(lines))
+        result = {
+            "name": self.name,
+            "claim": self.claim,
+            "source": self.source,
+            "held": bool(self.held),
+            "verdict": self.verdict,
+            "quick": bool(self.args.quick),
+            "seeds": int(self.args.seeds),
+            "seconds": round(seconds, 1),
+            "figures": [f.name for f in self.figures],
+            **self.summary,
+        }
+        (self.args.out / f"{self.name}.json").write_text(
+            json.dumps(_jsonable(result), indent=1) + "\n"
+        )
+        print(f"\nclaim held: {'yes' if self.held else 'no'} — {self.verdict}")
+        print(f"wrote {self.args.out / (self.name + '.md')} ({seconds:.1f} s)")
+        result["figures"] = list(self.figures)
+        return result
+
+
+def _jax_version() -> str:
+    import jax
+
+    return jax.__version__

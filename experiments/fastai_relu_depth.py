@@ -1,0 +1,152 @@
+"""Claim 2: 50 ReLU layers of width 512 with He init, per-layer mean and std of the activations
+over many seeds, against the single-run figures quoted in the fastai article (layer 1: mean 0.64,
+std 0.87; after 50 layers: mean 0.27, std 0.464): do those lie inside the seed interval?
+
+As in the article's single run, every seed draws its own input vector ``x ~ N(0, I_512)`` and its
+own weights ``N(0, 2/512)`` (no biases), and the statistics are the mean and standard deviation
+over the 512 units of each layer's ReLU output. ``jaxinit.layer_stats`` runs all seeds in one
+jitted ``vmap`` (the input is a parameter of the model, so each seed's init key draws it);
+``jaxinit.predict`` gives the mean-field values (0.564 and 0.826 at every layer). The seed
+interval is the central 95% of the per-seed values; a figure lies "inside" if it is within it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+
+import _common
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxinit
+
+NAME = "fastai_relu_depth"
+WIDTH = 512
+QUOTED = {1: (0.64, 0.87), 50: (0.27, 0.464)}  # layer: (mean, std) of the article's single run
+
+
+class RandomInputChain(nn.Module):
+    """Draws its input ``N(0, I_width)`` as a parameter (so each init key has its own input),
+    then ``depth`` blocks ``relu(Dense(width)(x))``, He init, no bias."""
+
+    depth: int
+    width: int
+
+    @nn.compact
+    def __call__(self, dummy):
+        x = self.param("input", jaxinit.normal(1.0), (1, self.width))
+        x = x + jnp.zeros_like(dummy[:1, :1])  # depend on the (ignored) batch for shapes
+        return _common.chain(self.depth, self.width, jax.nn.relu, jaxinit.he_normal())(x)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = _common.parser(__doc__.splitlines()[0], seeds=1000, quick_seeds=100)
+    p.add_argument("--depth", type=int, default=50, help="number of ReLU layers (50)")
+    args = _common.parse(p, argv)
+    depth = args.depth
+    if depth < 2:
+        p.error("--depth must be >= 2")
+    report = _common.Report(
+        NAME,
+        "50 ReLU layers with He init: per-layer mean and std over seeds",
+        "With He init, 50 ReLU layers of width 512 keep the activations' scale; the fastai "
+        "article's single run quotes layer 1: mean 0.64, std 0.87, and after 50 layers: "
+        "mean 0.27, std 0.464. Do those lie inside the interval of the per-seed values?",
+        "fast.ai, the weight-initialization article quoted in issue 5 (x = randn(512), "
+        "50 x relu(a @ x) with a = randn(512, 512) * sqrt(2 / 512)); He et al. 2015",
+        args,
+    )
+    model = RandomInputChain(depth, WIDTH)
+    st = jaxinit.layer_stats(
+        model, jnp.zeros((1, WIDTH)), seeds=args.seeds, key=2, grads=False, select="**/layer*"
+    )
+    if len(st.names) != depth:
+        raise RuntimeError(f"expected {depth} observed layers, got {st.names}")
+    mean = np.asarray(st.mean, np.float64)  # (seeds, depth)
+    std = np.asarray(st.std, np.float64) * math.sqrt(WIDTH / (WIDTH - 1))  # torch's x.std()
+    pred = jaxinit.predict("relu", depth, sigma_w=math.sqrt(2.0), input_var=1.0)
+
+    rows, inside, summary = [], {}, {}
+    show = sorted({layer for layer in (1, 2, 5, 10, 20, 30, 40, 50, depth) if layer <= depth})
+    for layer in show:
+        m, s = mean[:, layer - 1], std[:, layer - 1]
+        mi, si = _common.seed_interval(m), _common.seed_interval(s)
+        quoted = QUOTED.get(layer)
+        row = [
+            layer,
+            f"{m.mean():.3f} [{mi[0]:.3f}, {mi[1]:.3f}]",
+            f"{s.mean():.3f} [{si[0]:.3f}, {si[1]:.3f}]",
+            f"{pred.post_mean[layer - 1]:.3f} / {pred.post_std[layer - 1]:.3f}",
+        ]
+        if quoted:
+            qm, qs = quoted
+            in_m, in_s = mi[0] <= qm <= mi[1], si[0] <= qs <= si[1]
+            # Where the quoted value falls among the seeds (its percentile).
+            pm, ps = (m < qm).mean() * 100, (s < qs).mean() * 100
+            inside[layer] = {"mean": bool(in_m), "std": bool(in_s)}
+            row.append(
+                f"mean {qm} ({'inside' if in_m else 'OUTSIDE'}, {pm:.1f}th pct), "
+                f"std {qs} ({'inside' if in_s else 'OUTSIDE'}, {ps:.1f}th pct)"
+            )
+        else:
+            row.append("")
+        rows.append(row)
+        summary[f"layer_{layer}"] = {
+            "mean": _common.spread(m),
+            "mean_interval": mi,
+            "std": _common.spread(s),
+            "std_interval": si,
+        }
+    report.table(
+        f"Post-ReLU mean and std over the 512 units, mean over {args.seeds} seeds [central 95% "
+        "of seeds]",
+        ["layer", "mean", "std", "mean-field mean / std", "fastai's single run"],
+        rows,
+    )
+
+    plt = _common.pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True)
+    layers = np.arange(1, depth + 1)
+    for ax, vals, mf, what in (
+        (axes[0], mean, pred.post_mean, "mean"),
+        (axes[1], std, pred.post_std, "std"),
+    ):
+        lo, med, hi = np.quantile(vals, [0.025, 0.5, 0.975], axis=0)
+        lo2, hi2 = np.quantile(vals, [0.25, 0.75], axis=0)
+        ax.fill_between(layers, lo, hi, alpha=0.2, lw=0, label="central 95% of seeds")
+        ax.fill_between(layers, lo2, hi2, alpha=0.35, lw=0, label="central 50%")
+        ax.plot(layers, med, label="median")
+        ax.plot(layers, mf, "k:", label="mean field")
+        for layer, q in QUOTED.items():
+            if layer <= depth:
+                ax.plot([layer], [q[0 if what == "mean" else 1]], "r*", ms=10)
+        ax.set_xlabel("layer")
+        ax.set_title(f"post-ReLU {what} over units ({args.seeds} seeds); red: fastai", fontsize=9)
+    axes[0].legend(fontsize=7)
+    report.figure(fig, "mean_std")
+
+    all_inside = bool(inside) and all(v for d in inside.values() for v in d.values())
+    report.held = all_inside
+    report.verdict = (
+        (
+            "all four quoted figures lie inside the central 95% of the per-seed values: "
+            if all_inside
+            else "not all quoted figures lie inside the central 95% of the per-seed values: "
+        )
+        + "; ".join(
+            f"layer {layer}: mean {'in' if d['mean'] else 'OUT'}, std {'in' if d['std'] else 'OUT'}"
+            for layer, d in inside.items()
+        )
+        + f". Mean field: {pred.post_mean[0]:.3f} / {pred.post_std[0]:.3f} at every layer; the "
+        f"seed spread widens with depth (layer {depth} std: {_common.spread(std[:, -1])})."
+    )
+    report.summary = {"depth": depth, "quoted": QUOTED, "inside": inside, **summary}
+    return report.write()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
