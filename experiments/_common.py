@@ -175,6 +175,16 @@ def chain(depth: int, width: int, activation: Any, kernel_init: Any):
 # --------------------------------------------------------------------------- training
 
 
+def init_jit(fn: Any, args: argparse.Namespace) -> Any:
+    """``jax.jit(fn)`` for a program that only initializes parameters. With ``--quick`` it is
+    compiled with XLA's fast settings (``jaxinit.analysis.FAST_COMPILE``): compiling the
+    threefry draws of every layer, not running them, is most of a quick run's init time. The
+    draws then may differ from the full run's in rounding; their distribution does not."""
+    from jaxinit.analysis import FAST_COMPILE
+
+    return jax.jit(fn, compiler_options=FAST_COMPILE if args.quick else None)
+
+
 def train_stacked(model, variables, x, y, order_keys, *, steps, batch, optimizer):
     """Train a stack of models (leading axis of every leaf of ``variables``) in one jitted
     ``vmap``: minibatches of ``batch`` drawn from ``(x, y)`` in epoch-wise shuffles given by

@@ -45,7 +45,7 @@ def measure(scale: float, depth: int, x: jax.Array) -> tuple[np.ndarray, np.ndar
     """Per-layer activations (L, batch, 2) and gradients dy/da_l (L, batch, 2)."""
     init = jaxinit.identity(scale=scale)
     keys = jax.random.split(jax.random.key(0), depth)
-    ws = jax.vmap(lambda k: init(k, (2, 2)))(keys)
+    ws = jax.jit(jax.vmap(lambda k: init(k, (2, 2))))(keys)
     taps = jnp.zeros((depth, *x.shape), x.dtype)
     (_, acts), grads = jax.value_and_grad(chain, argnums=2, has_aux=True)(ws, x, taps)
     return np.asarray(acts), np.asarray(grads)

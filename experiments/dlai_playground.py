@@ -146,7 +146,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     table = inits()
     labels = list(table)
     keys = jax.random.split(jax.random.key(4), args.seeds)
-    stacked = [jax.vmap(lambda k, i=table[n]: init_params(i, k, sizes))(keys) for n in labels]
+    stacked = [
+        _common.init_jit(jax.vmap(lambda k, i=table[n]: init_params(i, k, sizes)), args)(keys)
+        for n in labels
+    ]
     params = jax.tree.map(lambda *a: jnp.concatenate(a), *stacked)
     optimizers = {
         f"gradient descent (lr {args.lr_sgd})": optax.sgd(args.lr_sgd),

@@ -75,8 +75,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     torch_model = ConvNet(kernel_init=jaxinit.torch_default())
     he_model = ConvNet(kernel_init=jaxinit.he_normal())
     model = torch_model  # the apply function is the same for every init
-    v_torch = jax.vmap(lambda k: torch_model.init(k, x_probe[:1]))(keys)
-    v_he = jax.vmap(lambda k: he_model.init(k, x_probe[:1]))(keys)
+    v_torch = _common.init_jit(jax.vmap(lambda k: torch_model.init(k, x_probe[:1])), args)(keys)
+    v_he = _common.init_jit(jax.vmap(lambda k: he_model.init(k, x_probe[:1])), args)(keys)
     lsuv_v, reports = [], []
     for s in range(S):
         v, rep = jaxinit.lsuv(model, jax.tree.map(lambda a, s=s: a[s], v_torch), x_lsuv)

@@ -80,8 +80,8 @@ def run_setting(args, bn, data, keys, steps, batch, widths):
     S = keys.shape[0]
     torch_model = ResNet(args.blocks, bn, jaxinit.torch_default(), widths)
     he_model = ResNet(args.blocks, bn, jaxinit.he_normal(), widths)
-    v_torch = jax.vmap(lambda k: torch_model.init(k, x_probe[:1]))(keys)
-    v_he = jax.vmap(lambda k: he_model.init(k, x_probe[:1]))(keys)
+    v_torch = _common.init_jit(jax.vmap(lambda k: torch_model.init(k, x_probe[:1])), args)(keys)
+    v_he = _common.init_jit(jax.vmap(lambda k: he_model.init(k, x_probe[:1])), args)(keys)
     lsuv_v, converged = [], True
     for s in range(S):
         v, rep = jaxinit.lsuv(

@@ -82,7 +82,9 @@ def make_train(model, x, y, steps, lr):
     def train(params, key):
         # Epoch-wise shuffles, concatenated; one minibatch of BATCH per step.
         epochs = -(-steps * BATCH // n)
-        perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, epochs))
+        perms = jax.jit(jax.vmap(lambda k: jax.random.permutation(k, n)))(
+            jax.random.split(key, epochs)
+        )
         order = perms.reshape(-1)[: steps * BATCH].reshape(steps, BATCH)
 
         def step(carry, idx):
@@ -144,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ):
         for label, bias in variants.items():
             model = Classifier(args.hidden, len(counts), bias, head)
-            params = jax.vmap(lambda k, m=model: m.init(k, x[:1])["params"])(keys)
+            params = _common.init_jit(
+                jax.vmap(lambda k, m=model: m.init(k, x[:1])["params"]), args
+            )(keys)
             probs = jax.vmap(lambda pr, m=model: jax.nn.softmax(m.apply({"params": pr}, x)))(params)
             mean_p = np.asarray(probs.mean(axis=1), np.float64)  # (seeds, classes)
             err = np.abs(mean_p - prop[None, :]).max(axis=1)

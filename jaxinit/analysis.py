@@ -263,7 +263,7 @@ def _structure(spec: _Spec, key: jax.Array, x: jax.Array) -> tuple[tuple, int]:
     seed's parameters, from an abstract (shape-only) build and forward pass."""
     found: list[tuple[str, tuple[int, ...], Any]] = []
 
-    def go(k):
+    def go(k, x):
         model, variables = _build(spec, k, x, after_init=False)
 
         def on_call(call):
@@ -275,9 +275,28 @@ def _structure(spec: _Spec, key: jax.Array, x: jax.Array) -> tuple[tuple, int]:
         probe.intercept(model, variables, x, on_call, select=spec.select, **dict(spec.apply_kwargs))
         return variables if spec.kind == "linen" else nnx.state(model)
 
-    params = jax.eval_shape(go, key)
+    params = jax.eval_shape(go, key, x)
     nbytes = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(params))
     return tuple(found), nbytes
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_structure(spec: _Spec, key: Any, x: Any) -> tuple[tuple, int]:
+    return _structure(spec, key, x)
+
+
+def _get_structure(spec: _Spec, key: jax.Array, x: jax.Array) -> tuple[tuple, int]:
+    """:func:`_structure`, cached on everything it depends on (not the seed count), so that
+    repeated calls with the same model and shapes skip the abstract trace."""
+    abstract = (
+        spec._replace(seeds=1, chunk=None, outputs=()),
+        jax.ShapeDtypeStruct(key.shape, key.dtype),
+        jax.ShapeDtypeStruct(x.shape, x.dtype),
+    )
+    try:
+        return _cached_structure(*abstract)
+    except TypeError:  # an unhashable model or option
+        return _structure(*abstract)
 
 
 def _program(spec: _Spec) -> Callable:
@@ -490,7 +509,7 @@ def layer_stats(
         after_init,
         tuple(sorted((compiler_options or {}).items())),
     )
-    outputs, param_bytes = _structure(spec, base, x)
+    outputs, param_bytes = _get_structure(spec, base, x)
     if not outputs:
         raise ValueError(
             f"layer_stats: no layer matched select={select!r}; the default selects every "

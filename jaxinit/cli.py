@@ -169,7 +169,7 @@ def _stats(kind, init_name, args, x, y, classes, *, seeds=None):
         seeds=seeds or args.seeds,
         key=args.seed,
         labels=None if y is None else jnp.asarray(y),
-        chunk_size=args.chunk_size,
+        chunk_size=args.chunk_size or "auto",
         after_init=after,
         compiler_options=_compiler_options(args),
     )
