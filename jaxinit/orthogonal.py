@@ -12,13 +12,33 @@ from ._base import Init, check_finite, factory, random_normal, sample_dtype
 from ._types import Initializer
 
 
+@jax.custom_batching.custom_vmap
+def _qr(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    q, r = jnp.linalg.qr(a)
+    return q, r
+
+
+@_qr.def_vmap
+def _qr_vmap(axis_size, in_batched, a):
+    """Batched (vmapped) QR as a ``lax.map`` of single QRs.
+
+    On XLA CPU a program holding several batched LAPACK QR calls (``jit(vmap(model.init))``
+    of a model with 7 or more orthogonal layers) can hang in the thread pool; a loop of
+    single QRs does not, costs the same (the batched call loops too) and gives the same bits.
+    """
+    del axis_size
+    if not in_batched[0]:
+        return _qr(a), (False, False)
+    return jax.lax.map(_qr, a), (True, True)
+
+
 def haar(key: jax.Array, n_rows: int, n_cols: int, dtype: np.dtype) -> jax.Array:
     """An ``(n_rows, n_cols)`` matrix with orthonormal columns (rows if wider than tall),
     Haar-distributed, in the sampling dtype of ``dtype`` (float32 for bf16/fp16)."""
     sd = sample_dtype(dtype)
     tall = n_rows >= n_cols
     a = random_normal(key, (n_rows, n_cols) if tall else (n_cols, n_rows), sd)
-    q, r = jnp.linalg.qr(a)
+    q, r = _qr(a)
     d = jnp.diagonal(r)
     # Sign (phase) correction: QR's Q alone is not Haar; Q diag(sign(diag R)) is (Mezzadri 2007).
     q = q * jnp.where(d == 0, 1, d / jnp.abs(d).astype(d.dtype))[None, :]

@@ -227,3 +227,32 @@ def test_haar_trace_big_sample():
     traces = _traces(jax.vmap(lambda k: jaxinit.orthogonal()(k, (4, 4)))(keys)).real
     assert_mean(traces, 0.0, "E[tr Q]")
     assert_mean(traces**2, 1.0, "E[tr Q^2]")
+
+
+_MANY_QR = """
+import jax, jax.numpy as jnp, jaxinit
+init = jaxinit.orthogonal()
+shapes = [(64, 256), (256, 256), (256, 10)] * 3
+keys = jax.random.split(jax.random.key(0), 4)
+draw = lambda k: [init(jax.random.fold_in(k, i), s) for i, s in enumerate(shapes)]
+batched = jax.jit(jax.vmap(draw))(keys)
+single = [jax.jit(draw)(k) for k in keys]
+for j in range(4):
+    assert all(bool(jnp.array_equal(b[j], s)) for b, s in zip(batched, single[j]))
+print("ok")
+"""
+
+
+def test_many_orthogonal_layers_under_jit_vmap_run_and_equal_the_loop():
+    """jit(vmap) over keys of 9 orthogonal draws in one program: on XLA CPU, batched LAPACK QR
+    calls could hang the thread pool; the draws are QR'd one key at a time instead. Run in a
+    subprocess so that a hang fails the test (timeout) instead of stalling the suite."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    done = subprocess.run(
+        [sys.executable, "-c", _MANY_QR], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
