@@ -97,15 +97,26 @@ class LayerStats(NamedTuple):
             if values is None:
                 continue
             v = np.asarray(values, np.float64)
-            centre = v.mean(axis=0)
-            if interval == "seeds":
-                lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2], axis=0)
-            else:
-                z = statistics.NormalDist().inv_cdf((1 + level) / 2)
-                half = z * v.std(axis=0, ddof=1) / math.sqrt(v.shape[0]) if len(v) > 1 else 0
-                lo, hi = centre - half, centre + half
+            # Overflowed seeds (inf/NaN statistics, e.g. standard-normal weights in a deep
+            # net) give inf/NaN centres and bands, shown as such; see ``nonfinite``.
+            with np.errstate(invalid="ignore", over="ignore"):
+                centre = v.mean(axis=0)
+                if interval == "seeds":
+                    lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2], axis=0)
+                else:
+                    z = statistics.NormalDist().inv_cdf((1 + level) / 2)
+                    sd = v.std(axis=0, ddof=1) if len(v) > 1 else 0
+                    half = z * sd / math.sqrt(v.shape[0])
+                    lo, hi = centre - half, centre + half
             out[field] = Band(centre, lo, hi)
         return out
+
+    def nonfinite(self) -> tuple[int, str | None]:
+        """How many seeds have a non-finite (overflowed) output mean or std in some layer,
+        and the first layer where that happens on any seed (None if none)."""
+        bad = ~(np.isfinite(np.asarray(self.mean)) & np.isfinite(np.asarray(self.std)))
+        layers = np.flatnonzero(bad.any(axis=0))
+        return int(bad.any(axis=1).sum()), (self.names[layers[0]] if layers.size else None)
 
     def table(
         self,

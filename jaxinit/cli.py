@@ -229,6 +229,13 @@ def _cmd_demo(args, parser) -> int:
     summary: dict[str, Any] = {"data": what, "seeds": args.seeds, "models": {}}
     for kind in args.models:
         console.print(report.compare_table(results[kind], title=f"{kind}: at initialization"))
+        for name, st in results[kind].items():
+            seeds, layer = st.nonfinite()
+            if seeds:
+                console.print(
+                    f"[yellow]{kind} / {name}: activations overflow float32 (inf/NaN) from "
+                    f"layer {layer} on {seeds} of {st.seeds} seeds[/yellow]"
+                )
         summary["models"][kind] = {
             name: {
                 "std_first": float(np.mean(st.std[:, 0])),

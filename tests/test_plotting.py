@@ -56,3 +56,14 @@ def test_histograms_of_real_layer_outputs(tmp_path):
     assert list(outs) == ["layers_0", "layers_2", "layers_4"]
     assert outs["layers_0"].shape == (32, 16)
     assert _is_png(plotting.plot_histograms(outs, tmp_path / "r.png"))
+
+
+def test_overflowed_seeds_are_counted_and_summarized_without_warnings():
+    st = _fake_stats(seeds=4, layers=3)
+    std = np.array(st.std)
+    std[1:3, 2] = np.inf  # two seeds overflow at the last layer
+    st = st._replace(std=std)
+    assert st.nonfinite() == (2, "Dense_2")
+    assert _fake_stats().nonfinite() == (0, None)
+    band = st.summary()["std"]  # filterwarnings=error: no RuntimeWarning from inf
+    assert np.isfinite(band.mean[:2]).all() and not np.isfinite(band.mean[2])
