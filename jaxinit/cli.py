@@ -47,24 +47,25 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be a finite number > 0")
-    return value
+def _float_above(low: float, *, strict: bool) -> Callable[[str], float]:
+    """An argparse type: a finite float > ``low`` (``strict``) or >= ``low``."""
+    op = ">" if strict else ">="
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"{value} must be a finite number {op} {low:g}")
+        return value
+
+    parse.__name__ = f"float {op} {low:g}"
+    return parse
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be a finite number >= 0")
-    return value
+_positive_float = _float_above(0, strict=True)
+_nonneg_float = _float_above(0, strict=False)
 
 
 def _choices_list(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
