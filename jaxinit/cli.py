@@ -177,7 +177,7 @@ def _stats(kind, init_name, args, x, y, classes, *, seeds=None):
 
 
 def _compiler_options(args) -> dict[str, Any] | None:
-    """Fast XLA compiles on CPU (10x quicker; these programs run for seconds, not minutes)."""
+    """Fast XLA compiles on CPU (several times quicker; these programs run for seconds)."""
     from .analysis import FAST_COMPILE
 
     if getattr(args, "optimize", False) or jax.default_backend() != "cpu":
