@@ -37,6 +37,8 @@ import flax.linen as nn
 import jax
 from flax import nnx
 
+from . import probe
+
 Activation = Callable[[jax.Array], jax.Array]
 _DEFAULT_INIT = jax.nn.initializers.lecun_normal()
 _FASTAI_CHANNELS = (32, 64, 128, 128)
@@ -72,10 +74,29 @@ def _check_channels(name: str, channels: Sequence[int], kernels: Sequence[int]) 
 # linen
 
 
+class _ScanLayer(nn.Module):
+    """One Dense + activation step of :class:`MLP`'s ``nn.scan`` (carry in, carry out)."""
+
+    width: int
+    activation: Activation
+    kernel_init: Callable[..., Any]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
+        return self.activation(
+            nn.Dense(self.width, kernel_init=self.kernel_init, name="dense")(x)
+        ), None
+
+
 class MLP(nn.Module):
     """``depth`` x (Dense(``width``) + ``activation``), then Dense(``num_outputs``) if given.
 
-    Layers are named ``Dense_0`` ... ``Dense_{depth-1}`` and ``head``.
+    Layers are named ``Dense_0`` ... ``Dense_{depth-1}`` and ``head``. With ``scan=True``
+    layers 2 to ``depth`` are one ``nn.scan`` over a Dense + activation body named
+    ``layers/dense`` (parameters stacked on a leading axis of ``depth - 1``): XLA compiles
+    the body once, so compile time does not grow with depth. The scan carries
+    :data:`jaxinit.probe.COLLECTION`, so :func:`jaxinit.layer_stats` reports every
+    iteration (``layers/dense[0]`` ... ``layers/dense[depth-2]``).
     """
 
     depth: int = 50
@@ -83,16 +104,26 @@ class MLP(nn.Module):
     activation: Activation = nn.relu
     kernel_init: Callable[..., Any] = _DEFAULT_INIT
     num_outputs: int | None = None
+    scan: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         _check_int("MLP", "depth", self.depth, 1)
         _check_int("MLP", "width", self.width, 1)
         x = x.reshape((x.shape[0], -1))
-        for i in range(self.depth):
+        unrolled = 1 if self.scan else self.depth
+        for i in range(unrolled):
             x = self.activation(
                 nn.Dense(self.width, kernel_init=self.kernel_init, name=f"Dense_{i}")(x)
             )
+        if self.scan and self.depth > 1:
+            stack = nn.scan(
+                _ScanLayer,
+                variable_axes={"params": 0, probe.COLLECTION: 0},
+                split_rngs={"params": True},
+                length=self.depth - 1,
+            )
+            x, _ = stack(self.width, self.activation, self.kernel_init, name="layers")(x, None)
         if self.num_outputs is not None:
             x = nn.Dense(self.num_outputs, kernel_init=self.kernel_init, name="head")(x)
         return x

@@ -39,16 +39,19 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.core import scope as _flax_scope
+from flax.core import tracers as flax_tracers
 
 Select = None | str | Sequence[str] | Callable[[str, Any], bool]
 Hook = Callable[[str, Any], Any]
 
 __all__ = [
+    "COLLECTION",
     "LayerCall",
     "apply_with_hook",
     "capture",
@@ -77,8 +80,14 @@ _NNX_AFFINE: tuple[type, ...] = (
     nnx.ConvTranspose,
     nnx.Einsum,
 )
-_SLOT = "__jaxinit_slot__"  # linen: variable name in the _COLLECTION collection
+_SLOT = "__jaxinit_slot__"  # linen: variable names in the _COLLECTION collection
+_INPUT = "__jaxinit_input__"
 _COLLECTION = "__jaxinit_probe__"
+COLLECTION = _COLLECTION
+"""The linen variable collection that carries values stored by :meth:`LayerCall.store` (and
+:func:`intercept`'s ``inputs``). A layer stack under ``nn.scan`` is observed per iteration
+when the scan carries it: ``variable_axes={"params": 0, jaxinit.probe.COLLECTION: 0}`` (or
+``{True: 0}``); stored values then come out stacked along that axis."""
 _NNX_SLOT = "_jaxinit_slot_"  # NNX: attribute prefix of slot Variables
 
 
@@ -235,11 +244,18 @@ def _top() -> Any:
 
 
 class _Run:
-    def __init__(self, on_call: Callable[[LayerCall], Any], select: Callable[[str, Any], bool]):
+    def __init__(
+        self,
+        on_call: Callable[[LayerCall], Any],
+        select: Callable[[str, Any], bool],
+        inputs: Mapping[str, Any] | None = None,
+    ):
         self.on_call = on_call
         self.select = select
+        self.inputs = dict(inputs or {})
         self.active: list[Any] = []  # selected modules whose call is in progress
-        self.seen: set[str] = set()
+        # path -> the JAX traces (one per trace of a lifted transform's body) seen so far
+        self.seen: dict[str, list[Any]] = {}
         self.stored: dict[str, Any] = {}  # path -> (parts, treedef) of stored slots
 
 
@@ -251,7 +267,9 @@ class LayerCall:
       parts: the path as a tuple (NNX parts may be ints, e.g. list indices).
       module: the bound linen module or the NNX module (a private copy of the user's).
       args, kwargs: the arguments of the call.
-      first: whether this is the first call of this layer in this forward pass.
+      first: whether this is the first call of this layer in this forward pass (in a
+        body that a lifted transform such as ``nn.scan`` traces more than once: in this
+        trace).
     """
 
     def __init__(self, run, path, parts, module, fn, args, kwargs, first):
@@ -298,6 +316,19 @@ class LayerCall:
         for i, leaf in enumerate(leaves):
             setattr(self.module, f"{_NNX_SLOT}{i}", _Slot(jnp.asarray(leaf)))
 
+    def input(self) -> Any:
+        """This layer's entry of :func:`intercept`'s ``inputs`` (None if it has none). Linen
+        passes it in Flax state, so inside ``nn.scan`` (with :data:`COLLECTION` among its
+        ``variable_axes``) each iteration gets its slice along the scanned axis."""
+        if self.path not in self._run.inputs:
+            return None
+        if isinstance(self.module, nn.Module):
+            value = self.module.get_variable(_COLLECTION, _INPUT)
+            if value is None:
+                raise _not_carried(f"Layer {self.path!r} cannot read its input.")
+            return value
+        return self._run.inputs[self.path]
+
     def load(self) -> Any:
         """The pytree last stored for this layer in this forward pass."""
         if isinstance(self.module, nn.Module):
@@ -314,8 +345,13 @@ class _Slot(nnx.Variable):
 
 
 def _dispatch(run: _Run, path, parts, module, fn, args, kwargs) -> Any:
-    first = path not in run.seen
-    run.seen.add(path)
+    # A linen body traced twice by a lifted transform (nn.scan) is seen in two JAX traces:
+    # each has its own first call. A shared layer called twice stays in one trace.
+    trace = flax_tracers.current_trace() if isinstance(module, nn.Module) else None
+    traces = run.seen.setdefault(path, [])
+    first = not any(t == trace for t in traces)
+    if first:
+        traces.append(trace)
     run.active.append(module)
     try:
         return run.on_call(LayerCall(run, path, parts, module, fn, args, kwargs, first))
@@ -355,15 +391,42 @@ def _with_probe_collection(mutable: Any) -> Any:
     return [*mutable, _COLLECTION]
 
 
+def _not_carried(detail: str) -> ValueError:
+    return ValueError(
+        "a selected layer runs inside a lifted transform (e.g. nn.scan) that does not carry "
+        f"jaxinit's probe collection {_COLLECTION!r}: add it to the transform's variable_axes, "
+        "e.g. variable_axes={'params': 0, jaxinit.probe.COLLECTION: 0} (or {True: 0}). " + detail
+    )
+
+
+def _nest(flat: Mapping[str, Any], leaf: str) -> dict[str, Any]:
+    """``{path: value}`` as the nested linen collection ``{part: ... {leaf: value}}``."""
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = tree
+        for p in path.split("/") if path else ():
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
 def _linen_intercept(module, variables, x, run: _Run, kwargs, want_slots: bool):
     kwargs = dict(kwargs)
     user_mutable = kwargs.pop("mutable", False)
-    with _pushed(run), nn.intercept_methods(_linen_interceptor(run)):
-        if not want_slots:
-            return module.apply(variables, x, mutable=user_mutable, **kwargs), {}
-        out, state = module.apply(
-            variables, x, mutable=_with_probe_collection(user_mutable), **kwargs
-        )
+    if run.inputs:
+        variables = {**variables, _COLLECTION: _nest(run.inputs, _INPUT)}
+        want_slots = True  # the collection must be mutable-or-given inside lifted transforms
+    try:
+        with _pushed(run), nn.intercept_methods(_linen_interceptor(run)):
+            if not want_slots:
+                return module.apply(variables, x, mutable=user_mutable, **kwargs), {}
+            out, state = module.apply(
+                variables, x, mutable=_with_probe_collection(user_mutable), **kwargs
+            )
+    except flax.errors.FlaxError as e:
+        if _COLLECTION not in str(e):
+            raise
+        raise _not_carried(str(e).splitlines()[0]) from None
     state = dict(state)
     probe_state = state.pop(_COLLECTION, {})
     slots = {}
@@ -498,6 +561,7 @@ def intercept(
     *,
     select: Select = None,
     slots: bool = False,
+    inputs: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> tuple[Any, dict[str, Any]]:
     """Run the forward pass, replacing each selected layer call by ``on_call(call)``.
@@ -506,9 +570,17 @@ def intercept(
     with (``call()`` gives the layer's own output). Returns ``(output, stored)``: the model's
     output (linen: as ``model.apply(variables, x, **kwargs)`` returns it; NNX: ``model(x,
     **kwargs)``) and, when ``slots=True``, the pytrees stored with :meth:`LayerCall.store`, by
-    path (otherwise ``{}``).
+    path (otherwise ``{}``). ``inputs`` maps layer paths to pytrees of arrays that
+    :meth:`LayerCall.input` hands to that layer's call (differentiable: e.g. perturbations of
+    its output); inside ``nn.scan`` each iteration gets its slice.
+
+    A linen layer stack under ``nn.scan`` whose ``variable_axes`` include :data:`COLLECTION`
+    is seen once per trace of the body under one path; what it stores comes out stacked
+    along the scanned axis.
     """
-    run = _Run(on_call, compile_select(select))
+    if inputs is not None and not isinstance(inputs, Mapping):
+        raise TypeError(f"intercept: inputs={inputs!r} must be a mapping path -> pytree.")
+    run = _Run(on_call, compile_select(select), inputs)
     if is_linen(model):
         return _linen_intercept(model, variables, x, run, kwargs, slots)
     if is_nnx(model):
@@ -625,7 +697,7 @@ def layer_paths(
 
     def on_call(call: LayerCall) -> Any:
         y = call()
-        if call.first:
+        if call.first and call.path not in order:  # nn.scan traces its body twice
             order.append(call.path)
         return y
 

@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 import jaxinit
-from jaxinit import analysis
+from jaxinit import analysis, models
 
 F32 = dict(rtol=2e-5, atol=2e-6)  # float32: vmap/chunks/shards change summation order only
 Z = 5.0
@@ -124,6 +124,50 @@ def test_auto_chunk_reuses_the_compiled_program(plain):
     auto = jaxinit.layer_stats(MODEL, X, seeds=SEEDS, key=KEY, labels=LABELS)
     assert analysis._cached_program.cache_info().hits == before + 1
     _assert_same(auto, plain)
+
+
+SCANNED = models.MLP(depth=4, width=32, num_outputs=5, kernel_init=jaxinit.he_normal(), scan=True)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_scanned_layers_are_measured_per_iteration(chunk_size):
+    # MLP(scan=True): Dense_0, then layers/dense as one nn.scan over 3 iterations, then head.
+    # Each iteration is its own column, equal to the plain-JAX chain with the same weights,
+    # gradients included (the output perturbation reaches each iteration as its own slice).
+    st = jaxinit.layer_stats(SCANNED, X, seeds=4, key=KEY, labels=LABELS, chunk_size=chunk_size)
+    names = ("Dense_0", "layers/dense[0]", "layers/dense[1]", "layers/dense[2]", "head")
+    assert st.names == names
+    assert st.grad_std.shape == (4, 5)
+    init = jax.jit(SCANNED.init)
+    for i, k in enumerate(jax.random.split(jax.random.key(KEY), 4)):
+        p = init(k, X[:1])["params"]
+        stack = p["layers"]["dense"]
+        layers = [
+            (p["Dense_0"]["kernel"], p["Dense_0"]["bias"]),
+            *((stack["kernel"][j], stack["bias"][j]) for j in range(3)),
+            (p["head"]["kernel"], p["head"]["bias"]),
+        ]
+        mean, std, gstd, loss = _reference_jit(layers, X, nn.relu, _ce)
+        np.testing.assert_allclose(st.mean[i], mean, **F32)
+        np.testing.assert_allclose(st.std[i], std, **F32)
+        np.testing.assert_allclose(st.grad_std[i], gstd, **F32)
+        np.testing.assert_allclose(st.loss[i], loss, **F32)
+
+
+def test_scan_without_the_probe_collection_is_a_clear_error():
+    class Step(nn.Module):
+        @nn.compact
+        def __call__(self, x, _):
+            return nn.relu(nn.Dense(16)(x)), None
+
+    class Stack(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            scan = nn.scan(Step, variable_axes={"params": 0}, split_rngs={"params": True}, length=3)
+            return scan(name="layers")(x, None)[0]
+
+    with pytest.raises(ValueError, match=r"variable_axes.*jaxinit\.probe\.COLLECTION"):
+        jaxinit.layer_stats(Stack(), X, seeds=2)
 
 
 def test_nnx_constructor_equals_per_seed_loop():

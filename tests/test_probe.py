@@ -290,3 +290,23 @@ def test_builtin_models_have_expected_layers():
     )
     model = NNXMLP(5, depth=3, width=8, num_outputs=2, rngs=nnx.Rngs(0))
     assert probe.layer_paths(model, None, x) == ("layers/0", "layers/1", "layers/2", "head")
+
+
+def test_scan_stack_is_one_path_and_stores_stacked_values():
+    # MLP(scan=True): nn.scan traces its body twice (each trace has its own first call), the
+    # path is listed once, and capture's values come out stacked over the 3 iterations,
+    # equal to the unrolled computation with the same weights.
+    model = MLP(depth=4, width=8, scan=True)
+    x = jax.random.normal(jax.random.key(0), (5, 8))
+    variables = model.init(jax.random.key(1), x)
+    assert probe.layer_paths(model, variables, x) == ("Dense_0", "layers/dense")
+    _, stds = probe.capture(model, variables, x, jnp.std)
+    assert stds["layers/dense"].shape == (3,)
+    p = variables["params"]
+    h = nn.relu(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"][None])
+    want = []
+    for i in range(3):
+        y = h @ p["layers"]["dense"]["kernel"][i] + p["layers"]["dense"]["bias"][i][None]
+        want.append(jnp.std(y))
+        h = nn.relu(y)
+    np.testing.assert_allclose(stds["layers/dense"], jnp.stack(want), rtol=1e-5, atol=1e-6)
