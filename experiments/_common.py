@@ -149,25 +149,38 @@ def fashion_mnist(args: argparse.Namespace, split: str = "train"):
 
 
 def chain(depth: int, width: int, activation: Any, kernel_init: Any):
-    """A bias-free Dense/activation chain as a linen Module: blocks ``layer1`` ... ``layerN``,
-    each ``activation(Dense(width)(x))``.
+    """A bias-free Dense/activation chain as a linen Module: ``depth`` blocks, each
+    ``activation(Dense(width)(x))``, as one ``nn.scan`` (``stack``; input width must be
+    ``width``), so compile time does not grow with depth.
 
-    ``jaxinit.layer_stats``' default selection observes each Dense output (pre-activation);
-    ``select="layer*"`` observes each block's output (post-activation).
+    ``jaxinit.layer_stats``' default selection observes each Dense output (pre-activation,
+    ``stack/layer/Dense_0[i]``); ``select="**/layer"`` observes each block's output
+    (post-activation, ``stack/layer[i]``).
     """
     import flax.linen as nn
+
+    import jaxinit
 
     class Block(nn.Module):
         @nn.compact
         def __call__(self, x):
             return activation(nn.Dense(width, use_bias=False, kernel_init=kernel_init)(x))
 
+    class Step(nn.Module):
+        @nn.compact
+        def __call__(self, x, _):
+            return Block(name="layer")(x), None
+
     class Chain(nn.Module):
         @nn.compact
         def __call__(self, x):
-            for i in range(depth):
-                x = Block(name=f"layer{i + 1}")(x)
-            return x
+            stack = nn.scan(
+                Step,
+                variable_axes={"params": 0, jaxinit.probe.COLLECTION: 0},
+                split_rngs={"params": True},
+                length=depth,
+            )
+            return stack(name="stack")(x, None)[0]
 
     return Chain()
 

@@ -4,30 +4,34 @@ Model (issue 4 item 6): the 50 x 512 ReLU MLP (He normal kernels, zero biases) o
 256 N(0, 1) vectors; per seed: initialize, run the batch, record each layer's output mean and
 std (``grads=False``, the fastai article's measurement; one row adds the gradient std).
 
-Every configuration runs in its own subprocess (so its peak resident memory is its own) and
-reports:
+The model comes in two forms: ``unrolled`` (50 separate Dense layers: XLA compiles each
+layer's random generation separately, and runs independent layers' generation concurrently)
+and ``scan`` (``MLP(scan=True)``: layers 2-50 one ``nn.scan``, compiled once). Every
+configuration runs in its own subprocess (so its peak resident memory is its own) and reports:
 
 - ``first``: the first call (trace + compile + run), what a user waits for;
 - ``run``: the call again with the compiled program cached (``compile`` = first - run); for
-  the largest seed count only the first call is made and ``run`` is first minus the compile
-  time of the same program at the smallest seed count (the chunked program's body does not
-  depend on the seed count);
+  the largest seed count only the first call is made (end to end);
 - seeds/s = seeds / run; peak RSS of the subprocess.
 
-Configurations: one ``jax.jit(jax.vmap)`` program chunked with ``jax.lax.map`` (``--chunk``
-seeds per chunk) at each ``--seeds``; the same unchunked (one vmap over all seeds, 100 seeds
-only: memory grows with the seeds); split over 8 CPU devices with a mesh; a Python loop over a
-jitted per-seed function (``layer_stats(seeds=1)`` per key: structure and program are cached,
+Configurations: one ``jax.jit(jax.vmap)`` program chunked with ``jax.lax.map`` (``--chunk``,
+default ``"auto"``: cache-sized chunks on CPU) for each form; the scan form with the seed axis
+split over ``--devices`` CPU devices (default one per core, via
+``--xla_force_host_platform_device_count``), chunk 1, with and without gradients; unchunked
+(one vmap over all seeds: memory grows with the seeds); a Python loop over a jitted per-seed
+function for each form (``layer_stats(seeds=1)`` per key: structure and program are cached,
 so each iteration is one compiled call); PyTorch's per-seed loop (``nn.Linear`` stack,
 ``kaiming_normal_``, forward hooks recording mean/std) when torch is installed.
 
-The floor: random generation alone (``jax.random.normal`` of one seed's parameter count, the
-rate measured here in normals/s) plus the forward's matmul FLOPs at the float32 matmul peak
-measured here (a 2048^3 ``jnp.dot``, and the layer's own 256 x 512 x 512 shape). ``floor
-ratio`` = run time / floor. Prints a table and one JSON line (``{"bench": "sweep", ...}``).
+The floor: random generation alone (``jax.random.normal`` of one seed's parameters at the
+fastest rate measured here: one flat draw, vmapped over keys, or layer by layer) plus the
+forward's matmul FLOPs at the float32 matmul peak measured here (a 2048^3 ``jnp.dot``).
+``floor x`` = time per seed / floor. Generation and matmuls can overlap on a multi-core CPU,
+so the printed overlapped floor (the larger of the two) is the tighter bound. Prints a table
+and one JSON line (``{"bench": "sweep", ...}``).
 
-Usage: ``python experiments/bench_sweep.py [--quick] [--seeds 100 1000] [--chunk 8]
-[--loop-seeds 50] [--no-torch]``.
+Usage: ``python experiments/bench_sweep.py [--quick] [--seeds 100 1000] [--chunk auto]
+[--loop-seeds 50] [--devices N] [--no-torch]``.
 """
 
 from __future__ import annotations
@@ -58,7 +62,12 @@ def _setup(cfg: dict[str, Any]):
     import jaxinit
     from jaxinit import models
 
-    model = models.MLP(depth=cfg["depth"], width=cfg["width"], kernel_init=jaxinit.he_normal())
+    model = models.MLP(
+        depth=cfg["depth"],
+        width=cfg["width"],
+        kernel_init=jaxinit.he_normal(),
+        scan=cfg.get("scan", False),
+    )
     x = jax.random.normal(jax.random.key(1), (cfg["batch"], cfg["width"]))
     return model, x
 
@@ -90,17 +99,26 @@ def run_peak(cfg: dict[str, Any]) -> dict[str, Any]:
     count = _params_per_seed(cfg)
     gen = jax.jit(lambda k: jax.random.normal(k, (count,)))
     rng = count / _median(lambda: gen(jax.random.key(3)), 10)
-    # Batched over keys, as in the vmapped sweep (threefry runs faster batched): the floor
-    # uses the faster of the two rates.
-    keys = jax.random.split(jax.random.key(4), cfg.get("chunk") or 8)
+    # Batched over keys, as in a vmapped chunk.
+    keys = jax.random.split(jax.random.key(4), 8)
     batched = jax.jit(jax.vmap(lambda k: jax.random.normal(k, (count,))))
     rng_batched = keys.shape[0] * count / _median(lambda: batched(keys), 5)
+    # Layer by layer, as the model draws them: one cache-sized kernel per layer, the layers'
+    # draws independent (XLA runs them concurrently on the CPU's cores).
+    shape = (cfg["width"], cfg["width"])
+    per_layer = jax.jit(
+        lambda k: [jax.random.normal(kk, shape) for kk in jax.random.split(k, cfg["depth"])]
+    )
+    rng_layers = (
+        cfg["depth"] * shape[0] * shape[1] / _median(lambda: per_layer(jax.random.key(5)), 10)
+    )
     return {
         "peak_gflops": big / 1e9,
         "layer_gflops": layer / 1e9,
         "normals_per_s_single": rng,
         "normals_per_s_batched": rng_batched,
-        "normals_per_s": max(rng, rng_batched),
+        "normals_per_s_layers": rng_layers,
+        "normals_per_s": max(rng, rng_batched, rng_layers),  # the floor uses the fastest
     }
 
 
@@ -192,6 +210,7 @@ def _child(args) -> None:
     if what == "peak":
         out = run_peak(cfg)
     elif what == "vmap":
+        cfg["chunk"] = None if cfg["chunk"] == "none" else cfg["chunk"]
         out = run_vmap(cfg, cfg["seeds"], cfg["chunk"], cfg["grads"], cfg["twice"], cfg["devices"])
     elif what == "loop":
         out = run_loop(cfg, cfg["seeds"])
@@ -228,9 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small model and seed counts")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seed counts")
-    parser.add_argument("--chunk", type=int, default=8, help="seeds per vmapped chunk")
+    parser.add_argument(
+        "--chunk", default="auto", help="seeds per vmapped chunk (an int or 'auto')"
+    )
     parser.add_argument("--loop-seeds", type=int, default=None, help="seeds in the loops")
-    parser.add_argument("--devices", type=int, default=8, help="CPU devices for the mesh row")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="CPU devices for the mesh rows (default: one per core)",
+    )
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -250,33 +276,55 @@ def main(argv: list[str] | None = None) -> int:
     backend = jax.default_backend()
     on_cpu = backend == "cpu"
 
-    peak = _spawn({**base, "what": "peak", "chunk": args.chunk})
+    chunk = args.chunk if args.chunk == "auto" else int(args.chunk)
+    peak = _spawn({**base, "what": "peak"})
     rows: list[dict[str, Any]] = []
 
-    def vmap_row(name, seeds, chunk, grads=False, twice=True, devices=1):
+    def vmap_row(name, seeds, chunk, grads=False, twice=True, devices=1, scan=False):
         cfg = {**base, "what": "vmap", "seeds": seeds, "chunk": chunk, "grads": grads}
-        r = _spawn({**cfg, "twice": twice, "devices": devices}, devices=devices)
+        r = _spawn({**cfg, "twice": twice, "devices": devices, "scan": scan}, devices=devices)
         # One call: end to end (trace + compile + run); twice: the second call is the run.
         r.setdefault("run", None)
         r["total"], r["done"] = r["first"], seeds
         rows.append({"config": name, "seeds": seeds, "grads": grads, **r})
 
     for seeds in seed_counts:
-        vmap_row(f"jit(vmap), chunk {args.chunk}", seeds, args.chunk, twice=seeds == small)
-    vmap_row(f"jit(vmap), chunk {args.chunk}, +grads", small, args.chunk, grads=True)
-    vmap_row("jit(vmap), unchunked", small, None)
-    if on_cpu and args.devices > 1:
-        vmap_row(f"jit(vmap) over {args.devices} CPU devices", small, None, devices=args.devices)
-    loops = [("loop over jitted per-seed fn", "loop")]
+        vmap_row(f"unrolled, chunk {chunk}", seeds, chunk, twice=seeds == small)
+    vmap_row(f"scan, chunk {chunk}", small, chunk, scan=True)
+    mesh = on_cpu and args.devices > 1
+    if mesh:
+        for seeds in seed_counts:
+            vmap_row(
+                f"scan, chunk 1, over {args.devices} CPU devices",
+                seeds,
+                1,
+                twice=seeds == small,
+                devices=args.devices,
+                scan=True,
+            )
+    grads_devices = args.devices if mesh else 1
+    vmap_row(
+        f"scan, chunk 1{f', {grads_devices} devices' if mesh else ''}, +grads",
+        small,
+        1,
+        grads=True,
+        devices=grads_devices,
+        scan=True,
+    )
+    vmap_row("scan, unchunked", small, "none", scan=True)
+    loops = [
+        ("loop over jitted per-seed fn, unrolled", "loop", False),
+        ("loop over jitted per-seed fn, scan", "loop", True),
+    ]
     if not args.no_torch:
         try:
             import torch  # noqa: F401
 
-            loops.append(("PyTorch per-seed loop", "torch"))
+            loops.append(("PyTorch per-seed loop", "torch", False))
         except ImportError:
             print("torch not installed: PyTorch row skipped (pip install torch)")
-    for name, what in loops:
-        r = _spawn({**base, "what": what, "seeds": loop_seeds})
+    for name, what, scan in loops:
+        r = _spawn({**base, "what": what, "seeds": loop_seeds, "scan": scan})
         # The loops' first seed (compile) and the rest: end to end covers seeds + 1.
         r["total"], r["done"] = r["first"] + r["run"], loop_seeds + 1
         rows.append({"config": name, "seeds": loop_seeds + 1, **r})
@@ -300,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             None if steady is None or steady <= rng_s else flops / (steady - rng_s) / 1e9
         )
 
-    loop_rate = next(r["seeds_per_s"] for r in rows if r["config"].startswith("loop"))
+    # "x loop": against the faster of the two per-seed JAX loops.
+    loop_rate = max(r["seeds_per_s"] for r in rows if r["config"].startswith("loop"))
     torch_rate = next((r["seeds_per_s"] for r in rows if r["config"].startswith("PyTorch")), None)
     print(
         f"\nper-layer stats, {base['depth']} x {base['width']} ReLU MLP, batch {base['batch']}, "
@@ -310,19 +359,21 @@ def main(argv: list[str] | None = None) -> int:
         f"float32 matmul peak {peak['peak_gflops']:.1f} GFLOP/s (2048^3), "
         f"{peak['layer_gflops']:.1f} GFLOP/s at the layer shape; threefry "
         f"{peak['normals_per_s_single'] / 1e6:.1f} M normals/s (one key), "
-        f"{peak['normals_per_s_batched'] / 1e6:.1f} M/s (vmapped over {args.chunk} keys)"
+        f"{peak['normals_per_s_batched'] / 1e6:.1f} M/s (vmapped over 8 keys), "
+        f"{peak['normals_per_s_layers'] / 1e6:.1f} M/s (layer by layer)"
     )
     print(
         f"floor per seed: random generation {rng_s * 1e3:.1f} ms + forward at peak "
         f"{fwd_s * 1e3:.1f} ms = {(rng_s + fwd_s) * 1e3:.1f} ms "
-        f"({1 / (rng_s + fwd_s):.2f} seeds/s)\n"
+        f"({1 / (rng_s + fwd_s):.2f} seeds/s); with generation and forward overlapped on "
+        f"the cores: {max(rng_s, fwd_s) * 1e3:.1f} ms\n"
     )
 
     def opt(v, f):
         return "-" if v is None else format(v, f)
 
     header = (
-        f"{'configuration':<36} {'seeds':>6} {'first s':>8} {'total s':>8} {'seeds/s':>8} "
+        f"{'configuration':<44} {'seeds':>6} {'first s':>8} {'total s':>8} {'seeds/s':>8} "
         f"{'x loop':>7} {'floor x':>8} {'steady/s':>9} {'floor x':>8} {'GFLOP/s':>8} "
         f"{'RSS GiB':>8}"
     )
@@ -330,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     for r in rows:
         print(
-            f"{r['config']:<36} {r['seeds']:>6} {r['first']:>8.2f} {r['total']:>8.2f} "
+            f"{r['config']:<44} {r['seeds']:>6} {r['first']:>8.2f} {r['total']:>8.2f} "
             f"{r['seeds_per_s']:>8.2f} {r['seeds_per_s'] / loop_rate:>7.2f} "
             f"{r['floor_ratio']:>8.2f} {opt(r['steady_seeds_per_s'], '9.2f'):>9} "
             f"{opt(r['steady_floor_ratio'], '8.2f'):>8} {opt(r['fwd_gflops'], '8.1f'):>8} "

@@ -7,7 +7,11 @@ own weights ``N(0, 2/512)`` (no biases), and the statistics are the mean and sta
 over the 512 units of each layer's ReLU output. ``jaxinit.layer_stats`` runs all seeds in one
 jitted ``vmap`` (the input is a parameter of the model, so each seed's init key draws it);
 ``jaxinit.predict`` gives the mean-field values (0.564 and 0.826 at every layer). The seed
-interval is the central 95% of the per-seed values; a figure lies "inside" if it is within it.
+interval is the central 95% of the per-seed values. A quoted figure's percentile p among the
+seeds is estimated from the fraction of seeds below it, with an exact (Clopper-Pearson) 99%
+confidence interval for the number of seeds run; the figure lies "inside" unless that whole
+interval is outside [2.5%, 97.5%] (the seeds show it outside), and is "at the edge" when the
+interval straddles a bound (the seeds cannot place it; more seeds narrow it).
 """
 
 from __future__ import annotations
@@ -43,6 +47,27 @@ class RandomInputChain(nn.Module):
         return _common.chain(self.depth, self.width, jax.nn.relu, jaxinit.he_normal())(x)
 
 
+def _place(values: np.ndarray, quoted: float, level: float = 0.95, confidence: float = 0.99):
+    """Where ``quoted`` falls among the per-seed ``values``: its percentile, an exact
+    ``confidence`` interval for it, and whether the seeds place it inside the central
+    ``level`` range (not significantly outside) or at its edge (the interval straddles it)."""
+    from scipy import stats
+
+    n, k = values.size, int((values < quoted).sum())
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
+    lo_edge, hi_edge = (1 - level) / 2, (1 + level) / 2
+    outside = ci.high < lo_edge or ci.low > hi_edge
+    edge = not outside and (ci.low < lo_edge or ci.high > hi_edge)
+    verdict = "OUTSIDE" if outside else ("inside, at the edge" if edge else "inside")
+    return {
+        "inside": not outside,
+        "edge": edge,
+        "percentile": 100 * k / n,
+        "ci": (100 * ci.low, 100 * ci.high),
+        "text": f"{verdict}, {100 * k / n:.1f}th pct [{100 * ci.low:.1f}, {100 * ci.high:.1f}]",
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     p = _common.parser(__doc__.splitlines()[0], seeds=1000, quick_seeds=100)
     p.add_argument("--depth", type=int, default=50, help="number of ReLU layers (50)")
@@ -62,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     model = RandomInputChain(depth, WIDTH)
     st = jaxinit.layer_stats(
-        model, jnp.zeros((1, WIDTH)), seeds=args.seeds, key=2, grads=False, select="**/layer*"
+        model, jnp.zeros((1, WIDTH)), seeds=args.seeds, key=2, grads=False, select="**/layer"
     )
     if len(st.names) != depth:
         raise RuntimeError(f"expected {depth} observed layers, got {st.names}")
@@ -70,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     std = np.asarray(st.std, np.float64) * math.sqrt(WIDTH / (WIDTH - 1))  # torch's x.std()
     pred = jaxinit.predict("relu", depth, sigma_w=math.sqrt(2.0), input_var=1.0)
 
-    rows, inside, summary = [], {}, {}
+    rows, inside, placed, summary = [], {}, {}, {}
     show = sorted({layer for layer in (1, 2, 5, 10, 20, 30, 40, 50, depth) if layer <= depth})
     for layer in show:
         m, s = mean[:, layer - 1], std[:, layer - 1]
@@ -84,14 +109,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ]
         if quoted:
             qm, qs = quoted
-            in_m, in_s = mi[0] <= qm <= mi[1], si[0] <= qs <= si[1]
-            # Where the quoted value falls among the seeds (its percentile).
-            pm, ps = (m < qm).mean() * 100, (s < qs).mean() * 100
-            inside[layer] = {"mean": bool(in_m), "std": bool(in_s)}
-            row.append(
-                f"mean {qm} ({'inside' if in_m else 'OUTSIDE'}, {pm:.1f}th pct), "
-                f"std {qs} ({'inside' if in_s else 'OUTSIDE'}, {ps:.1f}th pct)"
-            )
+            place_m, place_s = _place(m, qm), _place(s, qs)
+            inside[layer] = {"mean": place_m["inside"], "std": place_s["inside"]}
+            placed[layer] = {"mean": place_m, "std": place_s}
+            row.append(f"mean {qm} ({place_m['text']}), std {qs} ({place_s['text']})")
         else:
             row.append("")
         rows.append(row)
@@ -130,21 +151,36 @@ def main(argv: Sequence[str] | None = None) -> dict:
     report.figure(fig, "mean_std")
 
     all_inside = bool(inside) and all(v for d in inside.values() for v in d.values())
+    edges = [
+        f"layer {layer} {what}"
+        for layer, d in placed.items()
+        for what, pl in d.items()
+        if pl["edge"]
+    ]
     report.held = all_inside
     report.verdict = (
         (
-            "all four quoted figures lie inside the central 95% of the per-seed values: "
+            "no quoted figure is outside the central 95% of the per-seed values "
+            f"(99% intervals for their percentiles, {args.seeds} seeds): "
             if all_inside
-            else "not all quoted figures lie inside the central 95% of the per-seed values: "
+            else "the seeds place some quoted figure outside the central 95% of the per-seed "
+            f"values (99% intervals for their percentiles, {args.seeds} seeds): "
         )
         + "; ".join(
             f"layer {layer}: mean {'in' if d['mean'] else 'OUT'}, std {'in' if d['std'] else 'OUT'}"
             for layer, d in inside.items()
         )
+        + (f" (at the edge: {', '.join(edges)})" if edges else "")
         + f". Mean field: {pred.post_mean[0]:.3f} / {pred.post_std[0]:.3f} at every layer; the "
         f"seed spread widens with depth (layer {depth} std: {_common.spread(std[:, -1])})."
     )
-    report.summary = {"depth": depth, "quoted": QUOTED, "inside": inside, **summary}
+    report.summary = {
+        "depth": depth,
+        "quoted": QUOTED,
+        "inside": inside,
+        "placed": placed,
+        **summary,
+    }
     return report.write()
 
 
