@@ -188,6 +188,16 @@ def chain(depth: int, width: int, activation: Any, kernel_init: Any):
 # --------------------------------------------------------------------------- training
 
 
+def seed_mesh() -> jax.sharding.Mesh | None:
+    """A mesh over every local device for ``jaxinit.layer_stats(mesh=...)``, or None with one
+    device. The seeds then run in parallel, one share per device (on CPU, one device per core
+    via ``XLA_FLAGS=--xla_force_host_platform_device_count=N``); the numbers are the same as
+    on one device (``layer_stats`` tests sharded == unsharded)."""
+    if jax.device_count() == 1:
+        return None
+    return jax.make_mesh((jax.device_count(),), ("seeds",))
+
+
 def init_jit(fn: Any, args: argparse.Namespace) -> Any:
     """``jax.jit(fn)`` for a program that only initializes parameters. With ``--quick`` it is
     compiled with XLA's fast settings (``jaxinit.analysis.FAST_COMPILE``): compiling the

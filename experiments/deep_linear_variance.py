@@ -73,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     results, means, summary = {}, {}, {}
     for label, (act, init, sigma_w) in configs().items():
         model = _common.chain(depth, WIDTH, ACTS[act], init)
-        st = jaxinit.layer_stats(model, x, seeds=args.seeds, key=7, grads=False)
+        st = jaxinit.layer_stats(
+            model, x, seeds=args.seeds, key=7, grads=False, mesh=_common.seed_mesh()
+        )
         with np.errstate(over="ignore", invalid="ignore"):
             var = np.asarray(st.std, np.float64) ** 2  # (seeds, depth)
         pred = jaxinit.predict(act, depth, sigma_w=sigma_w, input_var=input_var).q

@@ -87,7 +87,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     model = RandomInputChain(depth, WIDTH)
     st = jaxinit.layer_stats(
-        model, jnp.zeros((1, WIDTH)), seeds=args.seeds, key=2, grads=False, select="**/layer"
+        model,
+        jnp.zeros((1, WIDTH)),
+        seeds=args.seeds,
+        key=2,
+        grads=False,
+        select="**/layer",
+        mesh=_common.seed_mesh(),
     )
     if len(st.names) != depth:
         raise RuntimeError(f"expected {depth} observed layers, got {st.names}")

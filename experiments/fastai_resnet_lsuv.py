@@ -1,7 +1,7 @@
 """Claim 8: a ResNet without BatchNorm trains best from LSUV, then He, then PyTorch's default init
 (the fastai article: 67 / 57 / 48 % on Imagenette); with BatchNorm the three end close together.
 
-Model: a CIFAR-style ResNet built from ``jaxinit.models.ResBlock`` (conv3x3 [BN] ReLU conv3x3
+Model: a CIFAR-style ResNet, ``jaxinit.models.ResNet`` (``ResBlock``: conv3x3 [BN] ReLU conv3x3
 [BN] + shortcut, ReLU): a 3x3 stem, three stages of ``--blocks`` blocks (the first block of stages
 2 and 3 has stride 2), global average pool, Dense 10; depth 2 + 6 * blocks (``--blocks 2``:
 ResNet-14, the default; 3: ResNet-20). Data: Fashion-MNIST, not Imagenette, and sized for a
@@ -29,7 +29,7 @@ import numpy as np
 import optax
 
 import jaxinit
-from jaxinit.models import ResBlock
+from jaxinit import models
 
 NAME = "fastai_resnet_lsuv"
 INITS = ("PyTorch default", "He", "LSUV")
@@ -37,40 +37,9 @@ CLOSE_PP = 2.0  # "close together": all three mean accuracies within this many p
 ARTICLE = {"LSUV": 67, "He": 57, "PyTorch default": 48}
 
 
-class ResNet(nn.Module):
-    """Stem, three stages of ``blocks`` ResBlocks (widths 16/32/64), pool, Dense(10)."""
-
-    blocks: int = 1
-    batch_norm: bool = False
-    kernel_init: jaxinit.Initializer = jaxinit.he_normal()
-    widths: tuple[int, ...] = (16, 32, 64)
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = nn.Conv(
-            self.widths[0],
-            (3, 3),
-            padding=1,
-            use_bias=not self.batch_norm,
-            kernel_init=self.kernel_init,
-            name="stem",
-        )(x)
-        if self.batch_norm:
-            x = nn.BatchNorm(use_running_average=not train, name="stem_bn")(x)
-        x = nn.relu(x)
-        for i, w in enumerate(self.widths):
-            for b in range(self.blocks):
-                stride = 2 if i > 0 and b == 0 else 1
-                x = ResBlock(
-                    w,
-                    stride,
-                    self.batch_norm,
-                    nn.relu,
-                    self.kernel_init,
-                    name=f"stage{i}_block{b}",
-                )(x, train)
-        x = x.mean(axis=(1, 2))
-        return nn.Dense(10, kernel_init=self.kernel_init, name="head")(x)
+def resnet(blocks: int, batch_norm: bool, kernel_init, widths) -> models.ResNet:
+    """Stem, three stages of ``blocks`` ResBlocks, pool, Dense(10)."""
+    return models.ResNet(10, tuple(widths), batch_norm, nn.relu, kernel_init, blocks=blocks)
 
 
 def run_setting(args, bn, data, keys, steps, batch, widths):
@@ -78,8 +47,8 @@ def run_setting(args, bn, data, keys, steps, batch, widths):
     BatchNorm setting; arrays with leading axes (init, seed)."""
     x_train, y_train, x_lsuv, x_probe, x_eval, y_eval = data
     S = keys.shape[0]
-    torch_model = ResNet(args.blocks, bn, jaxinit.torch_default(), widths)
-    he_model = ResNet(args.blocks, bn, jaxinit.he_normal(), widths)
+    torch_model = resnet(args.blocks, bn, jaxinit.torch_default(), widths)
+    he_model = resnet(args.blocks, bn, jaxinit.he_normal(), widths)
     v_torch = _common.init_jit(jax.vmap(lambda k: torch_model.init(k, x_probe[:1])), args)(keys)
     v_he = _common.init_jit(jax.vmap(lambda k: he_model.init(k, x_probe[:1])), args)(keys)
     lsuv_v, converged = [], True

@@ -372,8 +372,16 @@ def _program(spec: _Spec) -> Callable:
         for name, t in zip(spec.mesh.axis_names, spec.mesh.axis_types, strict=True)
         if name in spec.axes
     )
+
+    def over_device_keys(keys, x, labels):
+        # Per device, everything depends on its own seeds: mark the replicated batch
+        # device-varying too, so that a scan carrying it (an nn.scan stack fed by the input)
+        # keeps one type through its loop.
+        x, labels = jax.lax.pcast((x, labels), spec.axes, to="varying")
+        return over_keys(keys, x, labels)
+
     sharded = jax.shard_map(
-        over_keys, mesh=spec.mesh, in_specs=(seed_spec, P(), P()), out_specs=seed_spec
+        over_device_keys, mesh=spec.mesh, in_specs=(seed_spec, P(), P()), out_specs=seed_spec
     )
 
     def program(key, x, labels):

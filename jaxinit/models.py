@@ -186,16 +186,33 @@ class ResBlock(nn.Module):
         return self.activation(y + x)
 
 
+def _stages(widths: Sequence[int], blocks: int) -> list[tuple[str, int, int, int]]:
+    """(name, input width, width, stride) of every residual block: ``blocks`` per stage, the
+    first of each stage after the first with stride 2. Named ``block{stage}`` with one block
+    per stage, else ``stage{stage}_block{b}``."""
+    _check_int("ResNet", "blocks", blocks, 1)
+    out, prev = [], widths[0]
+    for i, w in enumerate(widths):
+        for b in range(blocks):
+            name = f"block{i}" if blocks == 1 else f"stage{i}_block{b}"
+            out.append((name, prev, w, 2 if i > 0 and b == 0 else 1))
+            prev = w
+    return out
+
+
 class ResNet(nn.Module):
-    """A small ResNet: stem conv3x3(``widths[0]``), one :class:`ResBlock` per stage (stride 2
-    from the second stage on), global average pool, Dense(``num_classes``). With
-    ``batch_norm=True`` every conv is followed by BatchNorm (and has no bias)."""
+    """A small ResNet: stem conv3x3(``widths[0]``), ``blocks`` :class:`ResBlock` per stage
+    (the first of each stage from the second on with stride 2; depth ``2 + 6 * blocks`` for
+    three stages), global average pool, Dense(``num_classes``). With ``batch_norm=True``
+    every conv is followed by BatchNorm (and has no bias). Blocks are named ``block0`` ...
+    with one block per stage, else ``stage{i}_block{b}``."""
 
     num_classes: int = 10
     widths: Sequence[int] = (16, 32, 64)
     batch_norm: bool = False
     activation: Activation = nn.relu
     kernel_init: Callable[..., Any] = _DEFAULT_INIT
+    blocks: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -210,15 +227,10 @@ class ResNet(nn.Module):
         if self.batch_norm:
             x = nn.BatchNorm(use_running_average=not train, name="stem_bn")(x)
         x = self.activation(x)
-        for i, w in enumerate(self.widths):
-            x = ResBlock(
-                w,
-                1 if i == 0 else 2,
-                self.batch_norm,
-                self.activation,
-                self.kernel_init,
-                name=f"block{i}",
-            )(x, train)
+        for name, _, w, stride in _stages(self.widths, self.blocks):
+            x = ResBlock(w, stride, self.batch_norm, self.activation, self.kernel_init, name=name)(
+                x, train
+            )
         x = x.mean(axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="head")(x)
 
@@ -377,7 +389,8 @@ class NNXResBlock(nnx.Module):
 
 
 class NNXResNet(nnx.Module):
-    """NNX version of :class:`ResNet`; ``model.train()`` / ``model.eval()`` switch BatchNorm."""
+    """NNX version of :class:`ResNet` (blocks in the list ``blocks``); ``model.train()`` /
+    ``model.eval()`` switch BatchNorm."""
 
     def __init__(
         self,
@@ -387,6 +400,7 @@ class NNXResNet(nnx.Module):
         batch_norm: bool = False,
         activation: Activation = nnx.relu,
         kernel_init: Callable[..., Any] = _DEFAULT_INIT,
+        blocks: int = 1,
         *,
         rngs: nnx.Rngs,
     ):
@@ -400,13 +414,10 @@ class NNXResNet(nnx.Module):
             rngs=rngs,
         )
         self.stem_bn = nnx.BatchNorm(widths[0], rngs=rngs) if batch_norm else _Identity()
-        ins = [widths[0], *widths[:-1]]
         self.blocks = nnx.List(
             [
-                NNXResBlock(
-                    a, b, 1 if i == 0 else 2, batch_norm, activation, kernel_init, rngs=rngs
-                )
-                for i, (a, b) in enumerate(zip(ins, widths, strict=True))
+                NNXResBlock(a, b, stride, batch_norm, activation, kernel_init, rngs=rngs)
+                for _, a, b, stride in _stages(widths, blocks)
             ]
         )
         self.head = nnx.Linear(widths[-1], num_classes, kernel_init=kernel_init, rngs=rngs)

@@ -158,7 +158,9 @@ def plot_histograms(
     for ax, name in zip(axes, chosen, strict=False):
         v = np.asarray(outputs[name], np.float64).ravel()
         v = v[np.isfinite(v)]
-        ax.hist(v, bins=bins, color="C0", alpha=0.85)
+        if v.size:  # one filled step artist per panel (ax.hist draws a patch per bin)
+            counts, edges = np.histogram(v, bins=bins)
+            ax.stairs(counts, edges, fill=True, color="C0", alpha=0.85)
         ax.set_title(
             f"{name}\nmean {v.mean():.3g}, std {v.std():.3g}" if v.size else name, fontsize=8
         )

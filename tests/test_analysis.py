@@ -154,6 +154,34 @@ def test_scanned_layers_are_measured_per_iteration(chunk_size):
         np.testing.assert_allclose(st.loss[i], loss, **F32)
 
 
+class _Step(nn.Module):
+    @nn.compact
+    def __call__(self, x, _):
+        return nn.relu(nn.Dense(16, kernel_init=jaxinit.he_normal())(x)), None
+
+
+class _InputFedStack(nn.Module):
+    """An nn.scan stack whose carry starts as the input itself (replicated on a mesh)."""
+
+    @nn.compact
+    def __call__(self, x):
+        scan = nn.scan(
+            _Step,
+            variable_axes={"params": 0, jaxinit.probe.COLLECTION: 0},
+            split_rngs={"params": True},
+            length=3,
+        )
+        return scan(name="stack")(x, None)[0]
+
+
+def test_scan_fed_by_the_input_sharded_equals_unsharded():
+    mesh = jax.make_mesh((8,), ("seed",), axis_types=(jax.sharding.AxisType.Auto,))
+    plain = jaxinit.layer_stats(_InputFedStack(), X, seeds=8, key=KEY, chunk_size=2)
+    sharded = jaxinit.layer_stats(_InputFedStack(), X, seeds=8, key=KEY, mesh=mesh)
+    assert plain.names == ("stack/Dense_0[0]", "stack/Dense_0[1]", "stack/Dense_0[2]")
+    _assert_same(sharded, plain)
+
+
 def test_scan_without_the_probe_collection_is_a_clear_error():
     class Step(nn.Module):
         @nn.compact

@@ -85,5 +85,5 @@ def test_help_everywhere(command, capsys):
 
 @pytest.mark.skipif(not data.fashion_mnist_available(), reason="Fashion-MNIST not installed")
 def test_auto_data_picks_fashion_mnist(capsys):
-    assert cli.main(["stats", "--quick", "--data", "auto", "--model", "convnet"]) == 0
+    assert cli.main(["stats", "--quick", "--data", "auto", "--model", "mlp"]) == 0
     assert "fashion-mnist/train" in capsys.readouterr().out
