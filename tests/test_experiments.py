@@ -237,11 +237,19 @@ def test_claim7_convnet_init(load, tmp_path):
 # --------------------------------------------------------------------------- claim 8
 
 
-def test_claim8_resnet_no_bn_init(load, tmp_path):
-    r = _run(load, "fastai_resnet_lsuv", tmp_path, "--bn", "no")
-    assert set(r["checks"]) == {"no BN: mean accuracy LSUV > He > PyTorch default"}
+def test_claim8_resnet_quick(load, tmp_path):
+    # The quick budget (100 steps on 14x14 images) leaves accuracy near chance, so the
+    # accuracy orderings are reported, not asserted (the full run: not reproduced, see the
+    # README); what the init does is asserted.
+    r = _run(load, "fastai_resnet_lsuv", tmp_path)
+    assert set(r["checks"]) == {
+        "no BN: mean accuracy LSUV > He > PyTorch default",
+        "BN: the three mean accuracies within 2.0 points",
+    }
+    for setting in ("no BN", "BN"):
+        assert r[setting]["lsuv_converged"] and r[setting]["lsuv_max_std_deviation"] <= 0.1
+        assert set(r[setting]["accuracy"]) == {"PyTorch default", "He", "LSUV"}
     nobn = r["no BN"]
-    assert nobn["lsuv_converged"] and nobn["lsuv_max_std_deviation"] <= 0.1
     s = nobn["init_std"]
     # Without BN the residual stream keeps PyTorch's default far below He at every conv.
     assert np.all(s["PyTorch default"][:-1] < s["He"][:-1])
