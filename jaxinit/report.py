@@ -62,12 +62,14 @@ def compare_table(
         row = [label, _band(s["std"], 0), _band(s["std"], -1), _band(s["mean"], -1)]
         if st.grad_std is not None:
             g = np.asarray(st.grad_std, np.float64)
-            ratio = g[:, 0] / g[:, -1]
-            lo, hi = np.quantile(ratio, [(1 - level) / 2, (1 + level) / 2])
-            row.append(f"{ratio.mean():.3g} [{lo:.3g}, {hi:.3g}]")
             loss = np.asarray(st.loss, np.float64)
-            lo, hi = np.quantile(loss, [(1 - level) / 2, (1 + level) / 2])
-            row.append(f"{loss.mean():.3g} [{lo:.3g}, {hi:.3g}]")
+            # Overflowed seeds give inf/NaN cells, shown as such (the caller reports them).
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                ratio = g[:, 0] / g[:, -1]
+                lo, hi = np.quantile(ratio, [(1 - level) / 2, (1 + level) / 2])
+                row.append(f"{ratio.mean():.3g} [{lo:.3g}, {hi:.3g}]")
+                lo, hi = np.quantile(loss, [(1 - level) / 2, (1 + level) / 2])
+                row.append(f"{loss.mean():.3g} [{lo:.3g}, {hi:.3g}]")
         else:
             row += ["", ""]
         table.add_row(*row)

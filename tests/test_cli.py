@@ -87,3 +87,32 @@ def test_help_everywhere(command, capsys):
 def test_auto_data_picks_fashion_mnist(capsys):
     assert cli.main(["stats", "--quick", "--data", "auto", "--model", "mlp"]) == 0
     assert "fashion-mnist/train" in capsys.readouterr().out
+
+
+def test_compare_table_shows_overflowed_seeds_without_numpy_warnings():
+    # Standard-normal weights in a deep net overflow: the table shows inf/nan cells (the
+    # demo prints an overflow line) instead of emitting numpy RuntimeWarnings.
+    import warnings
+
+    import jax.numpy as jnp
+    from rich.console import Console
+
+    from jaxinit import analysis, report
+
+    inf = float("inf")
+    two = jnp.array([[1.0, inf], [1.0, 2.0]])
+    st = analysis.LayerStats(
+        ("a", "b"),
+        two,
+        two,
+        jnp.zeros((2, 2)),
+        jnp.zeros((2, 2)),
+        jnp.array([[inf, 1.0], [inf, 1.0]]),
+        jnp.array([inf, inf]),
+    )
+    console = Console(record=True, width=120)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        console.print(report.compare_table({"normal": st}))
+    text = console.export_text()
+    assert "inf" in text
