@@ -185,9 +185,6 @@ def chain(depth: int, width: int, activation: Any, kernel_init: Any):
     return Chain()
 
 
-# --------------------------------------------------------------------------- training
-
-
 def seed_mesh() -> jax.sharding.Mesh | None:
     """A mesh over every local device for ``jaxinit.layer_stats(mesh=...)``, or None with one
     device. The seeds then run in parallel, one share per device (on CPU, one device per core
@@ -196,6 +193,9 @@ def seed_mesh() -> jax.sharding.Mesh | None:
     if jax.device_count() == 1:
         return None
     return jax.make_mesh((jax.device_count(),), ("seeds",))
+
+
+# --------------------------------------------------------------------------- training
 
 
 def init_jit(fn: Any, args: argparse.Namespace) -> Any:

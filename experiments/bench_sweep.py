@@ -221,7 +221,6 @@ def _child(args) -> None:
     if what == "peak":
         out = run_peak(cfg)
     elif what == "vmap":
-        cfg["chunk"] = None if cfg["chunk"] == "none" else cfg["chunk"]
         out = run_vmap(cfg, cfg["seeds"], cfg["chunk"], cfg["grads"], cfg["twice"], cfg["devices"])
     elif what == "loop":
         out = run_loop(cfg, cfg["seeds"])
@@ -254,12 +253,25 @@ def _spawn(cfg: dict[str, Any], devices: int = 1) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 
 
+def _chunk_arg(text: str) -> int | str:
+    """``--chunk``: ``auto`` or a positive int."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 'auto' or an int >= 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small model and seed counts")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seed counts")
     parser.add_argument(
-        "--chunk", default="auto", help="seeds per vmapped chunk (an int or 'auto')"
+        "--chunk", type=_chunk_arg, default="auto", help="seeds per vmapped chunk (int or 'auto')"
     )
     parser.add_argument("--loop-seeds", type=int, default=None, help="seeds in the loops")
     parser.add_argument(
@@ -287,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = jax.default_backend()
     on_cpu = backend == "cpu"
 
-    chunk = args.chunk if args.chunk == "auto" else int(args.chunk)
+    chunk = args.chunk
     peak = _spawn({**base, "what": "peak"})
     rows: list[dict[str, Any]] = []
 
@@ -322,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         devices=grads_devices,
         scan=True,
     )
-    vmap_row("scan, unchunked", small, "none", scan=True)
+    vmap_row("scan, unchunked", small, None, scan=True)
     loops = [
         ("loop over jitted per-seed fn, unrolled", "loop", False),
         ("loop over jitted per-seed fn, scan", "loop", True),

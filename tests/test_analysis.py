@@ -129,12 +129,12 @@ def test_auto_chunk_reuses_the_compiled_program(plain):
 SCANNED = models.MLP(depth=4, width=32, num_outputs=5, kernel_init=jaxinit.he_normal(), scan=True)
 
 
-def test_scanned_layers_are_measured_per_iteration(chunk_size=3):
+def test_scanned_layers_are_measured_per_iteration():
     # MLP(scan=True): Dense_0, then layers/dense as one nn.scan over 3 iterations, then head.
     # Each iteration is its own column, equal to the plain-JAX chain with the same weights,
     # gradients included (the output perturbation reaches each iteration as its own slice).
     # Chunks of 3 over 4 seeds: a lax.map chunk and a vmapped remainder.
-    st = jaxinit.layer_stats(SCANNED, X, seeds=4, key=KEY, labels=LABELS, chunk_size=chunk_size)
+    st = jaxinit.layer_stats(SCANNED, X, seeds=4, key=KEY, labels=LABELS, chunk_size=3)
     names = ("Dense_0", "layers/dense[0]", "layers/dense[1]", "layers/dense[2]", "head")
     assert st.names == names
     assert st.grad_std.shape == (4, 5)

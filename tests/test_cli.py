@@ -90,8 +90,9 @@ def test_auto_data_picks_fashion_mnist(capsys):
 
 
 def test_compare_table_shows_overflowed_seeds_without_numpy_warnings():
-    # Standard-normal weights in a deep net overflow: the table shows inf/nan cells (the
-    # demo prints an overflow line) instead of emitting numpy RuntimeWarnings.
+    # Standard-normal weights in a deep net overflow: the table shows inf cells (the demo
+    # prints an overflow line) instead of emitting numpy RuntimeWarnings (inf - inf in
+    # np.quantile's interpolation).
     import warnings
 
     import jax.numpy as jnp

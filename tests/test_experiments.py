@@ -238,7 +238,7 @@ def test_claim7_convnet_init(load, tmp_path):
 
 
 def test_claim8_resnet_quick(load, tmp_path):
-    # The quick budget (100 steps on 14x14 images) leaves accuracy near chance, so the
+    # The quick budget (4 SGD steps of 8 images of 14x14) leaves accuracy near chance, so the
     # accuracy orderings are reported, not asserted (the full run: not reproduced, see the
     # README); what the init does is asserted.
     r = _run(load, "fastai_resnet_lsuv", tmp_path)
