@@ -1,8 +1,14 @@
 """Real data for demos and experiments: scikit-learn's digits, Fashion-MNIST and MNIST (IDX).
 
-No data file ships with jaxinit. Fashion-MNIST is looked up in ``data_dir`` when given, else
-in ``/usr/share/datasets/fashion-mnist/`` (Debian package ``dataset-fashion-mnist``) and then
-in ``../shared/data/fashion-mnist/`` next to the repository; MNIST likewise under ``mnist``.
+No data file ships with jaxinit. A loader looks for its IDX files, in this order:
+
+1. ``data_dir=``, when given: that folder holds the files, and nothing else is searched;
+2. ``<folder>/fashion-mnist/`` (``<folder>/mnist/`` for MNIST) for each folder listed in the
+   ``JAXINIT_DATA`` environment variable (several folders separated by ``os.pathsep``);
+3. ``/usr/share/datasets/fashion-mnist/``, where the Debian package ``dataset-fashion-mnist``
+   installs it, unless ``JAXINIT_DATA_ONLY=1``, which makes the loaders look only where they
+   are told (``data_dir=`` or ``JAXINIT_DATA``), even on a machine that has the Debian files.
+
 IDX files may be gzipped (``.gz``) or raw; their magic number, header and dimensions are
 checked against the file size and the expected image shape before anything is returned.
 """
@@ -18,7 +24,8 @@ from typing import NamedTuple
 import numpy as np
 
 SYSTEM_DIR = Path("/usr/share/datasets")
-REPO_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ENV_DIRS = "JAXINIT_DATA"
+ENV_ONLY = "JAXINIT_DATA_ONLY"
 
 # IDX type codes -> big-endian dtypes.
 _IDX_TYPES = {
@@ -31,6 +38,7 @@ _IDX_TYPES = {
 }
 _SPLITS = ("train", "test")
 _PREFIX = {"train": "train", "test": "t10k"}
+_IDX_DATASETS = ("fashion-mnist", "mnist")
 
 
 class IDXError(ValueError):
@@ -112,10 +120,26 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return data.astype(dtype.newbyteorder("="))
 
 
-def _search_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
+def search_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The folders a loader searches for dataset ``name``, in order (see the module docstring).
+
+    Args:
+      name: ``"fashion-mnist"`` or ``"mnist"``.
+      data_dir: The loader's ``data_dir=``; when given it is the only folder.
+
+    Raises:
+      ValueError: If ``JAXINIT_DATA_ONLY`` is set to something other than ``0`` or ``1``.
+    """
     if data_dir is not None:
         return [Path(data_dir)]
-    return [SYSTEM_DIR / name, REPO_DATA_DIR / name]
+    only = os.environ.get(ENV_ONLY, "0").strip()
+    if only not in ("", "0", "1"):
+        raise ValueError(f"{ENV_ONLY}={only!r} is not supported; use 0 or 1.")
+    roots = [Path(d) for d in os.environ.get(ENV_DIRS, "").split(os.pathsep) if d.strip()]
+    dirs = [root / name for root in roots]
+    if only != "1":
+        dirs.append(SYSTEM_DIR / name)
+    return dirs
 
 
 def _find(name: str, stem: str, dirs: list[Path]) -> Path | None:
@@ -129,20 +153,17 @@ def _find(name: str, stem: str, dirs: list[Path]) -> Path | None:
 def _load_idx_pair(name: str, split: str, data_dir: str | os.PathLike | None) -> Dataset:
     if split not in _SPLITS:
         raise ValueError(f"{name}: split={split!r} is not supported; use one of {_SPLITS}.")
-    dirs = _search_dirs(name, data_dir)
+    dirs = search_dirs(name, data_dir)
     prefix = _PREFIX[split]
     stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
     paths = [_find(name, stem, dirs) for stem in stems]
     missing = [s for s, p in zip(stems, paths, strict=True) if p is None]
     if missing:
-        hint = (
-            " Install it with `apt-get install dataset-fashion-mnist` or pass data_dir=."
-            if name == "fashion-mnist"
-            else " Pass data_dir= to a directory holding the IDX files."
-        )
+        where = ", ".join(str(d) for d in dirs) or f"no folder ({ENV_ONLY}=1, {ENV_DIRS} unset)"
+        debian = "apt-get install dataset-fashion-mnist, " if name == "fashion-mnist" else ""
         raise FileNotFoundError(
-            f"{name}: {', '.join(missing)} (.gz or raw) not found in "
-            f"{', '.join(str(d) for d in dirs)}.{hint}"
+            f"{name}: {', '.join(missing)} (.gz or raw) not found in {where}. To get it: "
+            f"{debian}set {ENV_DIRS} to a folder holding {name}/, or pass data_dir=."
         )
     images, labels = (read_idx(p) for p in paths)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
@@ -166,9 +187,8 @@ def fashion_mnist(split: str = "train", *, data_dir: str | os.PathLike | None = 
 
     Args:
       split: ``"train"`` or ``"test"``.
-      data_dir: Directory with the four IDX files; default: search
-        ``/usr/share/datasets/fashion-mnist/`` then ``../shared/data/fashion-mnist/``
-        next to the repository.
+      data_dir: Folder with the IDX files; default: search ``$JAXINIT_DATA/fashion-mnist/``
+        then ``/usr/share/datasets/fashion-mnist/`` (see the module docstring).
 
     Raises:
       FileNotFoundError: Naming the missing files and the directories searched.
@@ -182,11 +202,38 @@ def mnist(split: str = "test", *, data_dir: str | os.PathLike | None = None) -> 
     return _load_idx_pair("mnist", split, data_dir)
 
 
+def available(
+    name: str,
+    split: str | None = None,
+    *,
+    data_dir: str | os.PathLike | None = None,
+) -> bool:
+    """Whether the loader of ``name`` can find the files of ``split`` (both splits when None).
+
+    Only the search is done; headers are read when the data is loaded.
+
+    Args:
+      name: ``"fashion-mnist"`` or ``"mnist"`` (``"digits"`` ships with scikit-learn).
+      split: ``"train"``, ``"test"`` or None for both.
+      data_dir: As for the loaders.
+    """
+    if name not in _IDX_DATASETS:
+        raise ValueError(
+            f"available: name={name!r} is not an IDX dataset; use one of {_IDX_DATASETS}."
+        )
+    if split is not None and split not in _SPLITS:
+        raise ValueError(
+            f"available: split={split!r} is not supported; use one of {_SPLITS} or None."
+        )
+    dirs = search_dirs(name, data_dir)
+    prefixes = [_PREFIX[split]] if split is not None else list(_PREFIX.values())
+    stems = [f"{p}-{kind}" for p in prefixes for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    return all(_find(name, s, dirs) is not None for s in stems)
+
+
 def fashion_mnist_available(data_dir: str | os.PathLike | None = None) -> bool:
-    """Whether :func:`fashion_mnist` can find both training files (headers not read)."""
-    dirs = _search_dirs("fashion-mnist", data_dir)
-    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
-    return all(_find("fashion-mnist", s, dirs) is not None for s in stems)
+    """Whether :func:`fashion_mnist` can find both splits (headers not read)."""
+    return available("fashion-mnist", data_dir=data_dir)
 
 
 def digits() -> Dataset:

@@ -1,10 +1,12 @@
 """Data loaders: IDX header checks, search order, clear errors, the real files when present."""
 
 import gzip
+import os
 import struct
 
 import numpy as np
 import pytest
+from _data import require
 
 from jaxinit import data
 
@@ -119,18 +121,86 @@ def test_digits():
     assert float(ds.x.min()) == 0.0 and float(ds.x.max()) == 1.0
 
 
-@pytest.mark.skipif(not data.fashion_mnist_available(), reason="Fashion-MNIST not installed")
 def test_real_fashion_mnist_test_split():
+    require("fashion-mnist", "test")
     ds = data.fashion_mnist("test")
     assert ds.x.shape == (10000, 28, 28, 1)
     np.testing.assert_array_equal(np.bincount(ds.y), np.full(10, 1000))
+    # Published pixel statistics of the Fashion-MNIST test images (mean 0.2868, std 0.3524).
+    assert abs(float(ds.x.mean()) - 0.2868) < 5e-4 and abs(float(ds.x.std()) - 0.3524) < 5e-4
 
 
-@pytest.mark.skipif(
-    not (data.REPO_DATA_DIR / "mnist").is_dir(), reason="shared MNIST test set not present"
-)
+def test_real_fashion_mnist_train_split():
+    require("fashion-mnist", "train")
+    ds = data.fashion_mnist("train")
+    assert ds.x.shape == (60000, 28, 28, 1)
+    np.testing.assert_array_equal(np.bincount(ds.y), np.full(10, 6000))
+
+
 def test_real_mnist_test_split_and_missing_train_images():
+    require("mnist", "test")
     ds = data.mnist("test")
     assert ds.x.shape == (10000, 28, 28, 1) and ds.num_classes == 10
-    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
-        data.mnist("train")
+    if not data.available("mnist", "train"):
+        with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+            data.mnist("train")
+
+
+# --------------------------------------------------------------------------- search order
+
+
+@pytest.fixture
+def env(monkeypatch):
+    """No JAXINIT_DATA* variables and a Debian folder under the test's control."""
+    monkeypatch.delenv("JAXINIT_DATA", raising=False)
+    monkeypatch.delenv("JAXINIT_DATA_ONLY", raising=False)
+    return monkeypatch
+
+
+def test_search_order_data_dir_then_env_then_debian(env, tmp_path):
+    system, a, b = tmp_path / "system", tmp_path / "a", tmp_path / "b"
+    env.setattr(data, "SYSTEM_DIR", system)
+    assert data.search_dirs("mnist") == [system / "mnist"]
+    env.setenv("JAXINIT_DATA", os.pathsep.join([str(a), "", str(b)]))
+    assert data.search_dirs("mnist") == [a / "mnist", b / "mnist", system / "mnist"]
+    env.setenv("JAXINIT_DATA_ONLY", "1")
+    assert data.search_dirs("mnist") == [a / "mnist", b / "mnist"]
+    # data_dir= is the only folder, whatever the environment says.
+    assert data.search_dirs("mnist", tmp_path) == [tmp_path]
+
+
+def test_env_folder_is_used_and_the_first_match_wins(env, tmp_path):
+    system, a, b = tmp_path / "system", tmp_path / "a", tmp_path / "b"
+    env.setattr(data, "SYSTEM_DIR", system)
+    for root, n in ((system, 3), (b, 4), (a, 5)):
+        (root / "fashion-mnist").mkdir(parents=True)
+        _write_split(root / "fashion-mnist", "test", n=n)
+    assert data.fashion_mnist("test").x.shape[0] == 3  # only the Debian folder is searched
+    env.setenv("JAXINIT_DATA", os.pathsep.join([str(b), str(a)]))
+    assert data.fashion_mnist("test").x.shape[0] == 4
+    assert data.available("fashion-mnist", "test") and not data.available("fashion-mnist")
+
+
+def test_data_only_hides_the_debian_files(env, tmp_path):
+    system = tmp_path / "system"
+    env.setattr(data, "SYSTEM_DIR", system)
+    (system / "fashion-mnist").mkdir(parents=True)
+    _write_split(system / "fashion-mnist", "test")
+    assert data.available("fashion-mnist", "test")
+    env.setenv("JAXINIT_DATA_ONLY", "1")
+    assert not data.available("fashion-mnist", "test")
+    with pytest.raises(FileNotFoundError) as info:
+        data.fashion_mnist("test")
+    msg = str(info.value)
+    assert "no folder (JAXINIT_DATA_ONLY=1, JAXINIT_DATA unset)" in msg
+    assert "set JAXINIT_DATA to a folder holding fashion-mnist/" in msg
+    env.setenv("JAXINIT_DATA_ONLY", "yes")
+    with pytest.raises(ValueError, match=r"JAXINIT_DATA_ONLY='yes' is not supported; use 0 or 1"):
+        data.fashion_mnist("test")
+
+
+def test_available_rejects_unknown_names_and_splits():
+    with pytest.raises(ValueError, match=r"name='digits' is not an IDX dataset"):
+        data.available("digits")
+    with pytest.raises(ValueError, match=r"split='val' is not supported"):
+        data.available("mnist", "val")
