@@ -1,7 +1,22 @@
-"""jaxinit: the initialization toolkit for JAX and Flax."""
+"""jaxinit: the initialization toolkit for JAX and Flax.
+
+``import jaxinit`` loads jax and numpy only. The initializers, fans, gains and mean-field
+predictions are defined at import; the names that need Flax or optax (``lsuv``,
+``layer_stats``, ``models``, ...) load on first use, so an initializer-only user never pays for
+them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._fans import compute_fans as compute_fans
+from ._meanfield import Prediction as Prediction
+from ._meanfield import critical_sigma_w as critical_sigma_w
+from ._meanfield import predict as predict
 from ._types import Initializer as Initializer
+from ._version import __version__ as __version__
 from .basic import constant as constant
 from .basic import normal as normal
 from .basic import ones as ones
@@ -28,19 +43,86 @@ from .variance_scaling import variance_scaling as variance_scaling
 from .variance_scaling import xavier_normal as xavier_normal
 from .variance_scaling import xavier_uniform as xavier_uniform
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:  # what static tools see; at run time these load lazily (``__getattr__``)
+    from . import data as data
+    from . import models as models
+    from . import probe as probe
+    from .analysis import Band as Band
+    from .analysis import LayerStats as LayerStats
+    from .analysis import layer_outputs as layer_outputs
+    from .analysis import layer_stats as layer_stats
+    from .lsuv import LSUVReport as LSUVReport
+    from .lsuv import lsuv as lsuv
 
-# LSUV and the probe it is built on (issue 3)
-from . import models as models
-from . import probe as probe
+# Public name -> (module, attribute); attribute None means the module itself.
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "data": (".data", None),
+    "models": (".models", None),
+    "probe": (".probe", None),
+    "Band": (".analysis", "Band"),
+    "LayerStats": (".analysis", "LayerStats"),
+    "layer_outputs": (".analysis", "layer_outputs"),
+    "layer_stats": (".analysis", "layer_stats"),
+    "LSUVReport": (".lsuv", "LSUVReport"),
+    "lsuv": (".lsuv", "lsuv"),
+}
 
-# Analysis: variance propagation over seeds, mean-field predictions.
-from .analysis import Band as Band
-from .analysis import LayerStats as LayerStats
-from .analysis import Prediction as Prediction
-from .analysis import critical_sigma_w as critical_sigma_w
-from .analysis import layer_outputs as layer_outputs
-from .analysis import layer_stats as layer_stats
-from .analysis import predict as predict
-from .lsuv import LSUVReport as LSUVReport
-from .lsuv import lsuv as lsuv
+__all__ = [
+    "Band",
+    "Initializer",
+    "LSUVReport",
+    "LayerStats",
+    "Prediction",
+    "__version__",
+    "compute_fans",
+    "constant",
+    "critical_sigma_w",
+    "data",
+    "delta_orthogonal",
+    "gain",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "identity",
+    "kaiming_normal",
+    "kaiming_uniform",
+    "layer_outputs",
+    "layer_stats",
+    "lecun_normal",
+    "lecun_uniform",
+    "lsuv",
+    "models",
+    "normal",
+    "ones",
+    "orthogonal",
+    "predict",
+    "prior_bias",
+    "probe",
+    "sparse",
+    "torch_bias_default",
+    "torch_default",
+    "truncated_normal",
+    "uniform",
+    "variance_scaling",
+    "xavier_normal",
+    "xavier_uniform",
+    "zeros",
+]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'jaxinit' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name, __name__)
+    value = module if attribute is None else getattr(module, attribute)
+    # Importing a submodule binds its name here (``jaxinit.lsuv`` the module); the public
+    # name wins.
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

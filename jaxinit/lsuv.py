@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
+import types
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -691,3 +693,15 @@ def lsuv(
         f"lsuv: model of type {type(model).__name__} is not a Flax module; pass a "
         "flax.linen.Module (lsuv(module, variables, x)) or a flax.nnx.Module (lsuv(model, x))."
     )
+
+
+class _CallableModule(types.ModuleType):
+    """``jaxinit.lsuv`` names both this module and its function. ``import jaxinit.lsuv``
+    binds the module to that name, so the module calls through to the function: either way,
+    ``jaxinit.lsuv(...)`` runs LSUV."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return lsuv(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
