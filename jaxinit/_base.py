@@ -124,7 +124,7 @@ def check_shape(name: str, shape: Any) -> tuple[int, ...]:
 def check_key(name: str, key: Any) -> jax.Array:
     """A PRNG key (typed ``jax.random.key`` or raw uint32 ``PRNGKey``), else a TypeError."""
     dt = getattr(key, "dtype", None)
-    if dt is not None and jax.dtypes.issubdtype(dt, jax.dtypes.prng_key):
+    if dt is not None and jnp.issubdtype(dt, jax.dtypes.prng_key):
         return key
     if dt == np.uint32 and getattr(key, "shape", None) == (2,):
         return key
@@ -136,7 +136,7 @@ def check_key(name: str, key: Any) -> jax.Array:
 
 def _is_typed_key(x: Any) -> bool:
     dt = getattr(x, "dtype", None)
-    return dt is not None and jax.dtypes.issubdtype(dt, jax.dtypes.prng_key)
+    return dt is not None and jnp.issubdtype(dt, jax.dtypes.prng_key)
 
 
 def is_key(x: Any) -> bool:
@@ -187,7 +187,8 @@ def factory(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         # A typed key is never a factory argument; a raw uint32 key of shape (2,) could be
         # (``constant(np.array([1, 2], np.uint32))``), so it counts only when a shape follows.
-        if args and is_key(args[0]) and (len(args) >= 2 or _is_typed_key(args[0])):
+        first = args[0] if args else None
+        if args and is_key(first) and (len(args) >= 2 or _is_typed_key(first)):
             raise TypeError(
                 f"{fn.__name__} is a factory, not an initializer: it was called with a PRNG key. "
                 f"Call it first, e.g. kernel_init={call}, then init(key, shape)."
@@ -230,13 +231,13 @@ class Init:
     def __init__(
         self,
         name: str,
-        sample: Callable[[jax.Array, tuple[int, ...], np.dtype], jax.Array],
+        sample: Callable[[jax.Array | None, tuple[int, ...], np.dtype], jax.Array],
         params: dict[str, Any],
         *,
         complex_ok: bool = True,
         random: bool = True,
         any_dtype: bool = False,
-        check: Callable[[tuple[int, ...]], None] | None = None,
+        check: Callable[[tuple[int, ...]], object] | None = None,
         ident: Hashable = None,
     ):
         self._name = name

@@ -51,14 +51,12 @@ class Prediction(NamedTuple):
 
 
 def _check_number(fn: str, name: str, value: object, *, positive: bool = False) -> float:
-    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    if ok:
-        value = float(value)
-        ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        what = "> 0" if positive else ">= 0"
-        raise ValueError(f"{fn}: {name}={value!r} must be a finite number {what}.")
-    return value
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number) and (number > 0 if positive else number >= 0):
+            return number
+    what = "> 0" if positive else ">= 0"
+    raise ValueError(f"{fn}: {name}={value!r} must be a finite number {what}.")
 
 
 def _resolve(fn_name: str, activation: str | Callable, param: float | None):

@@ -288,7 +288,9 @@ def _per_seed_fn(spec: _Spec) -> Callable:
     return per_seed
 
 
-def _structure(spec: _Spec, key: jax.Array, x: jax.Array) -> tuple[tuple, int]:
+def _structure(
+    spec: _Spec, key: jax.Array | jax.ShapeDtypeStruct, x: jax.Array | jax.ShapeDtypeStruct
+) -> tuple[tuple, int]:
     """Selected layers' (path, stack shape, output shape, dtype) in forward order, and the
     bytes of one seed's parameters, from an abstract (shape-only) build and forward pass. The
     stack shape is ``()``, or ``(iterations,)`` for a layer inside ``nn.scan``."""
@@ -364,12 +366,13 @@ def _program(spec: _Spec) -> Callable:
 
         return jax.jit(program, compiler_options=dict(spec.compiler_options) or None)
 
-    devices = math.prod(spec.mesh.shape[a] for a in spec.axes)
+    mesh = spec.mesh
+    devices = math.prod(mesh.shape[a] for a in spec.axes)
     padded = -(-spec.seeds // devices) * devices
     seed_spec = P(spec.axes)
     explicit = any(
         t == jax.sharding.AxisType.Explicit
-        for name, t in zip(spec.mesh.axis_names, spec.mesh.axis_types, strict=True)
+        for name, t in zip(mesh.axis_names, mesh.axis_types, strict=True)
         if name in spec.axes
     )
 
@@ -381,14 +384,14 @@ def _program(spec: _Spec) -> Callable:
         return over_keys(keys, x, labels)
 
     sharded = jax.shard_map(
-        over_device_keys, mesh=spec.mesh, in_specs=(seed_spec, P(), P()), out_specs=seed_spec
+        over_device_keys, mesh=mesh, in_specs=(seed_spec, P(), P()), out_specs=seed_spec
     )
 
     def program(key, x, labels):
         keys = jax.random.split(key, spec.seeds)
         if padded > spec.seeds:  # extra seeds to fill every device; dropped below
             keys = jnp.concatenate([keys, keys[: padded - spec.seeds]])
-        sharding = NamedSharding(spec.mesh, seed_spec)
+        sharding = NamedSharding(mesh, seed_spec)
         if explicit:
             keys = jax.reshard(keys, sharding)
         else:
@@ -397,7 +400,7 @@ def _program(spec: _Spec) -> Callable:
         if padded == spec.seeds:
             return out
         if explicit:  # uneven slices of explicitly sharded arrays need a reshard first
-            out = jax.reshard(out, NamedSharding(spec.mesh, P()))
+            out = jax.reshard(out, NamedSharding(mesh, P()))
         return jax.tree.map(lambda a: a[: spec.seeds], out)
 
     return jax.jit(program, compiler_options=dict(spec.compiler_options) or None)

@@ -19,7 +19,7 @@ import gzip
 import math
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -165,7 +165,7 @@ def _load_idx_pair(name: str, split: str, data_dir: str | os.PathLike | None) ->
             f"{name}: {', '.join(missing)} (.gz or raw) not found in {where}. To get it: "
             f"{debian}set {ENV_DIRS} to a folder holding {name}/, or pass data_dir=."
         )
-    images, labels = (read_idx(p) for p in paths)
+    images, labels = (read_idx(p) for p in paths if p is not None)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
         raise IDXError(
             f"{str(paths[0])!r}: expected uint8 images of shape (n, 28, 28), got "
@@ -247,7 +247,7 @@ def digits() -> Dataset:
         raise ImportError(
             "digits() needs scikit-learn: pip install scikit-learn (or jaxinit[cli])."
         ) from err
-    bunch = load_digits()
+    bunch: Any = load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[..., None]
     return Dataset(x, bunch.target.astype(np.int32), "digits")
 

@@ -13,11 +13,12 @@ import types
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.core import FrozenDict, freeze, unfreeze
+from jax.core import Tracer
 
 from . import probe
 from ._base import check_finite, check_key
@@ -480,8 +481,8 @@ def _lsuv_linen(
     _TRACES[0] += 1
     module, select, kwargs = module.obj, select.obj, dict(kwargs)
     o = _Opts(target, tol, max_iters, center)
-    frozen = isinstance(variables, flax.core.FrozenDict)
-    variables = flax.core.unfreeze(variables) if frozen else dict(variables)
+    frozen = isinstance(variables, FrozenDict)
+    variables = unfreeze(variables) if frozen else dict(variables)
     if ortho:
         for parts, fn in _ortho_edits(_plan(module, variables, x, select, kwargs), key):
             variables = probe._edit_linen(variables, parts, fn)
@@ -490,7 +491,7 @@ def _lsuv_linen(
         g, c = stored[layer.path][:2]
         variables = probe._edit_linen(variables, layer.parts + layer.target, probe._scale_fn(g, c))
     if frozen:
-        variables = flax.core.freeze(variables)
+        variables = freeze(variables)
     return variables, _report(layers, stored, o)
 
 
@@ -517,7 +518,7 @@ def _lsuv_nnx(state, x, key, target, tol, max_iters, *, graphdef, select, kwargs
 
 @jax.jit
 def _count_nonfinite(leaves: list[jax.Array]) -> jax.Array:
-    return sum(jnp.sum(~jnp.isfinite(a)) for a in leaves)
+    return sum((jnp.sum(~jnp.isfinite(a)) for a in leaves), jnp.asarray(0))
 
 
 def _check_batch(x: Any) -> None:
@@ -528,14 +529,14 @@ def _check_batch(x: Any) -> None:
     leaves = [
         leaf
         for leaf in jax.tree.leaves(x)
-        if not isinstance(leaf, jax.core.Tracer)  # inside an outer transform: cannot check
+        if not isinstance(leaf, Tracer)  # inside an outer transform: cannot check
         and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
     ]
     if not leaves:
         return
     with jax.ensure_compile_time_eval():  # a concrete batch is checked even under jit
         bad = _count_nonfinite([jnp.asarray(a) for a in leaves])
-    if isinstance(bad, jax.core.Tracer):
+    if isinstance(bad, Tracer):
         return
     bad = int(bad)
     if bad:

@@ -383,7 +383,7 @@ class NNXResBlock(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         y = self.activation(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
-        if self.proj is not None:
+        if self.proj is not None and self.bn_proj is not None:
             x = self.bn_proj(self.proj(x))
         return self.activation(y + x)
 

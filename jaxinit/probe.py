@@ -437,7 +437,15 @@ def _linen_intercept(module, variables, x, run: _Run, kwargs, want_slots: bool):
         slots[path] = node[_SLOT]
     if user_mutable is False or user_mutable is None:
         return out, slots
-    return (out, type(variables)(state) if isinstance(variables, Mapping) else state), slots
+    return (out, _same_mapping_type(variables, state)), slots
+
+
+def _same_mapping_type(like: Any, state: Any) -> Any:
+    """``state`` as the mapping type of ``like`` (a FrozenDict stays frozen), else as is."""
+    if not isinstance(like, Mapping):
+        return state
+    mapping_type: Any = type(like)
+    return mapping_type(state)
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,7 +501,7 @@ def _nnx_intercept(model, x, run: _Run, kwargs):
     for parts, m in _nnx_modules(copy):
         path = "/".join(str(p) for p in parts)
         if run.select(path, m):
-            m._jaxinit_path = (path, parts)
+            m._jaxinit_path = (path, parts)  # pyright: ignore[reportAttributeAccessIssue]
             m.__class__ = _hooked_class(type(m))
     with _pushed(run):
         out = copy(x, **kwargs)
@@ -541,11 +549,13 @@ def _edit_linen(variables: Mapping[str, Any], parts: Sequence[str], fn) -> dict[
 
 
 def _edit_nnx_module(module: nnx.Module, fn) -> None:
+    kernel_var: nnx.Variable = vars(module)["kernel"]
     bias_var = vars(module).get("bias")
-    bias = bias_var.get_value() if isinstance(bias_var, nnx.Variable) else None
-    kernel, bias = fn(module.kernel.get_value(), bias)
-    module.kernel.set_value(kernel)
-    if bias is not None:
+    if not isinstance(bias_var, nnx.Variable):
+        bias_var = None
+    kernel, bias = fn(kernel_var.get_value(), None if bias_var is None else bias_var.get_value())
+    kernel_var.set_value(kernel)
+    if bias_var is not None and bias is not None:
         bias_var.set_value(bias)
 
 

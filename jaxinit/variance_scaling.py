@@ -45,17 +45,22 @@ def _check_axes(name: str, axes: Axes, arg: str) -> Axes:
     def is_int(a: object) -> bool:
         return isinstance(a, int | np.integer) and not isinstance(a, bool)
 
-    seq = (axes,) if is_int(axes) else axes
+    message = f"{name}: {arg}={axes!r} must be an int or a tuple of ints."
+    if isinstance(axes, bool):
+        raise TypeError(message)
+    if isinstance(axes, int | np.integer):
+        return int(axes)
     try:
+        seq = tuple(axes)
         ok = all(is_int(a) for a in seq)
     except TypeError:
-        ok = False
+        seq, ok = (), False
     if not ok:
-        raise TypeError(f"{name}: {arg}={axes!r} must be an int or a tuple of ints.")
-    axes = int(axes) if is_int(axes) else tuple(int(a) for a in axes)
-    if not isinstance(axes, int) and len(set(axes)) != len(axes):
+        raise TypeError(message)
+    out = tuple(int(a) for a in seq)
+    if len(set(out)) != len(out):
         raise ValueError(f"{name}: {arg}={axes!r} repeats an axis; each axis can have one role.")
-    return axes
+    return out
 
 
 def _check_roles(name: str, **roles: Axes) -> None:
