@@ -1,8 +1,15 @@
 """Scaffolding shared by the experiment scripts: command line, statistics over seeds, output.
 
-Every script is ``python experiments/NAME.py [--quick] [--seeds N] [--out DIR] [--data-dir DIR]``
-and exposes ``main(argv) -> dict``. A run prints a table, writes ``NAME.md`` (with a ``claim
-held: yes/no`` line), ``NAME.json`` (the returned summary) and PNG figures into ``--out``.
+Every script is ``python experiments/NAME.py [--quick] [--seeds N] [--out DIR]`` and exposes
+``main(argv) -> dict``. A run prints a table, writes ``NAME.md`` (with a ``claim held: yes/no``
+line), ``NAME.json`` (the returned summary) and PNG figures into ``--out``.
+
+The scripts that read images (claims 5-8) also take ``--data {auto,fashion-mnist,digits}`` and
+``--data-dir DIR``; :func:`load_data` picks the data set. Their claims are about Fashion-MNIST,
+which is not bundled: ``auto`` uses it when :mod:`jaxinit.data` finds it (``--data-dir``, then
+``$JAXINIT_DATA/fashion-mnist/``, then ``/usr/share/datasets/fashion-mnist/``) and otherwise,
+with ``--quick`` only, falls back to scikit-learn's bundled digits (:func:`digits_split`), saying
+so in one line. The data set used is recorded as ``"data"`` in the summary and in the markdown.
 """
 
 from __future__ import annotations
@@ -16,16 +23,22 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+if TYPE_CHECKING:
+    from jaxinit.data import Dataset
+
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 MAX_PNG_BYTES = 300_000
+DATA = ("auto", "fashion-mnist", "digits")  # --data
+LABELS = {"fashion-mnist": "Fashion-MNIST", "digits": "scikit-learn's digits"}
+DIGITS_TEST = 500  # of the 1,797 digits; the other 1,297 are the training set
 
 # Run from a clone without installing: the scripts use the repository's own jaxinit.
 if (HERE.parent / "jaxinit" / "__init__.py").is_file() and str(HERE.parent) not in sys.path:
@@ -68,7 +81,8 @@ def parser(
       description: The claim the script tests (shown by ``--help``).
       seeds: Default number of seeds of the full run.
       quick_seeds: Default number of seeds with ``--quick``.
-      data: Whether the script reads Fashion-MNIST (adds ``--data-dir``).
+      data: Whether the script reads images (adds ``--data`` and ``--data-dir``, see
+        :func:`load_data`).
       min_seeds: Smallest accepted ``--seeds`` (2 so that a spread exists).
     """
     p = argparse.ArgumentParser(
@@ -93,12 +107,21 @@ def parser(
     )
     if data:
         p.add_argument(
+            "--data",
+            choices=DATA,
+            default="auto",
+            help="the images: fashion-mnist (the claim's data set), digits (scikit-learn's "
+            "bundled 8x8 digits), or auto (default): Fashion-MNIST where it is found, else "
+            "digits with --quick (a full run on auto needs Fashion-MNIST)",
+        )
+        p.add_argument(
             "--data-dir",
             type=pathlib.Path,
             default=None,
-            help="folder with the Fashion-MNIST IDX files (default: "
-            "/usr/share/datasets/fashion-mnist/, then ../shared/data/fashion-mnist/ next to "
-            "the repository; see jaxinit.data)",
+            help="folder with the Fashion-MNIST IDX files; when given, the only folder searched "
+            "(and no fallback to digits). Default: each $JAXINIT_DATA folder's fashion-mnist/, "
+            "then /usr/share/datasets/fashion-mnist/ (unless JAXINIT_DATA_ONLY=1); see "
+            "jaxinit.data",
         )
     p.set_defaults(_seeds_full=seeds, _seeds_quick=quick_seeds)
     return p
@@ -126,23 +149,102 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Na
         args.out = RESULTS
     if args.out.exists() and not args.out.is_dir():
         p.error(f"--out {args.out} exists and is not a folder")
-    if getattr(args, "data_dir", None) is not None and not args.data_dir.is_dir():
-        p.error(f"--data-dir {args.data_dir} is not a folder")
+    if getattr(args, "data_dir", None) is not None:
+        if args.data == "digits":
+            p.error("--data-dir is where Fashion-MNIST is; --data digits needs no folder")
+        if not args.data_dir.is_dir():
+            p.error(f"--data-dir {args.data_dir} is not a folder")
     args.out.mkdir(parents=True, exist_ok=True)
     return args
 
 
-def fashion_mnist(args: argparse.Namespace, split: str = "train"):
-    """Fashion-MNIST via :func:`jaxinit.data.fashion_mnist`, from ``--data-dir`` if given.
+class Data(NamedTuple):
+    """The images a script runs on (:func:`load_data`).
 
-    A missing or corrupt file ends the script with the loader's message (exit status 1).
+    Attributes:
+      name: ``"fashion-mnist"`` or ``"digits"``, recorded as ``"data"`` in the summary.
+      train: The training set (:class:`jaxinit.data.Dataset`).
+      test: The test set, disjoint from ``train``.
+      note: One sentence for the markdown: the data set, its split and why it was used.
+    """
+
+    name: str
+    train: Dataset
+    test: Dataset
+    note: str
+
+    @property
+    def label(self) -> str:
+        """The data set's name for titles and tables."""
+        return LABELS[self.name]
+
+
+def digits_split() -> tuple[Dataset, Dataset]:
+    """scikit-learn's digits (1,797 8x8 images, no split of their own) as fixed, disjoint train
+    (1,297) and test (500) sets: one permutation from ``numpy.random.default_rng(0)``, the test
+    set its first 500 indices. Both sets keep the permuted order, so a prefix mixes the classes.
     """
     from jaxinit import data
 
+    ds = data.digits()
+    perm = np.random.default_rng(0).permutation(ds.x.shape[0])
+    test, train = perm[:DIGITS_TEST], perm[DIGITS_TEST:]
+    return (
+        ds._replace(x=ds.x[train], y=ds.y[train], name="digits/train"),
+        ds._replace(x=ds.x[test], y=ds.y[test], name="digits/test"),
+    )
+
+
+def _digits(note: str) -> Data:
+    train, test = digits_split()
+    split = f"8x8, fixed split of {train.x.shape[0]:,} train / {test.x.shape[0]} test images"
+    return Data("digits", train, test, f"scikit-learn's digits ({split}); {note}")
+
+
+def load_data(args: argparse.Namespace) -> Data:
+    """The training and test images chosen by ``--data`` (see the module docstring).
+
+    ``auto`` falls back to digits only with ``--quick`` and no ``--data-dir``, printing one line
+    that names the folders searched and how to get Fashion-MNIST. A full run on digits
+    (``--data digits``) prints that the published claim is about Fashion-MNIST. A missing or
+    corrupt Fashion-MNIST, when it is needed, ends the script with the loader's message (exit
+    status 1), which says how to get the data.
+    """
+    from jaxinit import data
+
+    data_dir = getattr(args, "data_dir", None)
+    if args.data == "digits":
+        if args.quick:
+            return _digits("chosen with --data digits.")
+        print(
+            "note: a full run on scikit-learn's digits (--data digits); the published claim is "
+            "about Fashion-MNIST."
+        )
+        return _digits("chosen with --data digits: the published claim is about Fashion-MNIST.")
     try:
-        return data.fashion_mnist(split, data_dir=getattr(args, "data_dir", None))
-    except (FileNotFoundError, data.IDXError) as err:
+        found = data.available("fashion-mnist", data_dir=data_dir)
+        searched = data.search_dirs("fashion-mnist", data_dir)
+    except ValueError as err:  # a bad JAXINIT_DATA_ONLY
         raise SystemExit(f"error: {err}") from err
+    if not found and args.data == "auto" and args.quick and data_dir is None:
+        where = ", ".join(str(d) for d in searched) or (
+            f"no folder: {data.ENV_DIRS} is empty and {data.ENV_ONLY}=1"
+        )
+        print(
+            f"Fashion-MNIST not found ({where}); --quick falls back to scikit-learn's digits. "
+            "For the full data: apt-get install dataset-fashion-mnist, or set "
+            f"{data.ENV_DIRS} to a folder holding fashion-mnist/."
+        )
+        return _digits(f"the --quick fallback: Fashion-MNIST was not found ({where}).")
+    try:
+        train = data.fashion_mnist("train", data_dir=data_dir)
+        test = data.fashion_mnist("test", data_dir=data_dir)
+    except FileNotFoundError as err:
+        raise SystemExit(f"error: {err} (data_dir= is --data-dir here.)") from err
+    except data.IDXError as err:
+        raise SystemExit(f"error: {err}") from err
+    note = f"{train.x.shape[0]:,} train / {test.x.shape[0]:,} test images, 28x28."
+    return Data("fashion-mnist", train, test, f"Fashion-MNIST ({note})")
 
 
 # --------------------------------------------------------------------------- models
@@ -457,13 +559,17 @@ def _jsonable(x: Any) -> Any:
 
 @dataclass
 class Report:
-    """What a script found; :meth:`write` prints it and writes ``NAME.md`` and ``NAME.json``."""
+    """What a script found; :meth:`write` prints it and writes ``NAME.md`` and ``NAME.json``.
+
+    ``data`` (scripts that read images) puts its name in the summary (``"data"``) and its note
+    in the markdown."""
 
     name: str
     title: str
     claim: str
     source: str
     args: argparse.Namespace
+    data: Data | None = None
     held: bool = False
     verdict: str = ""
     sections: list[tuple[str, str]] = field(default_factory=list)
@@ -498,6 +604,7 @@ class Report:
             + f" ({run} run, {self.args.seeds} seeds, {seconds:.0f} s on "
             f"{os.cpu_count()} CPU cores shared with other work, jax {_jax_version()}).",
             "",
+            *([f"**Data.** {self.data.note}", ""] if self.data is not None else []),
             f"**claim held: {'yes' if self.held else 'no'}** — {self.verdict}",
             "",
         ]
@@ -514,6 +621,7 @@ class Report:
             "verdict": self.verdict,
             "quick": bool(self.args.quick),
             "seeds": int(self.args.seeds),
+            **({"data": self.data.name} if self.data is not None else {}),
             "seconds": round(seconds, 1),
             "figures": [f.name for f in self.figures],
             **self.summary,

@@ -12,6 +12,14 @@ LSUV from the default init). Per-layer statistics (``jaxinit.probe.capture``) ar
 ``vmap``; a seed sets the init and the data order (shared by the three inits, so they are
 compared paired).
 
+Without Fashion-MNIST, ``--quick`` runs on scikit-learn's digits (see ``_common.load_data``),
+1,297 training and 500 held-out images (250 for the statistics, 250 for accuracy), each 8x8
+image repeated into 4x4 blocks (``--upsample 4``: 32x32). The net's four stride-2 convs are
+built for 28x28 inputs (maps of 14, 7, 4, 2); at 8x8 the last two see 2x2 and 1x1 maps, where
+zero padding fills most of each 3x3 window and shrinks the std of every init by the square root
+of the in-bounds fraction (He's last/first ratio falls to 0.19). At 32x32 the maps are 16, 8, 4,
+2, as on Fashion-MNIST.
+
 Checks. Init: with PyTorch's default the conv outputs' std falls at every layer (mean field: by
 sqrt(1/6) = 0.41 per layer, since Var(w) = 1/(3 fan_in) and ReLU halves the second moment);
 with He the last conv's std is within a factor 2 of the first's (mean field: equal); LSUV
@@ -43,32 +51,51 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, default=None, help="minibatch size (32; 16)")
     p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (0.05)")
     p.add_argument("--test", type=int, default=None, help="test images scored (2000; 500)")
+    p.add_argument(
+        "--upsample",
+        type=int,
+        default=None,
+        help="repeat each pixel into a KxK block first (1 on Fashion-MNIST; 4 on digits: 32x32)",
+    )
     args = _common.parse(p, argv)
+    data = _common.load_data(args)
+    # Held-out images: the first n_probe for the per-layer statistics, the rest for accuracy.
+    n_held = data.test.x.shape[0]
+    n_probe = min(512, n_held // 2)
     steps = args.steps or (10 if args.quick else 100)
     batch = args.batch or (16 if args.quick else 32)
-    n_test = args.test or (500 if args.quick else 2000)
-    if steps < 1 or batch < 1 or not args.lr > 0 or not 1 <= n_test <= 9488:
-        p.error("--steps, --batch, --lr must be positive and --test in [1, 9488]")
+    n_test = args.test or min(500 if args.quick else 2000, n_held - n_probe)
+    up = args.upsample or (4 if data.name == "digits" else 1)
+    if steps < 1 or batch < 1 or up < 1 or not args.lr > 0 or not 1 <= n_test <= n_held - n_probe:
+        p.error(
+            f"--steps, --batch, --lr, --upsample must be positive and --test in "
+            f"[1, {n_held - n_probe}]"
+        )
     report = _common.Report(
         NAME,
-        "fastai's convnet: PyTorch default vs He vs LSUV",
+        f"fastai's convnet on {data.label}: PyTorch default vs He vs LSUV",
         "PyTorch's default init shrinks the activations layer by layer; He keeps them; LSUV "
         "sets every layer's std to 1; after a fixed budget LSUV trains best, then He, then "
         "PyTorch's default.",
         "fast.ai, the initialization article and course notebook on LSUV (simple convnet); "
         "Mishkin & Matas 2016, 'All you need is a good init' (LSUV)",
         args,
+        data,
     )
-    train_ds = _common.fashion_mnist(args, "train")
-    test_ds = _common.fashion_mnist(args, "test")
+    train_ds, test_ds = data.train, data.test
     mu, sd = train_ds.x.mean(), train_ds.x.std()
-    x_train = jnp.asarray((train_ds.x - mu) / sd)
+
+    def prep(x):
+        return jnp.asarray(((x - mu) / sd).repeat(up, axis=1).repeat(up, axis=2))
+
+    x_train = prep(train_ds.x)
     y_train = jnp.asarray(train_ds.y)
-    x_test = jnp.asarray((test_ds.x - mu) / sd)
+    x_test = prep(test_ds.x)
     y_test = jnp.asarray(test_ds.y)
     rng = np.random.default_rng(7)
     x_lsuv = x_train[rng.choice(x_train.shape[0], 512, replace=False)]
-    x_probe, x_eval, y_eval = x_test[:512], x_test[512 : 512 + n_test], y_test[512 : 512 + n_test]
+    x_probe = x_test[:n_probe]
+    x_eval, y_eval = x_test[n_probe : n_probe + n_test], y_test[n_probe : n_probe + n_test]
 
     S = args.seeds
     keys = jax.random.split(jax.random.key(7), S)
@@ -96,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             + [f"{mean[i, :, 4].mean():+.3f} / {_common.spread(std[i, :, 4])}"]
         )
     report.table(
-        f"Layer outputs after init on 512 held-out images: mean / std (mean ± std over {S} seeds)",
+        f"Layer outputs after init on {n_probe} held-out images of {data.label} "
+        f"({x_probe.shape[1]}x{x_probe.shape[2]}): mean / std (mean ± std over {S} seeds)",
         ["init", *names],
         rows,
     )
@@ -127,8 +155,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             ]
         )
     report.table(
-        f"Test accuracy (%) on {x_eval.shape[0]} test images after {steps} SGD steps of {batch} "
-        f"(lr {args.lr}, momentum 0.9), {S} seeds",
+        f"Test accuracy (%) on {x_eval.shape[0]} test images of {data.label} after {steps} SGD "
+        f"steps of {batch} (lr {args.lr}, momentum 0.9), {S} seeds",
         ["init", "accuracy", "min .. max", "loss, first 10%", "loss, last 10%", "finite"],
         rows,
     )
@@ -213,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "batch": batch,
         "lr": args.lr,
         "test_images": int(x_eval.shape[0]),
+        "probe_images": n_probe,
+        "upsample": up,
+        "image_size": int(x_probe.shape[1]),
         "layers": names,
         "checks": checks,
         "accuracy": {label: _common.spread(acc[i]) for i, label in enumerate(INITS)},

@@ -3,9 +3,11 @@ histograms at initialization are healthy with Xavier, saturate at +-1 with stand
 and collapse to 0 with too-small weights.
 
 A batch of standardized Fashion-MNIST training images goes through five Dense + tanh layers
-(784 -> width x 5, zero biases). For every seed (all seeds in one jitted ``vmap``) we record each
-layer's activation histogram, its standard deviation and its saturated fraction ``P(|a| > 0.99)``,
-and put the mean-field prediction (``jaxinit.predict``) beside the measured std.
+(784 -> width x 5, zero biases). Without Fashion-MNIST, ``--quick`` runs on scikit-learn's 8x8
+digits (64 -> width x 5; see ``_common.load_data``), standardized the same way. For every seed
+(all seeds in one jitted ``vmap``) we record each layer's activation histogram, its standard
+deviation and its saturated fraction ``P(|a| > 0.99)``, and put the mean-field prediction
+(``jaxinit.predict``) beside the measured std.
 
 Operational claim, checked on every seed: standard normal has more than half of the units of
 every layer saturated; too small has a std that falls by at least half at every layer (so it
@@ -85,18 +87,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     batch = args.batch or (256 if args.quick else 500)
     if width < 2 or batch < 2:
         p.error("--width and --batch must be >= 2")
+    data = _common.load_data(args)
     report = _common.Report(
         NAME,
         "tanh activation histograms: Xavier vs standard normal vs too small",
-        "In a 5-layer tanh MLP on Fashion-MNIST, Xavier keeps every layer's activations spread "
+        f"In a 5-layer tanh MLP on {data.label}, Xavier keeps every layer's activations spread "
         "inside (-1, 1); standard-normal weights saturate them at +-1; too-small weights "
         "collapse them to 0.",
         "Glorot & Bengio 2010, 'Understanding the difficulty of training deep feedforward neural "
         "networks' (activation histograms, normalized init); deeplearning.ai AI Notes, "
         "'Initializing neural networks'",
         args,
+        data,
     )
-    ds = _common.fashion_mnist(args, "train").standardized()
+    ds = data.train.standardized()
     if batch > ds.x.shape[0]:
         p.error(f"--batch {batch} exceeds the {ds.x.shape[0]} training images")
     idx = np.random.default_rng(5).choice(ds.x.shape[0], batch, replace=False)
@@ -132,8 +136,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "saturated_fraction": [_common.spread(sats[:, i]) for i in range(DEPTH)],
         }
     report.table(
-        f"Per-layer activations at init, width {width}, {batch} images, {args.seeds} seeds "
-        "(mean ± std over seeds)",
+        f"Per-layer activations at init on {data.label}, width {width}, {batch} images, "
+        f"{args.seeds} seeds (mean ± std over seeds)",
         ["init", "layer", "std", "mean-field std", f"P(|a| > {SAT})"],
         rows,
     )
@@ -190,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ax.set_xlabel("tanh activation")
     axes[0].set_ylabel("density (log); band: 5-95% of seeds")
     axes[-1].legend(fontsize=7)
+    fig.suptitle(f"tanh activations at init, {batch} images of {data.label}", fontsize=10)
     report.figure(fig, "histograms")
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -203,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ax.set_yscale("log")
     ax.set_xlabel("layer")
     ax.set_ylabel("activation std (log)")
+    ax.set_title(data.label, fontsize=9)
     ax.set_xticks(layers)
     ax.legend(fontsize=6)
     report.figure(fig, "std")
@@ -217,7 +223,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if report.held
         else "failed: " + ", ".join(k for k, v in checks.items() if not v)
     )
-    report.summary = {"width": width, "batch": batch, "checks": checks, **summary}
+    report.summary = {
+        "width": width,
+        "batch": batch,
+        "input_dim": int(x.shape[1]),
+        "checks": checks,
+        **summary,
+    }
     return report.write()
 
 
