@@ -67,3 +67,84 @@ def test_overflowed_seeds_are_counted_and_summarized_without_warnings():
     assert _fake_stats().nonfinite() == (0, None)
     band = st.summary()["std"]  # filterwarnings=error: no RuntimeWarning from inf
     assert np.isfinite(band.mean[:2]).all() and not np.isfinite(band.mean[2])
+
+
+def _mean_band_fraction(ax, band):
+    """The fraction of the axes' y-range that a band's [lo, hi] spans (in the axes' scale)."""
+    to_axes = ax.transScale + ax.transLimits  # data -> axes fraction, any scale
+    lo, hi = float(np.min(band.lo)), float(np.max(band.hi))
+    (_, y0), (_, y1) = to_axes.transform([(1, lo), (1, hi)])
+    return abs(y1 - y0)
+
+
+def test_overflowed_init_does_not_flatten_the_others():
+    # Standard-normal weights reach ~1e21; He stays ~1: He's mean band fills the mean panel
+    # and the exploding init is drawn off scale, named under the panel.
+    results = {"normal": _fake_stats(scale=1e21), "he": _fake_stats()}
+    fig = plotting.layer_stats_figure(results, title="t")
+    mean_ax, std_ax, _ = fig.axes[:3]
+    he = results["he"].summary()
+    assert _mean_band_fraction(mean_ax, he["mean"]) > 0.5
+    assert "normal off scale from layer 1" in mean_ax.get_xlabel()
+    # The std panel is logarithmic: the two inits lie far apart, neither on the other.
+    assert std_ax.get_yscale() == "log"
+    to_axes = std_ax.transScale + std_ax.transLimits
+    normal = results["normal"].summary()["std"].mean
+    (_, y_he), (_, y_normal) = to_axes.transform([(1, he["std"].mean[0]), (1, normal[0])])
+    assert 0 <= y_he < 0.2 and 0.8 < y_normal <= 1
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[:2] == ["normal", "he"] and any("off scale" in t for t in labels)
+
+
+def test_overflowed_seeds_end_the_line_with_a_marker():
+    st = _fake_stats(seeds=4, layers=6)
+    std = np.array(st.std)
+    std[1, 3:] = np.inf  # one seed overflows from the 4th layer
+    results = {"normal": st._replace(std=std), "he": _fake_stats(layers=6)}
+    fig = plotting.layer_stats_figure(results)
+    std_ax = fig.axes[1]
+    marks = [ln for ln in std_ax.get_lines() if ln.get_marker() == "x"]
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [4.0]
+    normal_line = std_ax.get_lines()[0]
+    y = np.asarray(normal_line.get_ydata(), float)
+    assert np.isfinite(y[:3]).all() and np.isnan(y[3:]).all()  # drawn up to the last finite
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("inf/NaN" in t for t in labels)
+
+
+@pytest.mark.parametrize("grads", [True, False])
+def test_legend_is_outside_every_panel(grads, tmp_path):
+    results = {
+        name: _fake_stats(scale=s, grads=grads)
+        for name, s in [("normal", 1e21), ("torch", 1e-3), ("xavier", 0.3), ("he", 1), ("lsuv", 1)]
+    }
+    pred = {"he": jaxinit.predict("relu", 5), "torch": jaxinit.predict("relu", 5, sigma_w=0.5)}
+    fig = plotting.layer_stats_figure(results, predicted=pred, title="mlp on digits")
+    fig.canvas.draw()
+    (legend,) = fig.legends
+    box = legend.get_window_extent()
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent()), ax.get_title()
+        assert not box.overlaps(ax.get_tightbbox()), ax.get_title()  # nor labels and notes
+    path = plotting.plot_layer_stats(results, tmp_path / "m.png", predicted=pred)
+    assert _is_png(path) and path.stat().st_size < 300_000
+
+
+def test_histogram_panels_follow_the_mapping_order(tmp_path):
+    # Forward order of a 14-layer model: Dense_10 comes after Dense_9, not after Dense_1.
+    names = [f"Dense_{i}" for i in range(13)] + ["head"]
+    outs = {n: np.random.default_rng(i).standard_normal((16, 8)) for i, n in enumerate(names)}
+    fig = plotting.histograms_figure(outs, layers=14)
+    titles = [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_visible()]
+    assert titles == names
+    fig = plotting.histograms_figure(outs, layers=5)  # spread evenly from first to last
+    titles = [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_visible()]
+    assert titles == ["Dense_0", "Dense_3", "Dense_6", "Dense_10", "head"]
+
+
+def test_histograms_say_what_they_leave_out():
+    x = np.ones((4, 8))
+    x[0, :2] = np.inf
+    fig = plotting.histograms_figure({"a": x, "b": np.full((2, 2), np.nan)})
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["a\nmean 1, std 0; 2 inf/NaN left out", "b\nall 4 values inf/NaN"]
