@@ -158,11 +158,13 @@ def _stats(kind, init_name, args, x, y, classes, *, seeds=None):
 
     model = _model(kind, init_name, args, classes)
     xin = x.reshape(x.shape[0], -1) if kind == "mlp" else x
-    after = None
+    after: Callable[..., Any] | None = None
     if init_name == "lsuv":
 
-        def after(variables, batch):
+        def lsuv_after(variables, batch):
             return jaxinit.lsuv(model, variables, batch)[0]
+
+        after = lsuv_after
 
     return jaxinit.layer_stats(
         model,
@@ -209,14 +211,14 @@ def _progress(console):
 
 
 def _cmd_demo(args, parser) -> int:
+    from rich.markup import escape
+
     from . import report
 
     console = report.console(quiet=args.quiet)
     x, y, classes, what = _batch(args, parser)
-    console.print(
-        f"[bold]jaxinit demo[/bold]: {', '.join(args.models)} on {what}; "
-        f"{args.seeds} seeds per init; inits {', '.join(args.inits)}"
-    )
+    console.print(f"[bold]jaxinit demo[/bold]: {', '.join(args.models)} on {escape(what)}")
+    console.print(f"inits {', '.join(args.inits)}; {args.seeds} seeds each")
     out = Path(args.out)
     results: dict[str, dict[str, Any]] = {m: {} for m in args.models}
     started = time.perf_counter()
@@ -234,8 +236,8 @@ def _cmd_demo(args, parser) -> int:
             seeds, layer = st.nonfinite()
             if seeds:
                 console.print(
-                    f"[yellow]{kind} / {name}: activations overflow float32 (inf/NaN) from "
-                    f"layer {layer} on {seeds} of {st.seeds} seeds[/yellow]"
+                    f"[yellow]{kind} / {escape(name)}: float32 overflow (inf/NaN) from "
+                    f"{escape(str(layer))} on {seeds} of {st.seeds} seeds[/yellow]"
                 )
         summary["models"][kind] = {
             name: {
@@ -248,46 +250,62 @@ def _cmd_demo(args, parser) -> int:
     if not args.no_plots:
         from . import plotting
 
-        for kind in args.models:
-            preds = {}
-            if kind == "mlp":
-                preds = {
-                    n: p
-                    for n in args.inits
-                    if (p := _mlp_prediction(n, args, x, classes)) is not None
-                }
-            path = plotting.plot_layer_stats(
-                results[kind],
-                out / f"{kind}_layers.png",
-                predicted=preds,
-                title=f"{kind} on {what.split(',')[0]}",
-            )
-            console.print(f"wrote {path}")
-            for init_name in [n for n in ("normal", "he") if n in args.inits]:
-                outs = _outputs(kind, init_name, args, x, classes)
-                path = plotting.plot_histograms(
-                    outs,
-                    out / f"{kind}_{init_name}_histograms.png",
-                    title=f"{kind}, {init_name} init: layer outputs (seed {args.seed})",
+        hist_inits = [n for n in ("normal", "he") if n in args.inits]
+        written = []
+        with _progress(console) as progress:
+            task = progress.add_task("figures", total=len(args.models) * (1 + len(hist_inits)))
+            for kind in args.models:
+                progress.update(task, description=f"{kind} figures")
+                preds = {}
+                if kind == "mlp":
+                    preds = {
+                        n: p
+                        for n in args.inits
+                        if (p := _mlp_prediction(n, args, x, classes)) is not None
+                    }
+                path = plotting.plot_layer_stats(
+                    results[kind],
+                    out / f"{kind}_layers.png",
+                    predicted=preds,
+                    title=f"{kind} on {what.split(',')[0]}",
                 )
-                console.print(f"wrote {path}")
+                written.append(path.name)
+                progress.advance(task)
+                for init_name in hist_inits:
+                    outs = _outputs(kind, init_name, args, x, classes)
+                    path = plotting.plot_histograms(
+                        outs,
+                        out / f"{kind}_{init_name}_histograms.png",
+                        title=f"{kind}, {init_name} init: layer outputs (seed {args.seed})",
+                    )
+                    written.append(path.name)
+                    progress.advance(task)
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        written.append("summary.json")
+        console.print(f"wrote to {escape(str(out))}: {', '.join(written)}")
     console.print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
 
 
 def _outputs(kind, init_name, args, x, classes):
+    """One init's layer outputs, in forward order (the order the model calls its layers)."""
     import jaxinit
+    from jaxinit.probe import layer_paths
 
     model = _model(kind, init_name, args, classes)
     xin = x.reshape(x.shape[0], -1) if kind == "mlp" else x
-    return jaxinit.layer_outputs(
+    outs = jaxinit.layer_outputs(
         model, xin, key=args.seed, compiler_options=_compiler_options(args)
     )
+    abstract = jax.eval_shape(model.init, jax.random.key(args.seed), xin)
+    order = [p for p in layer_paths(model, abstract, xin) if p in outs]
+    return {p: outs[p] for p in [*order, *(p for p in outs if p not in order)]}
 
 
 def _cmd_stats(args, parser) -> int:
+    from rich.markup import escape
+
     from . import report
 
     console = report.console(quiet=args.quiet)
@@ -303,7 +321,7 @@ def _cmd_stats(args, parser) -> int:
         report.layers_table(
             st,
             predicted=pred,
-            title=f"{args.model}, {args.init} init, {what}: {st.seeds} seeds "
+            title=f"{args.model}, {args.init} init, {escape(what)}: {st.seeds} seeds "
             f"({time.perf_counter() - started:.1f} s)",
         )
     )
@@ -313,11 +331,13 @@ def _cmd_stats(args, parser) -> int:
         path = plotting.plot_layer_stats(
             {args.init: st}, args.plot, predicted={args.init: pred} if pred else None
         )
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}")
     return 0
 
 
 def _cmd_lsuv(args, parser) -> int:
+    from rich.markup import escape
+
     import jaxinit
 
     from . import report
@@ -342,7 +362,7 @@ def _cmd_lsuv(args, parser) -> int:
     console.print(
         report.lsuv_table(
             rep,
-            title=f"LSUV on {args.model} ({args.init} pre-init), {what}: {seconds:.2f} s "
+            title=f"LSUV on {args.model} ({args.init} pre-init), {escape(what)}: {seconds:.2f} s "
             "incl. compile",
         )
     )
@@ -366,9 +386,7 @@ def _cmd_gain(args, parser) -> int:
         except ValueError:
             crit = None
         rows.append((name, g, crit))
-    table = report.gain_table(rows)
-    table.columns[3].header = f"critical sigma_w (sigma_b={args.sigma_b:g})"
-    console.print(table)
+    console.print(report.gain_table(rows, sigma_b=args.sigma_b))
     return 0
 
 
@@ -481,7 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "quick", False):
         args.seeds, args.depth, args.width, args.batch = 4, 4, 32, 32
-    sub = parser._subparsers._group_actions[0].choices[args.command]
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub = commands.choices[args.command]
     return _COMMANDS[args.command](args, sub)
 
 

@@ -7,12 +7,19 @@ import pytest
 from jaxinit import cli, data
 
 
-def test_demo_quick_writes_tables_and_figures(tmp_path, capsys):
+def test_demo_quick_writes_tables_and_figures(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
     out = tmp_path / "report"
     assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     for name in ("normal", "torch", "xavier", "he", "lsuv", "mlp: at initialization"):
         assert name in text
+    # 80 columns, and one line per table row: each init starts one line per model's table.
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 80, text
+    for name in cli.INITS:
+        assert sum(line.startswith(f"{name} ") for line in lines) == 2, text
+    assert "mlp_layers.png" in text and "summary.json" in text
     for png in ("mlp_layers.png", "convnet_layers.png", "mlp_he_histograms.png"):
         assert (out / png).stat().st_size > 1000
     summary = json.loads((out / "summary.json").read_text())
@@ -42,8 +49,8 @@ def test_gain(capsys):
     assert cli.main(["gain", "relu", "tanh", "softplus"]) == 0
     text = capsys.readouterr().out
     assert "1.41421" in text and "1.66667" in text  # gain(relu), gain(tanh) = 5/3
-    rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("│")}
-    assert "-" in rows["softplus"].split("│")[4]  # no edge of chaos for softplus, sigma_b=0
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.strip()}
+    assert rows["softplus"][-1] == "-"  # no edge of chaos for softplus, sigma_b=0
 
 
 @pytest.mark.parametrize(
@@ -117,3 +124,21 @@ def test_compare_table_shows_overflowed_seeds_without_numpy_warnings():
         console.print(report.compare_table({"normal": st}))
     text = console.export_text()
     assert "inf" in text
+
+
+def test_histograms_of_a_deep_mlp_in_forward_order():
+    # jax.jit returns dicts with sorted keys (Dense_10 before Dense_2); the demo's
+    # histograms follow the order the model calls its layers.
+    import argparse
+
+    import numpy as np
+
+    from jaxinit import plotting
+
+    args = argparse.Namespace(depth=13, width=8, seed=0, optimize=False)
+    x = np.random.default_rng(0).standard_normal((16, 5)).astype(np.float32)
+    outs = cli._outputs("mlp", "he", args, x, 3)
+    want = [f"Dense_{i}" for i in range(13)] + ["head"]
+    assert list(outs) == want
+    fig = plotting.histograms_figure(outs, layers=len(want))
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_visible()] == want
