@@ -9,6 +9,7 @@ them.
 from __future__ import annotations
 
 import importlib
+import types
 from typing import TYPE_CHECKING, Any
 
 from ._fans import compute_fans as compute_fans
@@ -118,9 +119,12 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'jaxinit' has no attribute {name!r}") from None
     module = importlib.import_module(module_name, __name__)
     value = module if attribute is None else getattr(module, attribute)
-    # Importing a submodule binds its name here (``jaxinit.lsuv`` the module); the public
-    # name wins.
     globals()[name] = value
+    # Importing a submodule binds its name here: ``jaxinit.lsuv`` would be the module once
+    # ``LSUVReport`` loaded it. The public name (the function) wins.
+    for public, (source, attr) in _LAZY.items():
+        if attr is not None and isinstance(globals().get(public), types.ModuleType):
+            globals()[public] = getattr(importlib.import_module(source, __name__), attr)
     return value
 
 

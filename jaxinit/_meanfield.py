@@ -14,7 +14,8 @@ import jax
 import numpy as np
 
 from ._quadrature import evaluate64, gaussian_expectation
-from .gains import ACTIVATIONS, activation_fn, activation_kinks
+from ._types import Activation
+from .gains import ACTIVATIONS, activation_fn, activation_kinks, is_activation_name
 from .gains import gain as activation_gain
 
 
@@ -63,7 +64,7 @@ def _resolve(fn_name: str, activation: str | Callable, param: float | None):
     """phi, phi' (both float64 NumPy-in/NumPy-out) and the kinks of a named or callable
     activation."""
     if isinstance(activation, str):
-        if activation not in ACTIVATIONS:
+        if not is_activation_name(activation):
             raise ValueError(
                 f"{fn_name}: activation={activation!r} is not a known name; use one of "
                 f"{ACTIVATIONS} or pass the activation function itself."
@@ -99,7 +100,7 @@ def _moments(phi, dphi, kinks, q: float) -> tuple[float, float, float]:
 
 
 def predict(
-    activation: str | Callable = "relu",
+    activation: Activation = "relu",
     depth: int = 10,
     *,
     sigma_w: float | Sequence[float] | None = None,
@@ -219,7 +220,7 @@ def _bisect(f: Callable[[float], float], a: float, b: float, fa: float) -> float
 
 
 def critical_sigma_w(
-    activation: str | Callable = "tanh", sigma_b: float = 0.0, *, param: float | None = None
+    activation: Activation = "tanh", sigma_b: float = 0.0, *, param: float | None = None
 ) -> float:
     """The weight scale at the edge of chaos: ``chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2] = 1``
     at the fixed point ``q* = sigma_w^2 E[phi(sqrt(q*) z)^2] + sigma_b^2``.

@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol, runtime_checkable
 
 import jax
 from jax.typing import DTypeLike
 
 Shape = Sequence[int]
 Axes = int | Sequence[int]
+# The activations known by name (gains.ACTIVATIONS is this list); any callable works too.
+ActivationName = Literal[
+    "celu",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "elu",
+    "gelu",
+    "gelu_tanh",
+    "hard_sigmoid",
+    "hard_silu",
+    "hard_swish",
+    "hard_tanh",
+    "identity",
+    "leaky_relu",
+    "linear",
+    "log_sigmoid",
+    "mish",
+    "relu",
+    "relu6",
+    "selu",
+    "sigmoid",
+    "silu",
+    "sin",
+    "softplus",
+    "softsign",
+    "swish",
+    "tanh",
+]
+Activation = ActivationName | Callable[[jax.Array], jax.Array]
 
 
 @runtime_checkable
@@ -25,4 +58,4 @@ class Initializer(Protocol):
     ) -> jax.Array: ...
 
 
-__all__ = ["Axes", "DTypeLike", "Initializer", "Shape"]
+__all__ = ["Activation", "ActivationName", "Axes", "DTypeLike", "Initializer", "Shape"]

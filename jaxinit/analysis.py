@@ -6,7 +6,7 @@ import functools
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -434,7 +434,7 @@ def layer_stats(
     loss: Callable[[jax.Array, jax.Array | None], jax.Array] | None = None,
     select: Any = None,
     grads: bool = True,
-    chunk_size: int | str | None = "auto",
+    chunk_size: int | Literal["auto"] | None = "auto",
     mesh: Mesh | None = None,
     mesh_axes: str | Sequence[str] | None = None,
     apply_kwargs: Mapping[str, Any] | None = None,

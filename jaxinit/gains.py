@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import TypeGuard, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ._quadrature import evaluate64, gaussian_expectation
+from ._types import Activation, ActivationName
 
 # PyTorch's ``torch.nn.init.calculate_gain`` table.
 _TORCH_ONE = (
@@ -45,7 +47,12 @@ _NAMED: dict[str, tuple[Callable, float | None, tuple[float, ...]]] = {
     "sin": (lambda x, p: jnp.sin(x), None, ()),
 }
 
-ACTIVATIONS = tuple(sorted({*_TORCH_ONE, "tanh", "relu", "leaky_relu", "selu", *_NAMED}))
+ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
+
+
+def is_activation_name(name: object) -> TypeGuard[ActivationName]:
+    """Whether ``name`` is one of :data:`ACTIVATIONS`."""
+    return isinstance(name, str) and name in ACTIVATIONS
 
 
 def activation_fn(activation: str | Callable, param: float | None = None) -> Callable:
@@ -81,7 +88,7 @@ def _check_name(activation: str) -> None:
         )
 
 
-def gain(activation: str | Callable = "linear", param: float | None = None) -> float:
+def gain(activation: Activation = "linear", param: float | None = None) -> float:
     """The gain of an activation: the factor by which to scale weights so that the second
     moment of the signal is preserved through ``activation`` (PyTorch's ``calculate_gain``).
 

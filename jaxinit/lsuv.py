@@ -11,8 +11,9 @@ import math
 import sys
 import types
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -560,6 +561,41 @@ def _hashable_kwargs(kwargs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return items
 
 
+@overload
+def lsuv(
+    model: nn.Module,
+    variables: Mapping[str, Any],
+    x: Any,
+    /,
+    *,
+    target_std: float = ...,
+    tol: float = ...,
+    max_iters: int = ...,
+    center: bool = ...,
+    orthogonal_init: bool = ...,
+    key: jax.Array | None = ...,
+    select: probe.Select = ...,
+    **kwargs: Any,
+) -> tuple[Any, LSUVReport]: ...
+
+
+@overload
+def lsuv(
+    model: nnx.Module,
+    x: Any,
+    /,
+    *,
+    target_std: float = ...,
+    tol: float = ...,
+    max_iters: int = ...,
+    center: bool = ...,
+    orthogonal_init: bool = ...,
+    key: jax.Array | None = ...,
+    select: probe.Select = ...,
+    **kwargs: Any,
+) -> LSUVReport: ...
+
+
 def lsuv(
     model: Any,
     *args: Any,
@@ -571,7 +607,7 @@ def lsuv(
     key: jax.Array | None = None,
     select: probe.Select = None,
     **kwargs: Any,
-) -> Any:
+) -> tuple[Any, LSUVReport] | LSUVReport:
     """Layer-sequential unit-variance initialization, as one compiled pass.
 
     Runs the forward pass once on the batch ``x`` and normalizes, in forward order, the output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Literal, get_args
 
 import jax
@@ -21,7 +20,7 @@ from ._base import (
     sample_dtype,
 )
 from ._fans import compute_fans
-from ._types import Axes, Initializer
+from ._types import Activation, Axes, Initializer
 from .basic import complex_truncated_std, draw_truncated, truncated_moments
 from .gains import gain as activation_gain
 
@@ -289,7 +288,7 @@ def glorot_uniform(
     )
 
 
-def _he_scale(name: str, activation: str | Callable, negative_slope: float | None) -> float:
+def _he_scale(name: str, activation: Activation, negative_slope: float | None) -> float:
     if negative_slope is not None:
         if activation != "leaky_relu":
             raise ValueError(
@@ -321,9 +320,9 @@ def _he(name: str, distribution: str, activation, negative_slope, mode, axes) ->
 @factory
 def he_normal(
     *,
-    activation: str | Callable = "relu",
+    activation: Activation = "relu",
     negative_slope: float | None = None,
-    mode: str = "fan_in",
+    mode: Mode = "fan_in",
     in_axis: Axes = -2,
     out_axis: Axes = -1,
     batch_axis: Axes = (),
@@ -368,9 +367,9 @@ def he_normal(
 @factory
 def he_uniform(
     *,
-    activation: str | Callable = "relu",
+    activation: Activation = "relu",
     negative_slope: float | None = None,
-    mode: str = "fan_in",
+    mode: Mode = "fan_in",
     in_axis: Axes = -2,
     out_axis: Axes = -1,
     batch_axis: Axes = (),

@@ -189,3 +189,14 @@ def test_default_is_linear():
 def test_gain_validation(args, exc, pattern):
     with pytest.raises(exc, match=pattern):
         jaxinit.gain(*args)
+
+
+def test_activation_names_have_one_source():
+    """The ``ActivationName`` type lists exactly the names the gain table knows."""
+    from typing import get_args
+
+    from jaxinit import gains
+    from jaxinit._types import ActivationName
+
+    known = {*gains._TORCH_ONE, "tanh", "relu", "leaky_relu", "selu", *gains._NAMED}
+    assert set(get_args(ActivationName)) == known == set(gains.ACTIVATIONS)

@@ -37,15 +37,17 @@ def test_flax_names_load_on_first_use():
     assert out.split() == ["True", "jaxinit.analysis"]
 
 
-@pytest.mark.parametrize("first", ["attribute", "submodule"])
-def test_lsuv_is_callable_whichever_is_imported_first(first):
-    # ``jaxinit.lsuv`` names the function and its module; both orders must leave it callable.
-    pre = "import jaxinit.lsuv; " if first == "submodule" else ""
+@pytest.mark.parametrize("first", ["import jaxinit", "import jaxinit.lsuv", "jaxinit.LSUVReport"])
+def test_lsuv_is_callable_whichever_is_loaded_first(first):
+    # ``jaxinit.lsuv`` names the function and its module; every order leaves it callable.
     out = _python(
-        f"{pre}import jaxinit; f = jaxinit.lsuv; print(callable(f)); "
-        "from jaxinit.lsuv import LSUVReport; print(LSUVReport.__name__)"
+        f"import jaxinit; {first}; from jaxinit.lsuv import LSUVReport\n"
+        "try:\n    jaxinit.lsuv(object(), None)\n"
+        "except TypeError as err:\n    print(err)\n"
+        "print(LSUVReport.__name__)"
     )
-    assert out.split() == ["True", "LSUVReport"]
+    assert "lsuv: model of type object is not a Flax module" in out
+    assert out.split()[-1] == "LSUVReport"
 
 
 @pytest.mark.parametrize("name", jaxinit.__all__)
