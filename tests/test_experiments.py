@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pathlib
 import sys
 
 import numpy as np
 import pytest
+from _data import require
 
 from jaxinit import data
 
@@ -41,7 +43,11 @@ def _run(load, name, tmp_path, *extra):
 
 
 def _expected_data():
-    """What ``--data auto`` picks for a quick run on this machine."""
+    """What ``--data auto`` picks for a quick run on this machine; with
+    ``JAXINIT_REQUIRE_DATA=1`` (CI's real-data run) a missing Fashion-MNIST fails the test
+    instead of letting it fall back to digits."""
+    if os.environ.get("JAXINIT_REQUIRE_DATA") == "1":
+        require("fashion-mnist")
     return "fashion-mnist" if data.available("fashion-mnist") else "digits"
 
 
