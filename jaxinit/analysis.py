@@ -637,10 +637,14 @@ def layer_outputs(
     )
     x = jnp.asarray(x)
 
+    order: list[str] = []  # forward order, recorded while tracing: jit returns dicts sorted
+
     def run(k, x):
         m, variables = _build(spec, k, x)
-        return probe.capture(m, variables, x, select=select, **dict(spec.apply_kwargs))[1]
+        outs = probe.capture(m, variables, x, select=select, **dict(spec.apply_kwargs))[1]
+        order[:] = outs
+        return tuple(outs.values())
 
     run = jax.jit(run, compiler_options=dict(compiler_options or {}) or None)
-
-    return {p: np.asarray(v) for p, v in run(_base_key(key), x).items()}
+    values = run(_base_key(key), x)
+    return {p: np.asarray(v) for p, v in zip(order, values, strict=True)}

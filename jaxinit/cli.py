@@ -291,16 +291,12 @@ def _cmd_demo(args, parser) -> int:
 def _outputs(kind, init_name, args, x, classes):
     """One init's layer outputs, in forward order (the order the model calls its layers)."""
     import jaxinit
-    from jaxinit.probe import layer_paths
 
     model = _model(kind, init_name, args, classes)
     xin = x.reshape(x.shape[0], -1) if kind == "mlp" else x
-    outs = jaxinit.layer_outputs(
+    return jaxinit.layer_outputs(
         model, xin, key=args.seed, compiler_options=_compiler_options(args)
     )
-    abstract = jax.eval_shape(model.init, jax.random.key(args.seed), xin)
-    order = [p for p in layer_paths(model, abstract, xin) if p in outs]
-    return {p: outs[p] for p in [*order, *(p for p in outs if p not in order)]}
 
 
 def _cmd_stats(args, parser) -> int:

@@ -342,3 +342,22 @@ def test_measured_matches_prediction_at_width_2048(activation):
 @pytest.mark.parametrize("activation", ["tanh", "gelu", "relu", "selu"])
 def test_measured_matches_prediction_deep(activation):
     _chain_vs_prediction(activation, depth=12, seeds=64, batch=64)
+
+
+def test_layer_outputs_in_forward_order_and_equal_to_a_capture():
+    """Twelve layers: names sort as strings (Dense_10 before Dense_2), forward order does not.
+    The values equal linen's own capture of the same initialization."""
+    model = jaxinit.models.MLP(depth=12, width=8)
+    x = jax.random.normal(jax.random.key(0), (4, 8))
+    outs = jaxinit.layer_outputs(model, x, key=jax.random.key(3))
+    variables = model.init(jax.random.key(3), x)
+    _, state = model.apply(variables, x, capture_intermediates=True)
+    # capture_intermediates records the layers in the order they are called.
+    captured = {
+        name: value["__call__"][0]
+        for name, value in state["intermediates"].items()
+        if name != "__call__"
+    }
+    assert list(outs) == list(captured) == [f"Dense_{i}" for i in range(12)]
+    for name, value in captured.items():
+        np.testing.assert_allclose(outs[name], value, rtol=1e-6, atol=1e-6)
