@@ -3,8 +3,9 @@
 import json
 
 import pytest
+from _data import require
 
-from jaxinit import cli, data
+from jaxinit import cli
 
 
 def test_demo_quick_writes_tables_and_figures(tmp_path, capsys, monkeypatch):
@@ -90,8 +91,8 @@ def test_help_everywhere(command, capsys):
     assert "usage: jaxinit" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not data.fashion_mnist_available(), reason="Fashion-MNIST not installed")
 def test_auto_data_picks_fashion_mnist(capsys):
+    require("fashion-mnist", "train")
     assert cli.main(["stats", "--quick", "--data", "auto", "--model", "mlp"]) == 0
     assert "fashion-mnist/train" in capsys.readouterr().out
 

@@ -177,8 +177,11 @@ def test_cli_page_lists_every_option():
 
 def test_mkdocs_build_strict(tmp_path):
     """The site builds with no warning (needs the docs extra)."""
-    pytest.importorskip("mkdocs")
-    pytest.importorskip("mkdocstrings_handlers.python")
+    how = "to run this test: pip install -e '.[docs]'"
+    pytest.importorskip("mkdocs", reason=f"mkdocs is not installed; {how}")
+    pytest.importorskip(
+        "mkdocstrings_handlers.python", reason=f"mkdocstrings is not installed; {how}"
+    )
     from mkdocs.commands.build import build
     from mkdocs.config import load_config
 
