@@ -445,7 +445,6 @@ def _ortho_edits(layers, key):
 # --------------------------------------------------------------------------------------------
 # jitted passes
 
-_TRACES = [0]  # incremented each time a pass is traced (tests check a second call reuses it)
 
 
 class _Static:
@@ -479,7 +478,6 @@ class _Static:
 def _lsuv_linen(
     variables, x, key, target, tol, max_iters, *, module, select, kwargs, center, ortho
 ):
-    _TRACES[0] += 1
     module, select, kwargs = module.obj, select.obj, dict(kwargs)
     o = _Opts(target, tol, max_iters, center)
     frozen = isinstance(variables, FrozenDict)
@@ -498,7 +496,6 @@ def _lsuv_linen(
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "select", "kwargs", "center", "ortho"))
 def _lsuv_nnx(state, x, key, target, tol, max_iters, *, graphdef, select, kwargs, center, ortho):
-    _TRACES[0] += 1
     select, kwargs = select.obj, dict(kwargs)
     o = _Opts(target, tol, max_iters, center)
     model = nnx.merge(graphdef.obj, state)

@@ -5,7 +5,6 @@ Every check of the normalized statistics uses an independent forward pass (linen
 """
 
 import functools
-import importlib
 
 import flax
 import flax.linen as nn
@@ -14,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _compiles import log_compilations
 from _models import (
     BF16,
     BlockNet,
@@ -33,8 +33,6 @@ from flax import nnx
 
 import jaxinit
 from jaxinit import models, probe
-
-lsuv_mod = importlib.import_module("jaxinit.lsuv")
 
 # For affine layers LSUV is exact algebra; what remains is float32 rounding of the rescaled
 # parameters and of the forward pass, ~1e-6 relative. 1e-4 leaves two decades of margin and is
@@ -194,21 +192,26 @@ def test_nnx_models(name):
 # compilation
 
 
-def test_second_call_does_not_retrace():
+def _lsuv_programs(names):
+    return [n for n in names if "lsuv" in n]
+
+
+def test_second_call_does_not_recompile():
     module, x = SMALL, normal(SMALL_X)
     variables = init(module, x)
     jaxinit.lsuv(module, variables, x)
-    n = lsuv_mod._TRACES[0]
-    jaxinit.lsuv(module, variables, x)
-    jaxinit.lsuv(models.MLP(depth=3, width=16), variables, x, target_std=2.0, tol=0.01)
-    assert lsuv_mod._TRACES[0] == n  # equal module, same shapes; options are not static
-    jaxinit.lsuv(module, variables, normal((64, 8)))
-    assert lsuv_mod._TRACES[0] == n + 1  # a new batch size compiles a new program
+    with log_compilations() as compiled:
+        jaxinit.lsuv(module, variables, x)
+        jaxinit.lsuv(models.MLP(depth=3, width=16), variables, x, target_std=2.0, tol=0.01)
+    assert compiled == []  # equal module, same shapes; options are not static
+    with log_compilations() as compiled:
+        jaxinit.lsuv(module, variables, normal((64, 8)))
+    assert len(_lsuv_programs(compiled)) == 1, compiled  # a new batch size: one new program
     model = small_nnx()
     jaxinit.lsuv(model, x)
-    n = lsuv_mod._TRACES[0]
-    jaxinit.lsuv(model, x, target_std=0.5)
-    assert lsuv_mod._TRACES[0] == n
+    with log_compilations() as compiled:
+        jaxinit.lsuv(model, x, target_std=0.5)
+    assert compiled == []
 
 
 def test_linen_lsuv_under_jit_and_vmap_over_seeds():
@@ -229,9 +232,9 @@ def test_unhashable_module_is_cached_by_identity():
     x = normal((16, 8))
     variables = init(module, x)
     _, report = jaxinit.lsuv(module, variables, x)
-    n = lsuv_mod._TRACES[0]
-    jaxinit.lsuv(module, variables, x)
-    assert lsuv_mod._TRACES[0] == n
+    with log_compilations() as compiled:
+        jaxinit.lsuv(module, variables, x)
+    assert compiled == []
     assert report.paths == ("layers_0", "layers_2")
 
 
@@ -350,12 +353,13 @@ def test_nonfinite_batch_is_an_error_before_any_work(bad):
     x = np.array(normal(SMALL_X))
     variables = init(module, x)
     x[3, 1] = bad
-    n = lsuv_mod._TRACES[0]
-    with pytest.raises(ValueError, match=r"x contains 1 non-finite value"):
-        jaxinit.lsuv(module, variables, x)
-    with pytest.raises(ValueError, match=r"x contains 1 non-finite value"):
-        jaxinit.lsuv(small_nnx(), x)
-    assert lsuv_mod._TRACES[0] == n
+    model = small_nnx()
+    with log_compilations() as compiled:
+        with pytest.raises(ValueError, match=r"x contains 1 non-finite value"):
+            jaxinit.lsuv(module, variables, x)
+        with pytest.raises(ValueError, match=r"x contains 1 non-finite value"):
+            jaxinit.lsuv(model, x)
+    assert _lsuv_programs(compiled) == []  # rejected before the pass is traced
 
 
 def test_dead_layer_is_reported_and_left_finite():
