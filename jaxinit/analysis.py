@@ -557,7 +557,7 @@ def layer_stats(
     spec = _Spec(
         model,
         kind,
-        select,
+        probe.hashable_select(select),
         loss,
         bool(grads),
         None,
@@ -625,7 +625,7 @@ def layer_outputs(
     spec = _Spec(
         model,
         kind,
-        select,
+        probe.hashable_select(select),
         None,
         False,
         None,

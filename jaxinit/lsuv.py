@@ -446,7 +446,6 @@ def _ortho_edits(layers, key):
 # jitted passes
 
 
-
 class _Static:
     """A static jit argument: hashed by value when possible (equal modules share a compiled
     pass), else by identity (e.g. ``nn.Sequential``, which holds a list)."""
@@ -686,11 +685,9 @@ def lsuv(
     elif key is not None:
         raise ValueError("lsuv: key= is only used with orthogonal_init=True; drop it or set it.")
     probe.compile_select(select)  # type check, outside jit
-    if isinstance(select, list):
-        select = tuple(select)
     dyn = (jnp.asarray(target_std, _F32), jnp.asarray(tol, _F32), jnp.asarray(max_iters, jnp.int32))
     static = dict(
-        select=_Static(select),
+        select=_Static(probe.hashable_select(select)),
         kwargs=_hashable_kwargs(kwargs),
         center=bool(center),
         ortho=bool(orthogonal_init),

@@ -210,6 +210,19 @@ def compile_select(select: Select, *, name: str = "select") -> Callable[[str, An
     )
 
 
+def hashable_select(select: Select) -> Select:
+    """``select`` with a sequence of patterns as a tuple, so that equal selections are equal
+    static arguments and share a compiled program (a list would be hashed by identity, or not
+    at all, and compile again on every call). Anything else is returned as is."""
+    if (
+        not isinstance(select, str | tuple)
+        and isinstance(select, Sequence)
+        and all(isinstance(s, str) for s in select)
+    ):
+        return tuple(select)
+    return select
+
+
 # --------------------------------------------------------------------------------------------
 # the run state (thread-local, trace-time Python only: strings and module identities, never
 # array values, so nothing leaks out of nn.remat / nnx.remat)

@@ -362,3 +362,11 @@ def test_layer_outputs_in_forward_order_and_equal_to_a_capture():
     assert list(outs) == list(captured) == [f"Dense_{i}" for i in range(12)]
     for name, value in captured.items():
         np.testing.assert_allclose(outs[name], value, rtol=1e-6, atol=1e-6)
+
+
+def test_a_list_select_is_compiled_once():
+    jaxinit.layer_stats(MODEL, X, seeds=2, key=KEY, select=["Dense_0", "Dense_2"])
+    with log_compilations() as compiled:
+        st = jaxinit.layer_stats(MODEL, X, seeds=2, key=KEY, select=["Dense_0", "Dense_2"])
+    assert compiled == []
+    assert st.names == ("Dense_0", "Dense_2")

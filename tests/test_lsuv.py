@@ -601,3 +601,13 @@ def test_docs_examples_run():
     namespace: dict = {}
     for i, block in enumerate(blocks):
         exec(compile(block, f"docs/lsuv.md block {i}", "exec"), namespace)
+
+
+def test_a_list_select_is_compiled_once():
+    module, x = SMALL, normal(SMALL_X)
+    variables = init(module, x)
+    jaxinit.lsuv(module, variables, x, select=["Dense_0", "Dense_1"])
+    with log_compilations() as compiled:
+        _, report = jaxinit.lsuv(module, variables, x, select=["Dense_0", "Dense_1"])
+    assert compiled == []
+    assert report.paths == ("Dense_0", "Dense_1")
