@@ -1,0 +1,254 @@
+"""One interface over Flax linen variables and NNX models: parameter leaves by path.
+
+A parameter's path is its module path and its name joined by ``"/"``: ``"Dense_0/kernel"``,
+``"block/conv/bias"``, ``"layers/3/kernel"`` (the fourth element of an ``nnx.List``),
+``"kernel"`` (a parameter of the root module). Only parameters are seen: the ``params``
+collection of linen variables, the ``nnx.Param`` variables of an NNX model (subclasses
+included). Batch statistics, RNG state, caches and any other collection are never read or
+written.
+
+Order: :meth:`Adapter.leaves` lists paths sorted segment by segment in natural order (runs of
+digits compare as numbers, so ``Dense_2`` comes before ``Dense_10`` and ``layers/2`` before
+``layers/10``; other characters compare by code point, as ``sorted`` does). The order depends
+on the names only, so it is the same for linen variables before and after ``jax.jit`` (which
+returns dicts sorted) and for an NNX model and its linen twin.
+
+An NNX parameter shared by several modules (tied weights) is one leaf, under the path
+:func:`flax.nnx.iter_graph` sees first.
+
+- :class:`LinenAdapter` is pure: :meth:`~LinenAdapter.set` returns new variables of the same
+  mapping type (dict stays dict, FrozenDict stays FrozenDict); the other collections are the
+  very same objects, and within ``params`` the untouched subtrees are too. Boxed parameters
+  (``nn.Partitioned``, ``nn.LogicallyPartitioned``) are read unboxed and written back into
+  their box, so the sharding metadata is kept.
+- :class:`NNXAdapter` edits the model in place through ``nnx.Variable.set_value`` (metadata
+  such as ``nnx.with_partitioning`` sharding is kept) and returns None.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import numpy as np
+from flax import nnx
+from flax.core import FrozenDict, meta
+
+__all__ = [
+    "Adapter",
+    "LinenAdapter",
+    "NNXAdapter",
+    "adapter_for",
+    "natural_key",
+]
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(path: str) -> tuple[tuple[Any, ...], ...]:
+    """Sort key of a ``"/"``-joined path: per segment, text runs as text, digit runs as ints.
+
+    Example:
+      >>> from jaxinit._flax.adapter import natural_key
+      >>> sorted(["Dense_10/kernel", "Dense_2/kernel", "Dense_2/bias"], key=natural_key)
+      ['Dense_2/bias', 'Dense_2/kernel', 'Dense_10/kernel']
+    """
+    return tuple(
+        tuple(int(t) if i % 2 else t for i, t in enumerate(_DIGITS.split(segment)))
+        for segment in path.split("/")
+    )
+
+
+class Adapter:
+    """The parameters of a linen or NNX target, by path (see the module docstring)."""
+
+    kind: Literal["linen", "nnx"]
+    target: Any
+
+    def leaves(self) -> list[tuple[str, jax.Array]]:
+        """``(path, value)`` of every parameter, values unboxed, in natural path order."""
+        raise NotImplementedError
+
+    def paths(self) -> list[str]:
+        """Every parameter path, in natural order."""
+        return [p for p, _ in self.leaves()]
+
+    def get(self, path: str) -> jax.Array:
+        """The (unboxed) value of the parameter at ``path``; KeyError if there is none."""
+        raise NotImplementedError
+
+    def set(self, updates: Mapping[str, Any]) -> Any:
+        """Write ``{path: value}``: linen returns new variables, NNX edits in place and
+        returns None. Each value must have the shape of the parameter it replaces."""
+        raise NotImplementedError
+
+    def owner(self, path: str) -> Any:
+        """The module owning the parameter at ``path`` where it is known (NNX), else None."""
+        return None
+
+    def describe(self) -> str:
+        """A few words naming the target, for error messages."""
+        raise NotImplementedError
+
+    def _check_update(self, path: str, old: Any, new: Any) -> None:
+        old_shape, new_shape = tuple(np.shape(old)), tuple(np.shape(new))
+        if old_shape != new_shape:
+            raise ValueError(
+                f"the new value of {path!r} has shape {new_shape}, but the parameter has shape "
+                f"{old_shape}; parameter edits keep shapes."
+            )
+
+
+def _unbox(x: Any) -> Any:
+    return x.unbox() if isinstance(x, meta.AxisMetadata) else x
+
+
+def _is_collection(x: Any) -> bool:
+    return isinstance(x, Mapping)
+
+
+class LinenAdapter(Adapter):
+    """Linen ``variables``: a mapping with a ``params`` collection (pure edits)."""
+
+    kind = "linen"
+
+    def __init__(self, variables: Mapping[str, Any]):
+        self.target = variables
+        flat: dict[str, Any] = {}
+
+        def walk(node: Any, prefix: str) -> None:
+            for key, child in node.items():
+                path = f"{prefix}/{key}" if prefix else str(key)
+                if _is_collection(child):
+                    walk(child, path)
+                else:
+                    flat[path] = child
+
+        walk(variables["params"], "")
+        self._flat = {p: flat[p] for p in sorted(flat, key=natural_key)}
+
+    def leaves(self) -> list[tuple[str, jax.Array]]:
+        return [(p, _unbox(v)) for p, v in self._flat.items()]
+
+    def get(self, path: str) -> jax.Array:
+        return _unbox(self._flat[path])
+
+    def set(self, updates: Mapping[str, Any]) -> Any:
+        for path, value in updates.items():
+            self._check_update(path, self.get(path), value)
+        pending = dict(updates)
+
+        def rebuild(node: Any, prefix: str) -> Any:
+            out, changed = {}, False
+            for key, child in node.items():
+                path = f"{prefix}/{key}" if prefix else str(key)
+                if _is_collection(child):
+                    new = rebuild(child, path)
+                elif path in pending:
+                    value = pending.pop(path)
+                    new = (
+                        child.replace_boxed(value)
+                        if isinstance(child, meta.AxisMetadata)
+                        else value
+                    )
+                else:
+                    new = child
+                changed = changed or new is not child
+                out[key] = new
+            return _like(node, out) if changed else node
+
+        params = rebuild(self.target["params"], "")
+        if pending:
+            raise KeyError(f"no linen parameter at {sorted(pending)}")
+        if isinstance(self.target, FrozenDict):
+            return self.target.copy({"params": params})
+        out = dict(self.target)
+        out["params"] = params
+        return _like(self.target, out)
+
+    def describe(self) -> str:
+        return f"the linen variables (collections {list(self.target)})"
+
+
+def _like(like: Any, items: dict[str, Any]) -> Any:
+    """``items`` as the mapping type of ``like`` (FrozenDict stays frozen; others as dict)."""
+    return FrozenDict(items) if isinstance(like, FrozenDict) else items
+
+
+class NNXAdapter(Adapter):
+    """An NNX model: its ``nnx.Param`` variables (edits in place)."""
+
+    kind = "nnx"
+
+    def __init__(self, model: nnx.Module):
+        self.target = model
+        nodes: dict[tuple[Any, ...], Any] = {}
+        found: dict[str, tuple[nnx.Variable, tuple[Any, ...]]] = {}
+        for parts, node in nnx.iter_graph(model):
+            parts = tuple(parts)
+            nodes[parts] = node
+            if isinstance(node, nnx.Param):
+                found["/".join(str(p) for p in parts)] = (node, parts)
+        self._nodes = nodes
+        self._vars = {p: found[p] for p in sorted(found, key=natural_key)}
+
+    def leaves(self) -> list[tuple[str, jax.Array]]:
+        return [(p, v.get_value()) for p, (v, _) in self._vars.items()]
+
+    def get(self, path: str) -> jax.Array:
+        return self._vars[path][0].get_value()
+
+    def set(self, updates: Mapping[str, Any]) -> None:
+        for path, value in updates.items():
+            self._check_update(path, self.get(path), value)
+        for path, value in updates.items():
+            self._vars[path][0].set_value(value)
+
+    def owner(self, path: str) -> Any:
+        parts = self._vars[path][1][:-1]
+        while parts and not isinstance(self._nodes.get(parts), nnx.Module):
+            parts = parts[:-1]
+        return self._nodes.get(parts, self.target)
+
+    def describe(self) -> str:
+        return f"the NNX model {type(self.target).__name__}"
+
+
+def adapter_for(target: Any, *, name: str = "target") -> Adapter:
+    """The adapter of ``target``: linen variables or an NNX model.
+
+    Raises:
+      TypeError: ``target`` is neither (naming ``name``, what it is and what is accepted).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn
+      >>> from jaxinit._flax.adapter import adapter_for
+      >>> variables = nn.Dense(3).init(jax.random.key(0), jnp.ones((1, 2)))
+      >>> ad = adapter_for(variables)
+      >>> ad.kind, ad.paths()
+      ('linen', ['bias', 'kernel'])
+    """
+    if isinstance(target, nnx.Module):
+        return NNXAdapter(target)
+    if isinstance(target, Mapping):
+        params = target.get("params")
+        if _is_collection(params):
+            return LinenAdapter(target)
+        hint = (
+            f"it has the collections {list(target)[:8]} but no 'params'; pass the whole "
+            "variables ({'params': ...}), e.g. {'params': params}"
+        )
+    elif isinstance(target, nn.Module):
+        hint = (
+            f"it is the linen module {type(target).__name__}; pass its variables "
+            "(module.init(key, x)) instead"
+        )
+    else:
+        hint = f"got {type(target).__name__}"
+    raise TypeError(
+        f"{name} is neither linen variables (a mapping with a 'params' collection) nor an NNX "
+        f"model (an nnx.Module): {hint}."
+    )
