@@ -15,6 +15,9 @@ import numpy as np
 
 from ._types import DTypeLike
 
+VarianceLaw = Callable[[int, int, tuple[int, ...] | None], float]
+"""``(fan_in, fan_out, shape or None) -> Var(w)``: an initializer's variance law."""
+
 _ACCEPTED_DTYPES = "a floating dtype (float32, float64, bfloat16, float16) or complex64/complex128"
 
 
@@ -226,6 +229,7 @@ class Init:
         "_params",
         "_random",
         "_sample",
+        "_variance",
     )
 
     def __init__(
@@ -239,8 +243,10 @@ class Init:
         any_dtype: bool = False,
         check: Callable[[tuple[int, ...]], object] | None = None,
         ident: Hashable = None,
+        variance: VarianceLaw | None = None,
     ):
         self._name = name
+        self._variance = variance
         self._check = check
         self._sample = sample
         self._params = params
@@ -266,6 +272,52 @@ class Init:
             return _sample_random(self, key, shape, dt)
         # The key is ignored and may be anything (None, an int): keep it out of the trace.
         return _sample_fixed(self, shape, dt)
+
+    def variance(self, fan_in: int, fan_out: int, *, shape: Sequence[int] | None = None) -> float:
+        """The variance ``Var(w)`` of one weight element, as the initializer's law gives it.
+
+        For a kernel whose elements are not identically distributed (``delta_orthogonal``,
+        ``identity``) it is the average over the elements, so ``fan_in * variance`` is the
+        signal gain ``sigma_w^2`` of mean-field theory in every case
+        (:func:`jaxinit.meanfield.sigma_w`). Each initializer's docstring states its law;
+        laws that do not use the fans ignore them.
+
+        Args:
+          fan_in: The weight's fan-in, an int >= 1, as :func:`jaxinit.compute_fans` gives it
+            (for a conv kernel it includes the receptive field).
+          fan_out: The weight's fan-out, an int >= 1.
+          shape: The weight's shape, for laws that need more than the fans (``orthogonal``
+            of a conv kernel); other laws ignore it.
+
+        Returns:
+          ``Var(w)`` as a Python float.
+
+        Raises:
+          ValueError: If a fan is not an int >= 1, or the initializer has no variance law
+            (``prior_bias``: its values come from data).
+
+        Example:
+          >>> import jaxinit
+          >>> round(jaxinit.he_normal().variance(256, 512) * 256, 12)  # 2 / fan_in
+          2.0
+          >>> jaxinit.uniform(-1.0, 1.0).variance(256, 512)  # (high - low)^2 / 12
+          0.3333333333333333
+        """
+        name = self._name
+        fans = []
+        for arg, value in (("fan_in", fan_in), ("fan_out", fan_out)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(
+                    f"{name}.variance: {arg}={value!r} must be an int >= 1 (fans as "
+                    "jaxinit.compute_fans gives them)."
+                )
+            fans.append(int(value))
+        dims = None if shape is None else check_shape(f"{name}.variance", shape)
+        if self._variance is None:
+            raise ValueError(
+                f"{name} has no variance law; compute sqrt(fan_in * Var(w)) from samples."
+            )
+        return float(self._variance(fans[0], fans[1], dims))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())

@@ -26,7 +26,8 @@ from ._types import Initializer
 def constant(value: Any) -> Initializer:
     """Fill with ``value`` (a number, or an array that broadcasts to the shape).
 
-    Any dtype is accepted, integers included. The key is ignored.
+    Any dtype is accepted, integers included. The key is ignored. Variance law:
+    ``init.variance(fan_in, fan_out) == 0`` (every element is ``value``, the mean).
 
     Args:
       value: A finite real or complex number, or an array-like of them.
@@ -61,12 +62,20 @@ def _fill(name: str, arr: np.ndarray, params: dict[str, Any]) -> Initializer:
             ) from err
         return jnp.broadcast_to(jnp.asarray(arr, dtype), shape)
 
-    return Init(name, sample, params, random=False, any_dtype=True, ident=ident)
+    return Init(
+        name,
+        sample,
+        params,
+        random=False,
+        any_dtype=True,
+        ident=ident,
+        variance=lambda fan_in, fan_out, shape: 0.0,
+    )
 
 
 @factory
 def zeros() -> Initializer:
-    """Fill with 0 (any dtype; the key is ignored). The usual bias initializer.
+    """Fill with 0 (any dtype; the key is ignored). The usual bias initializer. Variance 0.
 
     Example:
       >>> import jax, jaxinit
@@ -79,7 +88,8 @@ def zeros() -> Initializer:
 
 @factory
 def ones() -> Initializer:
-    """Fill with 1 (any dtype; the key is ignored), e.g. for normalization scales.
+    """Fill with 1 (any dtype; the key is ignored), e.g. for normalization scales. Variance 0
+    (mean 1).
 
     Example:
       >>> import jax, jaxinit
@@ -97,7 +107,8 @@ def normal(stddev: float = 1.0, mean: float = 0.0) -> Initializer:
     Low-precision dtypes are drawn in float32 and cast, so bfloat16/float16 samples have the
     full tails and no quantization bias. For complex dtypes the draw is ``mean + stddev * z``
     with ``z`` circular complex normal, ``E|z|^2 = 1`` (real and imaginary parts each of
-    variance 1/2).
+    variance 1/2). Variance law: ``init.variance(fan_in, fan_out) == stddev**2`` (``E|w -
+    mean|^2`` for complex dtypes; the fans are ignored).
 
     Args:
       stddev: Standard deviation, finite and >= 0.
@@ -119,7 +130,12 @@ def normal(stddev: float = 1.0, mean: float = 0.0) -> Initializer:
         z = random_normal(key, shape, sample_dtype(dtype))
         return (mean + stddev * z).astype(dtype)
 
-    return Init("normal", sample, {"stddev": stddev, "mean": mean})
+    return Init(
+        "normal",
+        sample,
+        {"stddev": stddev, "mean": mean},
+        variance=lambda fan_in, fan_out, shape: stddev**2,
+    )
 
 
 @factory
@@ -128,7 +144,8 @@ def uniform(low: float = -1.0, high: float = 1.0) -> Initializer:
 
     Unlike ``jax.nn.initializers.uniform(scale)`` (``U[0, scale)``), the default is centred, as
     weights need. Samples are drawn in float32 and lie in ``[low, high)`` in the output dtype.
-    Real dtypes only.
+    Real dtypes only. Variance law: ``init.variance(fan_in, fan_out) == (high - low)**2 / 12``
+    (the fans are ignored).
 
     Args:
       low: Lower bound, finite.
@@ -152,7 +169,13 @@ def uniform(low: float = -1.0, high: float = 1.0) -> Initializer:
         u = random_uniform(key, shape, sample_dtype(dtype), low, high)
         return clip_into(u, low, high, dtype, open_lo=False, open_hi=True)
 
-    return Init("uniform", sample, {"low": low, "high": high}, complex_ok=False)
+    return Init(
+        "uniform",
+        sample,
+        {"low": low, "high": high},
+        complex_ok=False,
+        variance=lambda fan_in, fan_out, shape: (high - low) ** 2 / 12,
+    )
 
 
 def _phi(x: float) -> float:
@@ -206,6 +229,8 @@ def truncated_normal(stddev: float = 1.0, lower: float = -2.0, upper: float = 2.
     default cut at +-2, ``s = 0.8796256610``. (Use :func:`variance_scaling` with
     ``distribution="truncated_normal"`` for a truncated normal rescaled to an exact variance.)
     Complex dtypes need a symmetric cut and bound the modulus: ``|w| < upper * stddev``.
+    Variance law: ``init.variance(fan_in, fan_out) == (stddev * s)**2`` (real dtypes; the
+    fans are ignored).
 
     Args:
       stddev: Standard deviation before truncation, finite and >= 0.
@@ -243,4 +268,10 @@ def truncated_normal(stddev: float = 1.0, lower: float = -2.0, upper: float = 2.
             return z.astype(dtype)
         return clip_into(z, lower * stddev, upper * stddev, dtype)
 
-    return Init("truncated_normal", sample, {"stddev": stddev, "lower": lower, "upper": upper})
+    s = truncated_moments(lower, upper)[1]
+    return Init(
+        "truncated_normal",
+        sample,
+        {"stddev": stddev, "lower": lower, "upper": upper},
+        variance=lambda fan_in, fan_out, shape: (stddev * s) ** 2,
+    )

@@ -37,6 +37,8 @@ def prior_bias(
       ``sigmoid(logit p) = p``.
 
     The initializer checks that the requested shape is ``(num_classes,)``; the key is ignored.
+    It has no variance law (its values come from the class frequencies, not from the fans):
+    ``init.variance(...)`` raises a ``ValueError``.
 
     Args:
       counts_or_probs: One non-negative number per class (see above).
@@ -105,6 +107,15 @@ def prior_bias(
         random=False,
         complex_ok=False,
         check=check,
+        variance=_no_variance,
+    )
+
+
+def _no_variance(fan_in: int, fan_out: int, shape: tuple[int, ...] | None) -> float:
+    raise ValueError(
+        "prior_bias has no variance law: its values are log class frequencies (or logits) "
+        "fixed by counts_or_probs, not draws scaled by the fans. Measure the bias array "
+        "itself, e.g. float(jnp.var(b))."
     )
 
 
@@ -114,7 +125,9 @@ def torch_bias_default(fan_in: int) -> Initializer:
     1/sqrt(fan_in))``, where ``fan_in`` is that of the layer's kernel.
 
     A bias initializer sees only the bias shape, so the layer's fan-in is given here (for a
-    conv kernel ``(*spatial, in, out)``, ``prod(spatial) * in``).
+    conv kernel ``(*spatial, in, out)``, ``prod(spatial) * in``). Variance law:
+    ``init.variance(...) == 1 / (3 * fan_in)`` with this ``fan_in`` (the arguments, the
+    bias's own fans, are ignored).
 
     Args:
       fan_in: The layer's fan-in, an int > 0.
@@ -139,4 +152,11 @@ def torch_bias_default(fan_in: int) -> Initializer:
         u = random_uniform(key, shape, sample_dtype(dtype), -bound, bound)
         return clip_into(u, -bound, bound, dtype, open_lo=False)
 
-    return Init("torch_bias_default", sample, {"fan_in": int(fan_in)}, complex_ok=False)
+    n = int(fan_in)
+    return Init(
+        "torch_bias_default",
+        sample,
+        {"fan_in": n},
+        complex_ok=False,
+        variance=lambda fan_in, fan_out, shape: 1 / (3 * n),
+    )

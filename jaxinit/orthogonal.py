@@ -60,6 +60,11 @@ def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
     distribution is exactly Haar. bfloat16/float16 are computed in float32 and cast; complex
     dtypes give unitary matrices.
 
+    Variance law: each element has ``E[w^2] = scale^2 / max(rows, columns)`` and mean 0, so
+    ``init.variance(fan_in, fan_out) == scale**2 / max(fan_in, fan_out)`` for a Dense kernel
+    ``(in, out)``; for other shapes pass ``shape=`` (a conv kernel ``(*spatial, in, out)`` has
+    rows ``prod(spatial) * in`` and ``out`` columns).
+
     Args:
       scale: Multiplier, finite and > 0 (e.g. ``jaxinit.gain("relu")``).
       column_axis: Axis of output units.
@@ -96,7 +101,20 @@ def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
         q = jnp.moveaxis(q.reshape((*rest, n_cols)), -1, column_axis)
         return (scale * q).astype(dtype)
 
-    return Init("orthogonal", sample, {"scale": scale, "column_axis": column_axis}, check=check)
+    def variance(fan_in, fan_out, shape):
+        if shape is None:
+            return scale**2 / max(fan_in, fan_out)
+        check(shape)
+        n_cols = shape[column_axis]
+        return scale**2 / max(math.prod(shape) // max(n_cols, 1), n_cols, 1)
+
+    return Init(
+        "orthogonal",
+        sample,
+        {"scale": scale, "column_axis": column_axis},
+        check=check,
+        variance=variance,
+    )
 
 
 @factory
@@ -107,6 +125,10 @@ def delta_orthogonal(scale: float = 1.0) -> Initializer:
     For Flax kernels ``(*spatial, in, out)`` of rank 3 to 5 with odd spatial sizes (the
     centre must exist) and ``in <= out``, so that a conv layer at initialization is an
     orthogonal map of channels at each position (dynamical isometry).
+
+    Variance law: averaged over all taps, ``E[w^2] = scale^2 / (prod(spatial) * out)``, mean
+    0; with the fans of :func:`compute_fans` (``prod(spatial) * in``, ``prod(spatial) *
+    out``), ``init.variance(fan_in, fan_out) == scale**2 / max(fan_in, fan_out)``.
 
     Args:
       scale: Multiplier, finite and > 0.
@@ -152,4 +174,10 @@ def delta_orthogonal(scale: float = 1.0) -> Initializer:
         w = jnp.zeros(shape, centre.dtype)
         return w.at[tuple(k // 2 for k in spatial)].set(centre).astype(dtype)
 
-    return Init("delta_orthogonal", sample, {"scale": scale}, check=check)
+    return Init(
+        "delta_orthogonal",
+        sample,
+        {"scale": scale},
+        check=check,
+        variance=lambda fan_in, fan_out, shape: scale**2 / max(fan_in, fan_out),
+    )

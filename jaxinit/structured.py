@@ -21,6 +21,11 @@ def identity(scale: float = 1.0) -> Initializer:
     axis, the tap that maps each output position to the same input position under Flax's
     ``padding="SAME"`` (the centre for odd ``k``). The key is ignored.
 
+    Variance law: the weights are not random; ``init.variance(fan_in, fan_out)`` is their mean
+    square over the kernel, ``scale^2 min(in, out) / size = scale^2 / max(fan_in, fan_out)``
+    with the fans of :func:`compute_fans` (for a square Dense kernel, ``fan_in`` times it is
+    ``scale^2``, the layer's exact gain).
+
     Args:
       scale: Multiplier, finite and > 0.
 
@@ -52,7 +57,14 @@ def identity(scale: float = 1.0) -> Initializer:
             return eye
         return jnp.zeros(shape, dtype).at[tuple((k - 1) // 2 for k in spatial)].set(eye)
 
-    return Init("identity", sample, {"scale": scale}, random=False, check=check)
+    return Init(
+        "identity",
+        sample,
+        {"scale": scale},
+        random=False,
+        check=check,
+        variance=lambda fan_in, fan_out, shape: scale**2 / max(fan_in, fan_out),
+    )
 
 
 @factory
@@ -64,7 +76,8 @@ def sparse(sparsity: float, stddev: float = 0.01) -> Initializer:
     Incoming weights of output unit ``j`` are ``w[..., j]`` (every axis but the last, so Dense
     and conv kernels in Flax layout). Zeroed positions are chosen uniformly without replacement,
     independently per unit, so every unit has exactly the same number of non-zero inputs.
-    Variance: ``stddev^2 * (1 - ceil(sparsity * fan_in) / fan_in)``. As in
+    Variance law: ``init.variance(fan_in, fan_out) == stddev^2 * (1 - ceil(sparsity * fan_in)
+    / fan_in)``. As in
     ``torch.nn.init.sparse_``, but along the incoming axis of Flax's ``(in, out)`` layout.
 
     Args:
@@ -106,5 +119,12 @@ def sparse(sparsity: float, stddev: float = 0.01) -> Initializer:
         return jnp.where(ranks >= n_zero, w, 0).astype(dtype).reshape(shape)
 
     return Init(
-        "sparse", sample, {"sparsity": sparsity, "stddev": stddev}, complex_ok=False, check=check
+        "sparse",
+        sample,
+        {"sparsity": sparsity, "stddev": stddev},
+        complex_ok=False,
+        check=check,
+        variance=lambda fan_in, fan_out, shape: (
+            stddev**2 * (1 - math.ceil(sparsity * fan_in) / fan_in)
+        ),
     )

@@ -100,7 +100,9 @@ def variance_scaling(
 
     Complex dtypes get circular draws with ``E|w|^2 = scale / fan`` (uniform: uniform on the
     disk of radius ``sqrt(2 scale / fan)``; truncated: ``|w|`` cut at 2 standard deviations).
-    bfloat16/float16 are drawn in float32 and cast.
+    bfloat16/float16 are drawn in float32 and cast. Variance law:
+    ``init.variance(fan_in, fan_out) == scale / fan`` (also for every named case below: He,
+    Glorot, LeCun, PyTorch's default).
 
     Args:
       scale: Variance multiplier, finite and > 0 (e.g. ``gain**2``).
@@ -174,7 +176,14 @@ def variance_scaling(
     # the initializer (two he_normal(activation=<lambda>) differ by their scale, not by their
     # display), so lecun_normal() == variance_scaling(1.0, "fan_in", "normal").
     ident = ("variance_scaling", scale, mode, distribution, in_axis, out_axis, batch_axis)
-    return Init(_name, sample, params, check=fans, ident=ident)
+    return Init(
+        _name,
+        sample,
+        params,
+        check=fans,
+        ident=ident,
+        variance=lambda fan_in, fan_out, shape: scale / _fan(mode, fan_in, fan_out),
+    )
 
 
 def _named(
