@@ -1,14 +1,23 @@
-"""Mean-field signal propagation through a Dense/activation chain (no Flax, no sampling).
+"""Mean-field signal propagation as composed per-layer maps (no Flax, no sampling).
 
-The recursions of Poole et al. 2016 and Schoenholz et al. 2017, evaluated with the
-kink-exact Gaussian quadrature of :mod:`jaxinit._quadrature`.
+A network at initialization is described by the maps of its layers, composed in forward
+order: :func:`dense` (``q -> sigma_w^2 q + sigma_b^2``), :func:`activation`
+(``q -> E[phi(sqrt(q) z)^2]``), :func:`residual` (a skip connection around a branch) and
+:func:`compose`. Each map sends a :class:`State` (the second moment ``q`` of the signal's
+elements, their mean, the gradient factor ``chi`` accumulated so far, and room for the
+correlation ``c`` of two inputs) to the state after the layer, so a whole network is one map
+and :func:`trace` lists the state after each layer. :func:`predict` and
+:func:`critical_sigma_w` are built on these maps; :func:`sigma_w` reads a weight scale from an
+initializer's variance law. These are the recursions of Poole et al. 2016 and Schoenholz et
+al. 2017, evaluated with the kink-exact Gaussian quadrature of :mod:`jaxinit._quadrature`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol, cast
 
 import jax
 import numpy as np
@@ -17,6 +26,415 @@ from ._quadrature import evaluate64, gaussian_expectation
 from ._types import Activation
 from .gains import ACTIVATIONS, activation_fn, activation_kinks, is_activation_name
 from .gains import gain as activation_gain
+
+__all__ = [
+    "ActivationMap",
+    "DenseMap",
+    "Map",
+    "Network",
+    "Prediction",
+    "ResidualMap",
+    "State",
+    "Step",
+    "activation",
+    "compose",
+    "critical_sigma_w",
+    "dense",
+    "predict",
+    "residual",
+    "sigma_w",
+    "trace",
+]
+
+
+class State(NamedTuple):
+    """The mean-field state of a signal between two layers.
+
+    Attributes:
+      q: Second moment ``E[x^2]`` of each element of the signal (over inputs and
+        initializations; equal to the variance when ``mean`` is 0).
+      c: Correlation of the signals of two different inputs. Reserved for the correlation
+        map: every map here carries one input and needs ``c=None``.
+      chi: Gradient factor accumulated over the maps applied so far: the second moment of the
+        loss gradient w.r.t. the map chain's input over that w.r.t. its output (equal widths).
+      mean: ``E[x]`` of each element (0 after a :func:`dense` map: its weights have mean 0).
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> mf.State(2.0)
+      State(q=2.0, c=None, chi=1.0, mean=0.0)
+    """
+
+    q: float
+    c: float | None = None
+    chi: float = 1.0
+    mean: float = 0.0
+
+
+class Map(Protocol):
+    """A mean-field map: a small immutable object whose ``apply`` sends the :class:`State`
+    before a layer (or a block of layers) to the state after it."""
+
+    def apply(self, state: State) -> State:
+        """The state after the map, given the state before it."""
+        ...
+
+
+class Step(NamedTuple):
+    """One map of a :func:`trace` and the state after it.
+
+    Attributes:
+      map: The map.
+      state: The :class:`State` after the map (``chi`` accumulated from the traced input).
+      chi: The map's own gradient factor (``state.chi`` over the ``chi`` before it).
+    """
+
+    map: Map
+    state: State
+    chi: float
+
+
+def _check_number(fn: str, name: str, value: object, *, positive: bool = False) -> float:
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number) and (number > 0 if positive else number >= 0):
+            return number
+    what = "> 0" if positive else ">= 0"
+    raise ValueError(f"{fn}: {name}={value!r} must be a finite number {what}.")
+
+
+def _one_input(name: str, state: State) -> None:
+    if state.c is not None:
+        raise NotImplementedError(
+            f"{name}: state.c={state.c!r}; the correlation map of two inputs is not "
+            "implemented, so maps take a state with c=None."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseMap:
+    """The map of a Dense layer ``h = W x + b`` with ``Var(W) = sigma_w^2 / fan_in`` (any
+    zero-mean distribution) and ``Var(b) = sigma_b^2``; built by :func:`dense`."""
+
+    sigma_w: float
+    sigma_b: float = 0.0
+
+    def apply(self, state: State) -> State:
+        """``q -> sigma_w^2 q + sigma_b^2``, mean 0, ``chi`` times ``sigma_w^2``."""
+        _one_input("dense", state)
+        sw2 = self.sigma_w**2
+        return State(sw2 * state.q + self.sigma_b**2, None, state.chi * sw2, 0.0)
+
+
+def dense(sigma_w: float, sigma_b: float = 0.0) -> DenseMap:
+    """The map of a Dense (or conv) layer with weights of variance ``sigma_w^2 / fan_in``.
+
+    Forward, ``q -> sigma_w^2 q + sigma_b^2`` (``q`` is the input's second moment, so a
+    non-zero input mean counts); the output has mean 0. Backward, the gradient's second moment
+    grows by ``sigma_w^2`` (times ``fan_out / fan_in`` when the widths differ). Use
+    :func:`sigma_w` to read ``sigma_w`` from an initializer.
+
+    Args:
+      sigma_w: Weight scale, ``sqrt(fan_in Var(W))``, finite and >= 0.
+      sigma_b: Bias standard deviation, finite and >= 0.
+
+    Returns:
+      A :class:`DenseMap`.
+
+    Raises:
+      ValueError: If ``sigma_w`` or ``sigma_b`` is negative or not finite.
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> mf.dense(2.0, 0.5).apply(mf.State(1.0))
+      State(q=4.25, c=None, chi=4.0, mean=0.0)
+    """
+    return DenseMap(
+        _check_number("dense", "sigma_w", sigma_w), _check_number("dense", "sigma_b", sigma_b)
+    )
+
+
+def _resolve(fn_name: str, activation: Activation, param: float | None):
+    """phi, phi' (both float64 NumPy-in/NumPy-out) and the kinks of a named or callable
+    activation."""
+    if isinstance(activation, str):
+        if not is_activation_name(activation):
+            raise ValueError(
+                f"{fn_name}: activation={activation!r} is not a known name; use one of "
+                f"{ACTIVATIONS} or pass the activation function itself."
+            )
+        activation_gain(activation, param)  # validates param for the name
+    elif not callable(activation):
+        raise TypeError(f"{fn_name}: activation={activation!r} must be a name or a callable.")
+    elif param is not None:
+        raise ValueError(
+            f"{fn_name}: param= applies to named activations only; bind it into the "
+            "callable instead, e.g. lambda x: jax.nn.elu(x, 0.5)."
+        )
+    phi = jax.jit(activation_fn(activation, param))
+    dphi = jax.jit(jax.vmap(jax.grad(activation_fn(activation, param))))
+    try:
+        probe = evaluate64(dphi, np.linspace(-3.0, 3.0, 7))
+    except Exception as err:
+        raise TypeError(
+            f"{fn_name}: activation={activation!r} must be a JAX-differentiable function "
+            f"of one array ({type(err).__name__}: {err})."
+        ) from err
+    if probe.shape != (7,):
+        raise ValueError(f"{fn_name}: activation={activation!r} must act elementwise.")
+    return phi, dphi, activation_kinks(activation)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationMap:
+    """The map of an elementwise activation applied to a zero-mean Gaussian signal; built by
+    :func:`activation`. Two maps of the same activation and ``param`` compare equal."""
+
+    activation: Activation
+    param: float | None = None
+    phi: Callable = dataclasses.field(default=lambda x: x, compare=False, repr=False)
+    dphi: Callable = dataclasses.field(default=lambda x: x, compare=False, repr=False)
+    kinks: tuple[float, ...] = dataclasses.field(default=(0.0,), compare=False, repr=False)
+
+    def _m2(self, q: float) -> float:
+        return gaussian_expectation(lambda x: self.phi(x) ** 2, q, kinks=self.kinks)
+
+    def _d2(self, q: float) -> float:
+        return gaussian_expectation(lambda x: self.dphi(x) ** 2, q, kinks=self.kinks)
+
+    def moments(self, q: float) -> tuple[float, float, float]:
+        """``(E[phi(u)], E[phi(u)^2], E[phi'(u)^2])`` for ``u = sqrt(q) z``, ``z ~ N(0, 1)``
+        (NaN for an infinite or NaN ``q``)."""
+        if not math.isfinite(q):
+            return math.nan, math.nan, math.nan
+        m1 = gaussian_expectation(self.phi, q, kinks=self.kinks)
+        return m1, self._m2(q), self._d2(q)
+
+    def apply(self, state: State) -> State:
+        """``q -> E[phi(sqrt(q) z)^2]``, mean ``E[phi]``, ``chi`` times ``E[phi'^2]``."""
+        _one_input("activation", state)
+        m1, m2, d2 = self.moments(state.q)
+        return State(m2, None, state.chi * d2, m1)
+
+
+def _activation_map(fn_name: str, phi: Activation, param: float | None) -> ActivationMap:
+    f, df, kinks = _resolve(fn_name, phi, param)
+    return ActivationMap(phi, param, f, df, kinks)
+
+
+def activation(phi: Activation, param: float | None = None) -> ActivationMap:
+    """The map of an elementwise activation ``phi`` applied to a Gaussian pre-activation.
+
+    The input is taken as ``N(0, q)`` (as after a :func:`dense` map). Forward,
+    ``q -> E[phi(sqrt(q) z)^2]``, ``z ~ N(0, 1)``, with output mean ``E[phi(sqrt(q) z)]``;
+    backward, the gradient's second moment grows by ``E[phi'(sqrt(q) z)^2]``. Expectations
+    use Gauss-Legendre quadrature with panel edges at the activation's kinks (exact to
+    rounding for ReLU-like functions), ``phi'`` comes from ``jax.grad``.
+
+    Args:
+      phi: A name known to :func:`jaxinit.gain` or a JAX-differentiable function of one
+        array, applied elementwise.
+      param: ``negative_slope`` for ``leaky_relu``, ``alpha`` for ``elu``/``celu`` (named
+        activations only).
+
+    Returns:
+      An :class:`ActivationMap`.
+
+    Raises:
+      ValueError: For an unknown name, or ``param`` with a callable.
+      TypeError: If ``phi`` is neither a name nor a differentiable callable.
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> s = mf.activation("relu").apply(mf.State(2.0))
+      >>> round(s.q, 12), round(s.chi, 12)  # E[relu(u)^2] = q / 2, E[relu'(u)^2] = 1 / 2
+      (1.0, 0.5)
+    """
+    return _activation_map("activation", phi, param)
+
+
+def _starts_with_dense(m: Map) -> bool:
+    if isinstance(m, Network):
+        return _starts_with_dense(m.maps[0])
+    return isinstance(m, DenseMap)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResidualMap:
+    """The map of a skip connection ``x + alpha f(x)`` around a branch ``f``; built by
+    :func:`residual`."""
+
+    branch: Map
+    alpha: float = 1.0
+
+    def apply(self, state: State) -> State:
+        """``q -> q + 2 alpha E[x] E[f] + alpha^2 q_f``, ``chi`` times
+        ``1 + alpha^2 chi_f``."""
+        _one_input("residual", state)
+        b = self.branch.apply(State(state.q, None, 1.0, state.mean))
+        a = self.alpha
+        q = state.q + 2 * a * state.mean * b.mean + a * a * b.q
+        return State(q, None, state.chi * (1 + a * a * b.chi), state.mean + a * b.mean)
+
+
+def residual(branch: Map, alpha: float = 1.0) -> ResidualMap:
+    """The map of a residual block ``y = x + alpha f(x)`` whose branch ``f`` starts with a
+    Dense layer.
+
+    The branch's random zero-mean weights make ``f(x)`` uncorrelated with ``x`` beyond the
+    means (in the wide limit), so, with ``q_f``, ``m_f`` and ``chi_f`` the branch map's
+    output second moment, mean and gradient factor::
+
+        q_y = q_x + 2 alpha m_x m_f + alpha^2 q_f,     m_y = m_x + alpha m_f
+        chi = 1 + alpha^2 chi_f
+
+    Args:
+      branch: The branch's map; it must begin with a :func:`dense` map.
+      alpha: The branch multiplier, a finite number.
+
+    Returns:
+      A :class:`ResidualMap`.
+
+    Raises:
+      ValueError: If the branch does not begin with a dense map or ``alpha`` is not finite.
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> block = mf.residual(mf.dense(1.0), alpha=0.5)  # linear branch: q (1 + alpha^2)
+      >>> mf.compose(block, block).apply(mf.State(1.0)).q
+      1.5625
+    """
+    if not hasattr(branch, "apply"):
+        raise TypeError(
+            f"residual: branch={branch!r} is not a mean-field map; build it with dense(...), "
+            "activation(...), compose(...)."
+        )
+    if not _starts_with_dense(branch):
+        raise ValueError(
+            f"residual: branch={branch!r} must begin with a dense(...) map: only a random "
+            "zero-mean layer makes the branch uncorrelated with the skip path."
+        )
+    a = alpha
+    if isinstance(a, bool) or not isinstance(a, int | float | np.integer | np.floating):
+        raise ValueError(f"residual: alpha={alpha!r} must be a finite number.")
+    if not math.isfinite(float(a)):
+        raise ValueError(f"residual: alpha={alpha!r} must be a finite number.")
+    return ResidualMap(branch, float(a))
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """Maps applied in order; built by :func:`compose`."""
+
+    maps: tuple[Map, ...]
+
+    def apply(self, state: State) -> State:
+        """The state after every map, in order."""
+        for m in self.maps:
+            state = m.apply(state)
+        return state
+
+
+def compose(*maps: Map) -> Network:
+    """The map of a network: ``maps`` applied in forward order (nested networks are
+    flattened, so :func:`trace` lists their maps one by one).
+
+    Args:
+      *maps: One or more maps (:func:`dense`, :func:`activation`, :func:`residual`,
+        :func:`compose`, or any object with ``apply(State) -> State``).
+
+    Returns:
+      A :class:`Network`.
+
+    Raises:
+      ValueError: If no map is given.
+      TypeError: If an argument is not a map.
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> layer = mf.compose(mf.dense(2 ** 0.5), mf.activation("relu"))
+      >>> net = mf.compose(*[layer] * 10)  # 10 He-initialized Dense/ReLU layers
+      >>> len(net.maps), round(net.apply(mf.State(1.0)).q, 12)
+      (20, 1.0)
+    """
+    if not maps:
+        raise ValueError("compose: needs at least one map, e.g. compose(dense(1.0)).")
+    flat: list[Map] = []
+    for i, m in enumerate(maps):
+        if isinstance(m, Network):
+            flat.extend(m.maps)
+        elif hasattr(m, "apply"):
+            flat.append(m)
+        else:
+            raise TypeError(
+                f"compose: maps[{i}]={m!r} is not a mean-field map; use dense(...), "
+                "activation(...), residual(...) or compose(...)."
+            )
+    return Network(tuple(flat))
+
+
+def trace(network: Map, state: State | float = 1.0) -> tuple[Step, ...]:
+    """Apply a map and record the state after each of its maps (each map of a
+    :func:`compose`; a single map gives one step).
+
+    Args:
+      network: A map, usually from :func:`compose`.
+      state: The input's :class:`State`, or its second moment ``q`` (finite, >= 0).
+
+    Returns:
+      One :class:`Step` per map, in forward order; ``steps[-1].state`` is
+      ``network.apply(state)``.
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> steps = mf.trace(mf.compose(mf.dense(2.0), mf.activation("linear")), 0.5)
+      >>> [round(s.state.q, 12) for s in steps], [round(s.chi, 12) for s in steps]
+      ([2.0, 2.0], [4.0, 1.0])
+    """
+    if not isinstance(state, State):
+        state = State(_check_number("trace", "state", state))
+    maps = network.maps if isinstance(network, Network) else (network,)
+    steps = []
+    for m in maps:
+        out = m.apply(state._replace(chi=1.0))
+        state = out._replace(chi=state.chi * out.chi)
+        steps.append(Step(m, state, out.chi))
+    return tuple(steps)
+
+
+def sigma_w(init: Any, fan_in: int, fan_out: int, *, shape: Sequence[int] | None = None) -> float:
+    """The weight scale ``sqrt(fan_in Var(w))`` of a jaxinit initializer, for :func:`dense`
+    and :func:`predict`, from the initializer's variance law.
+
+    Args:
+      init: A jaxinit initializer (e.g. ``jaxinit.he_normal()``).
+      fan_in: The layer's fan-in (``compute_fans`` of the kernel's shape).
+      fan_out: The layer's fan-out.
+      shape: The kernel's shape, for laws that need more than the fans (``orthogonal`` of a
+        conv kernel).
+
+    Returns:
+      ``sigma_w`` as a Python float.
+
+    Raises:
+      TypeError: If ``init`` has no variance law (not a jaxinit initializer).
+
+    Example:
+      >>> import jaxinit
+      >>> from jaxinit import meanfield as mf
+      >>> round(mf.sigma_w(jaxinit.he_normal(), 256, 512) ** 2, 12)
+      2.0
+      >>> round(mf.sigma_w(jaxinit.torch_default(), 256, 512) ** 2, 12)
+      0.333333333333
+    """
+    variance: Any = getattr(init, "variance", None)
+    if not callable(variance):
+        raise TypeError(
+            f"sigma_w: init={init!r} is not a jaxinit initializer (it reports no variance "
+            "law); pass sigma_w to dense/predict yourself: sqrt(fan_in * Var(w))."
+        )
+    law = cast(Callable[..., float], variance)
+    return math.sqrt(fan_in * law(fan_in, fan_out, shape=shape))
 
 
 class Prediction(NamedTuple):
@@ -49,54 +467,6 @@ class Prediction(NamedTuple):
     def grad_std(self) -> np.ndarray:
         """Standard deviation of the gradient w.r.t. each Dense output, relative to the last."""
         return np.sqrt(self.grad_var)
-
-
-def _check_number(fn: str, name: str, value: object, *, positive: bool = False) -> float:
-    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
-        number = float(value)
-        if math.isfinite(number) and (number > 0 if positive else number >= 0):
-            return number
-    what = "> 0" if positive else ">= 0"
-    raise ValueError(f"{fn}: {name}={value!r} must be a finite number {what}.")
-
-
-def _resolve(fn_name: str, activation: str | Callable, param: float | None):
-    """phi, phi' (both float64 NumPy-in/NumPy-out) and the kinks of a named or callable
-    activation."""
-    if isinstance(activation, str):
-        if not is_activation_name(activation):
-            raise ValueError(
-                f"{fn_name}: activation={activation!r} is not a known name; use one of "
-                f"{ACTIVATIONS} or pass the activation function itself."
-            )
-        activation_gain(activation, param)  # validates param for the name
-    elif not callable(activation):
-        raise TypeError(f"{fn_name}: activation={activation!r} must be a name or a callable.")
-    elif param is not None:
-        raise ValueError(
-            f"{fn_name}: param= applies to named activations only; bind it into the "
-            "callable instead, e.g. lambda x: jax.nn.elu(x, 0.5)."
-        )
-    phi = jax.jit(activation_fn(activation, param))
-    dphi = jax.jit(jax.vmap(jax.grad(activation_fn(activation, param))))
-    try:
-        probe = evaluate64(dphi, np.linspace(-3.0, 3.0, 7))
-    except Exception as err:
-        raise TypeError(
-            f"{fn_name}: activation={activation!r} must be a JAX-differentiable function "
-            f"of one array ({type(err).__name__}: {err})."
-        ) from err
-    if probe.shape != (7,):
-        raise ValueError(f"{fn_name}: activation={activation!r} must act elementwise.")
-    return phi, dphi, activation_kinks(activation)
-
-
-def _moments(phi, dphi, kinks, q: float) -> tuple[float, float, float]:
-    """E[phi], E[phi^2] and E[phi'^2] at sqrt(q) z."""
-    m1 = gaussian_expectation(phi, q, kinks=kinks)
-    m2 = gaussian_expectation(lambda x: phi(x) ** 2, q, kinks=kinks)
-    d2 = gaussian_expectation(lambda x: dphi(x) ** 2, q, kinks=kinks)
-    return m1, m2, d2
 
 
 def predict(
@@ -160,7 +530,7 @@ def predict(
     if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 1:
         raise ValueError(f"predict: depth={depth!r} must be an int >= 1.")
     depth = int(depth)
-    phi, dphi, kinks = _resolve("predict", activation, param)
+    act = _activation_map("predict", activation, param)
     if sigma_w is None:
         sigma_w = activation_gain(activation, param)
     if isinstance(sigma_w, Sequence | np.ndarray):
@@ -168,10 +538,10 @@ def predict(
             raise ValueError(
                 f"predict: sigma_w={sigma_w!r} must be one number or {depth} (one per layer)."
             )
-        sw2 = np.array([_check_number("predict", "sigma_w", v) ** 2 for v in sigma_w])
+        sws = [_check_number("predict", "sigma_w", v) for v in sigma_w]
     else:
-        sw2 = np.full(depth, _check_number("predict", "sigma_w", sigma_w) ** 2)
-    sb2 = _check_number("predict", "sigma_b", sigma_b) ** 2
+        sws = [_check_number("predict", "sigma_w", sigma_w)] * depth
+    sb = _check_number("predict", "sigma_b", sigma_b)
     q_in = _check_number("predict", "input_var", input_var)
     if widths is None:
         ratio = np.ones(depth)
@@ -183,23 +553,22 @@ def predict(
             )
         ratio = np.append(w[1:] / w[:-1], 1.0)
 
-    q = np.empty(depth)
-    post_mean, post_std, chi = np.empty(depth), np.empty(depth), np.empty(depth)
-    dphi2 = np.empty(depth)
-    prev = q_in
-    for layer in range(depth):
-        q[layer] = sw2[layer] * prev + sb2
-        m1, m2, d2 = (
-            _moments(phi, dphi, kinks, q[layer]) if math.isfinite(q[layer]) else ((math.nan,) * 3)
-        )
-        post_mean[layer], post_std[layer] = m1, math.sqrt(max(m2 - m1 * m1, 0.0))
-        chi[layer] = sw2[layer] * d2
-        dphi2[layer] = d2
-        prev = m2
+    # One Dense map per layer (its own sigma_w) and the shared activation map, composed.
+    net = compose(*(m for sw in sws for m in (DenseMap(sw, sb), act)))
+    steps = trace(net, State(q_in))
+    dense_steps, act_steps = steps[0::2], steps[1::2]
+    q = np.array([s.state.q for s in dense_steps])
+    post_mean = np.array([s.state.mean for s in act_steps])
+    post_std = np.array(
+        [math.sqrt(max(s.state.q - s.state.mean * s.state.mean, 0.0)) for s in act_steps]
+    )
+    chi = np.array([d.chi * a.chi for d, a in zip(dense_steps, act_steps, strict=True)])
     grad_var = np.ones(depth)
     for layer in range(depth - 2, -1, -1):
         # dL/dh_l = phi'(h_l) * W_{l+1}^T dL/dh_{l+1}: layer l+1's weights carry it back.
-        grad_var[layer] = grad_var[layer + 1] * sw2[layer + 1] * dphi2[layer] * ratio[layer]
+        grad_var[layer] = (
+            grad_var[layer + 1] * dense_steps[layer + 1].chi * act_steps[layer].chi * ratio[layer]
+        )
     return Prediction(q, post_mean, post_std, chi, grad_var)
 
 
@@ -227,7 +596,9 @@ def critical_sigma_w(
 
     At this ``sigma_w`` deep Dense chains neither order (inputs' correlations collapse to 1)
     nor become chaotic, and gradients neither explode nor vanish (Schoenholz et al. 2017).
-    Solved in ``q*``: the two conditions give ``(q - sigma_b^2) E[phi'^2] = E[phi^2]``,
+    In map terms: ``q*`` is the fixed point of ``compose(dense(sigma_w, sigma_b),
+    activation(phi))`` and ``chi`` that map's gradient factor there. Solved in ``q*``: the
+    two conditions give ``(q - sigma_b^2) E[phi'^2] = E[phi^2]``,
     found by a bracketing root search, and ``sigma_w = E[phi'(sqrt(q*) z)^2]^(-1/2)``.
 
     * Positively homogeneous activations (linear, ReLU, leaky ReLU): ``chi`` does not depend
@@ -259,14 +630,9 @@ def critical_sigma_w(
     The fixed point must be stable (the forward map's slope at ``q*`` at most 1); e.g. GELU
     with ``sigma_b = 0.1`` reaches ``chi = 1`` only at an unstable one and raises.
     """
-    phi, dphi, kinks = _resolve("critical_sigma_w", activation, param)
+    act = _activation_map("critical_sigma_w", activation, param)
     sb2 = _check_number("critical_sigma_w", "sigma_b", sigma_b) ** 2
-
-    def d2(q: float) -> float:
-        return gaussian_expectation(lambda x: dphi(x) ** 2, q, kinks=kinks)
-
-    def m2(q: float) -> float:
-        return gaussian_expectation(lambda x: phi(x) ** 2, q, kinks=kinks)
+    d2, m2 = act._d2, act._m2  # the activation map's E[phi'^2] and E[phi^2] at q
 
     def done(value: float) -> float:
         if not math.isfinite(value) or value <= 0:
@@ -298,7 +664,7 @@ def critical_sigma_w(
         if slope <= 1 + 1e-6:
             return done(d2(q))
         unstable.append(q)
-    phi0 = float(evaluate64(phi, np.zeros(1))[0])
+    phi0 = float(evaluate64(act.phi, np.zeros(1))[0])
     if sb2 == 0 and phi0 == 0:
         return done(d2(1e-12))  # the q* = 0 fixed point: sigma_w = 1 / |phi'(0)|
     where = (
