@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxinit
+from jaxinit import meanfield
 
 NAME = "deep_linear_variance"
 WIDTH = 784
@@ -33,12 +34,16 @@ F32_MAX = float(np.finfo(np.float32).max)
 
 
 def configs() -> dict[str, tuple[str, jaxinit.Initializer, float]]:
-    """Label -> (activation, initializer, sigma_w = sqrt(fan_in Var(w)))."""
+    """Label -> (activation, initializer, sigma_w = sqrt(fan_in Var(w)) from its variance law)."""
+    inits = {
+        "linear, N(0, 1)": ("linear", jaxinit.normal(1.0)),
+        "linear, N(0, 1/fan_in)": ("linear", jaxinit.lecun_normal()),
+        "ReLU, N(0, 1/fan_in)": ("relu", jaxinit.lecun_normal()),
+        "ReLU, He N(0, 2/fan_in)": ("relu", jaxinit.he_normal()),
+    }
     return {
-        "linear, N(0, 1)": ("linear", jaxinit.normal(1.0), math.sqrt(WIDTH)),
-        "linear, N(0, 1/fan_in)": ("linear", jaxinit.lecun_normal(), 1.0),
-        "ReLU, N(0, 1/fan_in)": ("relu", jaxinit.lecun_normal(), 1.0),
-        "ReLU, He N(0, 2/fan_in)": ("relu", jaxinit.he_normal(), math.sqrt(2.0)),
+        label: (act, init, meanfield.sigma_w(init, WIDTH, WIDTH))
+        for label, (act, init) in inits.items()
     }
 
 

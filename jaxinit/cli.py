@@ -128,16 +128,14 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
 
 def _sigma_w(init_name: str, fans: Sequence[tuple[int, int]]) -> list[float] | None:
-    """Per-layer sigma_w = sqrt(fan_in Var(W)) of an init, for predict (None: data-dependent)."""
-    var = {
-        "normal": lambda fi, fo: 1.0,
-        "torch": lambda fi, fo: 1 / (3 * fi),
-        "xavier": lambda fi, fo: 2 / (fi + fo),
-        "he": lambda fi, fo: 2 / fi,
-    }.get(init_name)
-    if var is None:
+    """Per-layer sigma_w = sqrt(fan_in Var(W)) from the init's variance law, for predict
+    (None for LSUV: its scale comes from data)."""
+    from .meanfield import sigma_w
+
+    if init_name == "lsuv":
         return None
-    return [math.sqrt(fi * var(fi, fo)) for fi, fo in fans]
+    init = _initializer(init_name)
+    return [sigma_w(init, fi, fo) for fi, fo in fans]
 
 
 def _mlp_prediction(init_name: str, args, x: np.ndarray, classes: int):
