@@ -48,6 +48,9 @@ if TYPE_CHECKING:  # what static tools see; at run time these load lazily (``__g
     from . import data as data
     from . import models as models
     from . import probe as probe
+    from . import tree as tree
+    from ._measure import Measurement as Measurement
+    from ._measure import measure as measure
     from .analysis import Band as Band
     from .analysis import LayerStats as LayerStats
     from .analysis import layer_outputs as layer_outputs
@@ -60,12 +63,15 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "data": (".data", None),
     "models": (".models", None),
     "probe": (".probe", None),
+    "tree": (".tree", None),
     "Band": (".analysis", "Band"),
     "LayerStats": (".analysis", "LayerStats"),
     "layer_outputs": (".analysis", "layer_outputs"),
     "layer_stats": (".analysis", "layer_stats"),
     "LSUVReport": (".lsuv", "LSUVReport"),
     "lsuv": (".lsuv", "lsuv"),
+    "Measurement": ("._measure", "Measurement"),
+    "measure": ("._measure", "measure"),
 }
 
 __all__ = [
@@ -73,6 +79,7 @@ __all__ = [
     "Initializer",
     "LSUVReport",
     "LayerStats",
+    "Measurement",
     "Prediction",
     "__version__",
     "compute_fans",
@@ -93,6 +100,7 @@ __all__ = [
     "lecun_normal",
     "lecun_uniform",
     "lsuv",
+    "measure",
     "models",
     "normal",
     "ones",
@@ -103,6 +111,7 @@ __all__ = [
     "sparse",
     "torch_bias_default",
     "torch_default",
+    "tree",
     "truncated_normal",
     "uniform",
     "variance_scaling",

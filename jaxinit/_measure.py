@@ -1,0 +1,337 @@
+"""Per-layer statistics of one forward (and backward) pass on given parameters.
+
+:func:`measure` runs a Flax model once on a batch, on the parameters it is given (fresh from
+``init``, after LSUV, after training steps), and records chosen statistics of each selected
+layer's output, of its input, and of the loss gradient with respect to its output. Statistics
+come by name from :data:`STATS` or as user functions. Everything is traced JAX, so
+``measure`` runs under ``jax.jit`` and, for linen, under ``jax.vmap`` over stacked parameters
+(seeds, training steps, widths of equal shape).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from . import probe
+
+Stat = Callable[[jax.Array], jax.Array]
+
+
+def _rms(y: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.mean(jnp.square(y)))
+
+
+#: Statistics by name, each a function of one float32 array to a scalar. ``measure`` applies
+#: them to a layer's output (``mean``), its first positional input (``in_mean``) and the loss
+#: gradient with respect to its output (``grad_std``, ``grad_rms``, ...: any name here with
+#: a ``grad_`` prefix).
+STATS: dict[str, Stat] = {
+    "mean": jnp.mean,
+    "std": jnp.std,
+    "rms": _rms,
+    "abs_mean": lambda y: jnp.mean(jnp.abs(y)),
+    "abs_max": lambda y: jnp.max(jnp.abs(y)),
+}
+_PREFIXES = ("in_", "grad_")
+
+# A fixed random projection makes the default loss of an unlabelled output a scalar whose
+# gradient is a standard normal vector, the same for every seed and call.
+_PROJECTION_KEY = 20151106
+
+
+@jax.tree_util.register_pytree_node_class
+class Measurement:
+    """What :func:`measure` returns: a pytree whose layer paths and statistic names are static,
+    so it passes through ``jit`` and ``vmap`` and keeps the forward order of its layers.
+
+    Attributes:
+      layers: ``{path: {statistic: value}}`` in forward order. A value is a float32 scalar (with
+        leading axes under ``vmap``), or has one entry per iteration for a layer stacked by
+        ``nn.scan``.
+      loss: The loss of the pass when gradient statistics were asked for, else None.
+    """
+
+    __slots__ = ("layers", "loss")
+
+    def __init__(self, layers: dict[str, dict[str, jax.Array]], loss: jax.Array | None):
+        self.layers = layers
+        self.loss = loss
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The measured layers, in forward order."""
+        return tuple(self.layers)
+
+    def __getitem__(self, path: str) -> dict[str, jax.Array]:
+        return self.layers[path]
+
+    def __repr__(self) -> str:
+        names = sorted({n for v in self.layers.values() for n in v})
+        return f"Measurement(paths={self.paths}, stats={tuple(names)}, loss={self.loss!r})"
+
+    def tree_flatten(self):
+        paths = tuple(self.layers)
+        names = tuple(tuple(self.layers[p]) for p in paths)
+        leaves = [self.layers[p][n] for p, ns in zip(paths, names, strict=True) for n in ns]
+        return (leaves, self.loss), (paths, names)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children) -> Measurement:
+        paths, names = aux
+        leaves, loss = children
+        it = iter(leaves)
+        return cls({p: {n: next(it) for n in ns} for p, ns in zip(paths, names, strict=True)}, loss)
+
+
+def default_loss(out: jax.Array, labels: jax.Array | None) -> jax.Array:
+    """Softmax cross-entropy with integer ``labels`` over the last axis of ``out``; without
+    labels, ``sum(out * r)`` for a fixed standard-normal ``r``, so the gradient with respect
+    to the output is ``r`` (unit variance)."""
+    if labels is not None:
+        logits = out.reshape(-1, out.shape[-1]).astype(jnp.float32)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels.reshape(-1)).mean()
+    r = jax.random.normal(jax.random.key(_PROJECTION_KEY), out.shape, jnp.float32)
+    return jnp.sum(out.astype(jnp.float32) * r)
+
+
+def resolve_stats(stats: Sequence[str | tuple[str, Stat]] | Mapping[str, Stat]) -> dict[str, Stat]:
+    """``stats`` as ``{name: function}``: names from :data:`STATS` (with an optional ``in_`` or
+    ``grad_`` prefix), ``(name, function)`` pairs, or a mapping of user functions.
+
+    Raises:
+      ValueError: For an unknown name, a repeated name or an empty selection.
+      TypeError: For an entry that is neither a name nor a (name, callable) pair.
+    """
+    items = list(stats.items()) if isinstance(stats, Mapping) else list(stats)
+    if isinstance(stats, str) or not items:
+        raise ValueError(
+            f"measure: stats={stats!r} must be a non-empty sequence of statistic names, e.g. "
+            "('mean', 'std', 'grad_std')."
+        )
+    out: dict[str, Stat] = {}
+    for item in items:
+        if isinstance(item, str):
+            base = item.removeprefix("in_").removeprefix("grad_")
+            if base not in STATS:
+                names = sorted(STATS)
+                raise ValueError(
+                    f"measure: stats entry {item!r} is not a known statistic; use one of "
+                    f"{names}, each optionally prefixed by 'in_' or 'grad_', or a "
+                    "(name, function) pair."
+                )
+            name, fn = item, STATS[base]
+        elif (
+            isinstance(item, tuple)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and callable(item[1])
+        ):
+            name, fn = item
+        else:
+            raise TypeError(
+                f"measure: stats entry {item!r} must be a statistic name or a (name, function) "
+                "pair, the function mapping an array to a scalar."
+            )
+        if name in out:
+            raise ValueError(f"measure: stats names {name!r} twice; each name once.")
+        out[name] = fn
+    return out
+
+
+def _float(a: Any) -> jax.Array | None:
+    if not isinstance(a, jax.Array) or not jnp.issubdtype(a.dtype, jnp.inexact) or not a.size:
+        return None
+    return a.astype(jnp.float32)
+
+
+def _apply(fn: Stat, a: jax.Array | None) -> jax.Array:
+    """A statistic of ``a``; NaN for an input that is not a non-empty float array."""
+    if a is None:
+        return jnp.float32(jnp.nan)
+    return jnp.asarray(fn(a), jnp.float32)
+
+
+def _split(stat_fns: Mapping[str, Stat]) -> tuple[dict, dict, dict]:
+    out, inp, grad = {}, {}, {}
+    for name, fn in stat_fns.items():
+        (grad if name.startswith("grad_") else inp if name.startswith("in_") else out)[name] = fn
+    return out, inp, grad
+
+
+def record_pass(
+    model: Any,
+    variables: Any,
+    x: Any,
+    stat_fns: Mapping[str, Stat],
+    *,
+    select: probe.Select,
+    eps: Mapping[str, jax.Array] | None,
+    apply_kwargs: Mapping[str, Any],
+) -> tuple[Any, dict[str, dict[str, jax.Array]]]:
+    """One forward pass storing the output and input statistics of ``stat_fns`` at each
+    selected layer's first call; ``eps[path]`` (a zero perturbation to differentiate by) is
+    added to that layer's output. Returns ``(model output, {path: {name: value}})``."""
+    out_fns, in_fns, _ = _split(stat_fns)
+
+    def on_call(call: probe.LayerCall):
+        y = call()
+        if call.first:
+            yf = _float(y)
+            xf = _float(call.args[0]) if call.args else None
+            values = {n: _apply(f, yf) for n, f in out_fns.items()}
+            values |= {n: _apply(f, xf) for n, f in in_fns.items()}
+            call.store(values)
+            if eps is not None:
+                y = y + call.input().astype(y.dtype)
+        return y
+
+    return probe.intercept(
+        model, variables, x, on_call, select=select, slots=True, inputs=eps, **apply_kwargs
+    )
+
+
+def output_structure(
+    model: Any, variables: Any, x: Any, *, select: probe.Select, apply_kwargs: Mapping[str, Any]
+) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], Any]]:
+    """``{path: (stack shape, output shape, dtype)}`` of the selected layers, in forward order,
+    from a shape-only pass (``jax.eval_shape``: nothing runs). The stack shape is ``()``, or
+    ``(iterations,)`` for a layer inside ``nn.scan``."""
+    found: dict[str, tuple[tuple[int, ...], Any]] = {}
+
+    def go(variables, x):
+        def on_call(call: probe.LayerCall):
+            y = call()
+            if call.first:
+                found.setdefault(call.path, (tuple(y.shape), np.dtype(y.dtype)))
+                call.store(jnp.zeros((), jnp.float32))
+            return y
+
+        return probe.intercept(
+            model, variables, x, on_call, select=select, slots=True, **apply_kwargs
+        )[1]
+
+    stored = jax.eval_shape(go, variables, x)
+    return {p: (tuple(stored[p].shape), shape, dtype) for p, (shape, dtype) in found.items()}
+
+
+def grad_stats(
+    g: jax.Array, stack: tuple[int, ...], grad_fns: Mapping[str, Stat]
+) -> dict[str, jax.Array]:
+    """Gradient statistics of one layer, one value per ``nn.scan`` iteration when stacked."""
+    rows = g.astype(jnp.float32).reshape(math.prod(stack), -1)
+    values = {n: jax.vmap(f)(rows) for n, f in grad_fns.items()}
+    return {n: v.reshape(stack) for n, v in values.items()}
+
+
+def measure(
+    model: Any,
+    *args: Any,
+    stats: Sequence[str | tuple[str, Stat]] | Mapping[str, Stat] = ("mean", "std"),
+    select: probe.Select = None,
+    labels: jax.Array | None = None,
+    loss: Callable[[Any, jax.Array | None], jax.Array] | None = None,
+    **apply_kwargs: Any,
+) -> Measurement:
+    """Per-layer statistics of one pass of ``model`` on ``x`` with the given parameters.
+
+    Linen: ``measure(module, variables, x, ...)``. NNX: ``measure(model, x, ...)``; the model is
+    not changed (the pass runs on a copy, BatchNorm statistics and RNG counts included).
+
+    Statistics, per selected layer: a name from :data:`STATS` (``mean``, ``std``, ``rms``,
+    ``abs_mean``, ``abs_max``) is taken of the layer's output; with an ``in_`` prefix, of its
+    first positional input; with a ``grad_`` prefix, of the gradient of the loss with respect to
+    its output (one backward pass, added only when a ``grad_`` statistic is asked for). User
+    functions come as ``(name, function)`` pairs or a mapping, the function taking the float32
+    output to a scalar. A layer called several times (shared weights) is measured at its first
+    call.
+
+    Args:
+      model: A ``flax.linen.Module`` or a ``flax.nnx.Module``.
+      *args: ``variables, x`` (linen) or ``x`` (NNX).
+      stats: The statistics to record.
+      select: Which layers: None (every layer owning a ``kernel``), a glob pattern, a sequence
+        of patterns or a predicate ``(path, module) -> bool`` (see :mod:`jaxinit.probe`).
+      labels: Integer class labels for the default loss (softmax cross-entropy over the last
+        axis of the output); without them the default loss is a fixed random projection.
+      loss: ``loss(output, labels) -> scalar`` in place of the default.
+      **apply_kwargs: Passed to the model call (e.g. ``train=False``; ``mutable=`` for linen).
+
+    Returns:
+      A :class:`Measurement`: ``layers[path][name]`` and the loss (None without ``grad_``
+      statistics).
+
+    Raises:
+      ValueError: For an unknown statistic or a selection that matches no layer.
+      TypeError: For a model that is not a Flax module, or the wrong positional arguments.
+
+    Example:
+      >>> import jax, jaxinit
+      >>> from jaxinit.models import MLP
+      >>> model = MLP(depth=3, width=16)
+      >>> x = jax.random.normal(jax.random.key(0), (8, 16))
+      >>> variables = model.init(jax.random.key(1), x)
+      >>> m = jaxinit.measure(model, variables, x, stats=("std", "in_std", "grad_rms"))
+      >>> list(m.layers), sorted(m.layers["Dense_0"])
+      (['Dense_0', 'Dense_1', 'Dense_2'], ['grad_rms', 'in_std', 'std'])
+      >>> m.layers["Dense_2"]["std"].shape, m.loss.shape
+      ((), ())
+    """
+    if probe.is_linen(model):
+        if len(args) != 2:
+            raise TypeError(
+                "measure: a linen module takes (module, variables, x); got "
+                f"{1 + len(args)} positional arguments."
+            )
+        variables, x = args
+    elif probe.is_nnx(model):
+        if len(args) != 1:
+            raise TypeError(
+                f"measure: an NNX model takes (model, x); got {1 + len(args)} positional "
+                "arguments (its parameters live in the model)."
+            )
+        variables, x = None, args[0]
+    else:
+        raise TypeError(
+            f"measure: model of type {type(model).__name__} is not a Flax module; pass a "
+            "flax.linen.Module (measure(module, variables, x)) or a flax.nnx.Module "
+            "(measure(model, x))."
+        )
+    if loss is not None and not callable(loss):
+        raise TypeError(f"measure: loss={loss!r} must be a callable (output, labels) -> scalar.")
+    stat_fns = resolve_stats(stats)
+    probe.compile_select(select, name="measure: select")
+    select = probe.hashable_select(select)
+    _, _, grad_fns = _split(stat_fns)
+    structure = output_structure(model, variables, x, select=select, apply_kwargs=apply_kwargs)
+    if not structure:
+        raise ValueError(
+            f"measure: no layer matched select={select!r}; the default selects every layer "
+            "that owns a kernel."
+        )
+    if not grad_fns:
+        _, stored = record_pass(
+            model, variables, x, stat_fns, select=select, eps=None, apply_kwargs=apply_kwargs
+        )
+        return Measurement({p: stored[p] for p in structure}, None)
+    loss_fn = loss or default_loss
+    eps = {p: jnp.zeros(stack + shape, dtype) for p, (stack, shape, dtype) in structure.items()}
+
+    def run(e):
+        out, stored = record_pass(
+            model, variables, x, stat_fns, select=select, eps=e, apply_kwargs=apply_kwargs
+        )
+        return loss_fn(out, labels), stored
+
+    (value, stored), g = jax.value_and_grad(run, has_aux=True)(eps)
+    layers = {
+        p: {**stored[p], **grad_stats(g[p], stack, grad_fns)}
+        for p, (stack, _, _) in structure.items()
+    }
+    return Measurement(layers, value)

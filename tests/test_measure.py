@@ -1,0 +1,180 @@
+"""jaxinit.measure: statistics of one pass on given parameters, against independent references
+(linen's capture_intermediates, a plain-JAX chain with the same weights, a per-layer NNX call)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import jaxinit
+from jaxinit import models
+
+KEY = jax.random.key(0)
+X = jax.random.normal(jax.random.key(1), (32, 12))
+LABELS = jnp.arange(32) % 5
+MLP = models.MLP(depth=3, width=16, num_outputs=5, kernel_init=jaxinit.he_normal())
+F32 = {"rtol": 2e-5, "atol": 1e-6}
+ALL = ("mean", "std", "rms", "abs_mean", "abs_max")
+
+
+def _numpy_stats(y) -> dict[str, float]:
+    y = np.asarray(y, np.float64)
+    return {
+        "mean": y.mean(),
+        "std": y.std(),
+        "rms": np.sqrt((y**2).mean()),
+        "abs_mean": np.abs(y).mean(),
+        "abs_max": np.abs(y).max(),
+    }
+
+
+def test_output_and_input_statistics_equal_capture_intermediates():
+    variables = MLP.init(KEY, X)
+    m = jaxinit.measure(MLP, variables, X, stats=(*ALL, *(f"in_{s}" for s in ALL)))
+    _, state = MLP.apply(variables, X, capture_intermediates=True)
+    captured = {k: v["__call__"][0] for k, v in state["intermediates"].items() if k != "__call__"}
+    assert m.paths == tuple(captured) == ("Dense_0", "Dense_1", "Dense_2", "head")
+    inputs = [X] + [jax.nn.relu(captured[p]) for p in ("Dense_0", "Dense_1", "Dense_2")]
+    for (path, y), xin in zip(captured.items(), inputs, strict=True):
+        for name, want in _numpy_stats(y).items():
+            np.testing.assert_allclose(m[path][name], want, **F32, err_msg=f"{path} {name}")
+        for name, want in _numpy_stats(xin).items():
+            np.testing.assert_allclose(m[path][f"in_{name}"], want, **F32, err_msg=path)
+    assert m.loss is None
+
+
+def _plain_chain(variables, x, eps):
+    """The same MLP in plain JAX, with a perturbation added to each Dense output."""
+    p = variables["params"]
+    h = x
+    for i in range(3):
+        h = jax.nn.relu(h @ p[f"Dense_{i}"]["kernel"] + p[f"Dense_{i}"]["bias"][None] + eps[i])
+    return h @ p["head"]["kernel"] + p["head"]["bias"][None] + eps[3]
+
+
+def test_gradient_statistics_equal_a_plain_jax_chain():
+    variables = MLP.init(KEY, X)
+    m = jaxinit.measure(MLP, variables, X, stats=("grad_std", "grad_rms"), labels=LABELS)
+    eps = [jnp.zeros((32, 16))] * 3 + [jnp.zeros((32, 5))]
+
+    def loss(e):
+        logits = _plain_chain(variables, X, e)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, LABELS).mean()
+
+    value, grads = jax.value_and_grad(loss)(eps)
+    np.testing.assert_allclose(m.loss, value, **F32)
+    for path, g in zip(m.paths, grads, strict=True):
+        g = np.asarray(g, np.float64)
+        np.testing.assert_allclose(m[path]["grad_std"], g.std(), **F32)
+        np.testing.assert_allclose(m[path]["grad_rms"], np.sqrt((g**2).mean()), **F32)
+
+
+def test_user_functions_and_a_custom_loss():
+    variables = MLP.init(KEY, X)
+    frac = ("frac_positive", lambda y: jnp.mean(y > 0))
+    m = jaxinit.measure(
+        MLP, variables, X, stats=[frac, "grad_abs_max"], loss=lambda out, _: jnp.sum(out**2)
+    )
+    _, state = MLP.apply(variables, X, capture_intermediates=True)
+    head = np.asarray(state["intermediates"]["head"]["__call__"][0], np.float64)
+    np.testing.assert_allclose(m["head"]["frac_positive"], (head > 0).mean(), rtol=1e-6)
+    # d sum(out^2) / d out = 2 out at the head.
+    np.testing.assert_allclose(m["head"]["grad_abs_max"], 2 * np.abs(head).max(), **F32)
+    np.testing.assert_allclose(m.loss, (head**2).sum(), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"stats names 'x' twice"):
+        jaxinit.measure(MLP, variables, X, stats=[("x", jnp.mean), ("x", jnp.max)])
+    m2 = jaxinit.measure(MLP, variables, X, stats={"peak": jnp.max})
+    np.testing.assert_allclose(m2["head"]["peak"], head.max(), rtol=1e-6)
+
+
+def test_jit_keeps_forward_order_and_vmap_equals_a_loop():
+    keys = jax.random.split(KEY, 4)
+    stacked = jax.vmap(lambda k: MLP.init(k, X))(keys)
+    stats = ("std", "in_rms", "grad_std")
+
+    @jax.jit
+    def one(v):
+        return jaxinit.measure(MLP, v, X, stats=stats, labels=LABELS)
+
+    batched = jax.jit(jax.vmap(one))(stacked)
+    assert batched.paths == ("Dense_0", "Dense_1", "Dense_2", "head")  # not sorted: head last
+    for i, k in enumerate(keys):
+        single = jaxinit.measure(MLP, MLP.init(k, X), X, stats=stats, labels=LABELS)
+        for path in single.paths:
+            for name in stats:
+                np.testing.assert_allclose(batched[path][name][i], single[path][name], **F32)
+        np.testing.assert_allclose(batched.loss[i], single.loss, **F32)
+
+
+def test_scanned_layers_give_one_value_per_iteration():
+    scanned = models.MLP(depth=4, width=12, kernel_init=jaxinit.he_normal(), scan=True)
+    variables = scanned.init(KEY, X)
+    m = jaxinit.measure(scanned, variables, X, stats=("std", "grad_std"))
+    assert m.paths == ("Dense_0", "layers/dense")
+    assert m["layers/dense"]["std"].shape == (3,) and m["layers/dense"]["grad_std"].shape == (3,)
+    # The same weights as a plain chain.
+    p = variables["params"]
+    h, stds = jax.nn.relu(X @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"][None]), []
+    for i in range(3):
+        layer = jax.tree.map(lambda a, i=i: a[i], p["layers"]["dense"])
+        y = h @ layer["kernel"] + layer["bias"][None]
+        stds.append(np.asarray(y, np.float64).std())
+        h = jax.nn.relu(y)
+    np.testing.assert_allclose(m["layers/dense"]["std"], stds, **F32)
+
+
+class _NNXNet(nnx.Module):
+    def __init__(self, rngs):
+        self.conv = nnx.Conv(3, 8, (3, 3), rngs=rngs)
+        self.bn = nnx.BatchNorm(8, rngs=rngs)
+        self.linear = nnx.Linear(8, 4, rngs=rngs)
+
+    def __call__(self, x):
+        h = nnx.relu(self.bn(self.conv(x)))
+        return self.linear(h.mean(axis=(1, 2)))
+
+
+def test_nnx_model_is_measured_and_left_unchanged():
+    model = _NNXNet(nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(2), (6, 8, 8, 3))
+    before = jax.tree.map(np.asarray, nnx.state(model))
+    m = jaxinit.measure(model, x, stats=("mean", "std", "in_std", "grad_rms"))
+    assert m.paths == ("conv", "linear")
+    conv = model.conv(x)
+    want = _numpy_stats(conv)
+    np.testing.assert_allclose(m["conv"]["std"], want["std"], **F32)
+    np.testing.assert_allclose(m["conv"]["in_std"], np.asarray(x, np.float64).std(), **F32)
+    # The BatchNorm running statistics and every other variable are untouched.
+    after = jax.tree.map(np.asarray, nnx.state(model))
+    jax.tree.map(np.testing.assert_array_equal, after, before)
+
+
+def test_bad_input_is_a_clear_error():
+    variables = MLP.init(KEY, X)
+    with pytest.raises(ValueError, match=r"stats entry 'sdt' is not a known statistic"):
+        jaxinit.measure(MLP, variables, X, stats=("sdt",))
+    with pytest.raises(ValueError, match=r"stats='std' must be a non-empty sequence"):
+        jaxinit.measure(MLP, variables, X, stats="std")
+    with pytest.raises(TypeError, match=r"stats entry 3 must be a statistic name"):
+        jaxinit.measure(MLP, variables, X, stats=(3,))
+    with pytest.raises(ValueError, match=r"no layer matched select='conv\*'"):
+        jaxinit.measure(MLP, variables, X, select="conv*")
+    with pytest.raises(TypeError, match=r"a linen module takes \(module, variables, x\)"):
+        jaxinit.measure(MLP, X)
+    with pytest.raises(TypeError, match=r"model of type dict is not a Flax module"):
+        jaxinit.measure({}, X)
+    with pytest.raises(TypeError, match=r"loss=3 must be a callable"):
+        jaxinit.measure(MLP, variables, X, loss=3)
+
+
+def test_measure_of_a_dense_with_no_kernel_init_argument():
+    # A plain Dense (the flax default init) is measured like any other layer.
+    dense = nn.Dense(3)
+    variables = dense.init(KEY, X)
+    m = jaxinit.measure(dense, variables, X)
+    np.testing.assert_allclose(m[""]["std"], np.asarray(dense.apply(variables, X)).std(), **F32)
