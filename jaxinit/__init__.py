@@ -12,6 +12,7 @@ import importlib
 import types
 from typing import TYPE_CHECKING, Any
 
+from . import meanfield as meanfield
 from ._fans import compute_fans as compute_fans
 from ._meanfield import Prediction as Prediction
 from ._meanfield import critical_sigma_w as critical_sigma_w
@@ -100,6 +101,7 @@ __all__ = [
     "lecun_normal",
     "lecun_uniform",
     "lsuv",
+    "meanfield",
     "measure",
     "models",
     "normal",

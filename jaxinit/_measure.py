@@ -43,7 +43,7 @@ _PREFIXES = ("in_", "grad_")
 
 # A fixed random projection makes the default loss of an unlabelled output a scalar whose
 # gradient is a standard normal vector, the same for every seed and call.
-_PROJECTION_KEY = 20151106
+_PROJECTION_KEY = 0x5EED
 
 
 @jax.tree_util.register_pytree_node_class
@@ -101,7 +101,9 @@ def default_loss(out: jax.Array, labels: jax.Array | None) -> jax.Array:
     return jnp.sum(out.astype(jnp.float32) * r)
 
 
-def resolve_stats(stats: Sequence[str | tuple[str, Stat]] | Mapping[str, Stat]) -> dict[str, Stat]:
+def resolve_stats(
+    stats: Sequence[str | tuple[str, Stat]] | Mapping[str, Stat], *, fn: str = "measure"
+) -> dict[str, Stat]:
     """``stats`` as ``{name: function}``: names from :data:`STATS` (with an optional ``in_`` or
     ``grad_`` prefix), ``(name, function)`` pairs, or a mapping of user functions.
 
@@ -112,7 +114,7 @@ def resolve_stats(stats: Sequence[str | tuple[str, Stat]] | Mapping[str, Stat]) 
     items = list(stats.items()) if isinstance(stats, Mapping) else list(stats)
     if isinstance(stats, str) or not items:
         raise ValueError(
-            f"measure: stats={stats!r} must be a non-empty sequence of statistic names, e.g. "
+            f"{fn}: stats={stats!r} must be a non-empty sequence of statistic names, e.g. "
             "('mean', 'std', 'grad_std')."
         )
     out: dict[str, Stat] = {}
@@ -122,26 +124,26 @@ def resolve_stats(stats: Sequence[str | tuple[str, Stat]] | Mapping[str, Stat]) 
             if base not in STATS:
                 names = sorted(STATS)
                 raise ValueError(
-                    f"measure: stats entry {item!r} is not a known statistic; use one of "
+                    f"{fn}: stats entry {item!r} is not a known statistic; use one of "
                     f"{names}, each optionally prefixed by 'in_' or 'grad_', or a "
                     "(name, function) pair."
                 )
-            name, fn = item, STATS[base]
+            name, stat = item, STATS[base]
         elif (
             isinstance(item, tuple)
             and len(item) == 2
             and isinstance(item[0], str)
             and callable(item[1])
         ):
-            name, fn = item
+            name, stat = item
         else:
             raise TypeError(
-                f"measure: stats entry {item!r} must be a statistic name or a (name, function) "
+                f"{fn}: stats entry {item!r} must be a statistic name or a (name, function) "
                 "pair, the function mapping an array to a scalar."
             )
         if name in out:
-            raise ValueError(f"measure: stats names {name!r} twice; each name once.")
-        out[name] = fn
+            raise ValueError(f"{fn}: stats names {name!r} twice; each name once.")
+        out[name] = stat
     return out
 
 
@@ -308,13 +310,42 @@ def measure(
     stat_fns = resolve_stats(stats)
     probe.compile_select(select, name="measure: select")
     select = probe.hashable_select(select)
-    _, _, grad_fns = _split(stat_fns)
     structure = output_structure(model, variables, x, select=select, apply_kwargs=apply_kwargs)
     if not structure:
         raise ValueError(
             f"measure: no layer matched select={select!r}; the default selects every layer "
             "that owns a kernel."
         )
+    return run(
+        model,
+        variables,
+        x,
+        stat_fns,
+        select=select,
+        labels=labels,
+        loss=loss,
+        apply_kwargs=apply_kwargs,
+        structure=structure,
+    )
+
+
+def run(
+    model: Any,
+    variables: Any,
+    x: Any,
+    stat_fns: Mapping[str, Stat],
+    *,
+    select: probe.Select,
+    labels: jax.Array | None,
+    loss: Callable[[Any, jax.Array | None], jax.Array] | None,
+    apply_kwargs: Mapping[str, Any],
+    structure: Mapping[str, tuple[tuple[int, ...], tuple[int, ...], Any]],
+    vary: Callable[[Any], Any] | None = None,
+) -> Measurement:
+    """:func:`measure` on validated arguments and a known :func:`output_structure`;
+    ``vary`` maps the zero perturbations before differentiating (``layer_stats`` marks them
+    device-varying inside ``shard_map``)."""
+    _, _, grad_fns = _split(stat_fns)
     if not grad_fns:
         _, stored = record_pass(
             model, variables, x, stat_fns, select=select, eps=None, apply_kwargs=apply_kwargs
@@ -322,14 +353,16 @@ def measure(
         return Measurement({p: stored[p] for p in structure}, None)
     loss_fn = loss or default_loss
     eps = {p: jnp.zeros(stack + shape, dtype) for p, (stack, shape, dtype) in structure.items()}
+    if vary is not None:
+        eps = vary(eps)
 
-    def run(e):
+    def forward(e):
         out, stored = record_pass(
             model, variables, x, stat_fns, select=select, eps=e, apply_kwargs=apply_kwargs
         )
         return loss_fn(out, labels), stored
 
-    (value, stored), g = jax.value_and_grad(run, has_aux=True)(eps)
+    (value, stored), g = jax.value_and_grad(forward, has_aux=True)(eps)
     layers = {
         p: {**stored[p], **grad_stats(g[p], stack, grad_fns)}
         for p, (stack, _, _) in structure.items()

@@ -12,17 +12,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import probe
+from . import _measure, probe
 from ._meanfield import Prediction as Prediction
 from ._meanfield import critical_sigma_w as critical_sigma_w
 from ._meanfield import predict as predict
 
-_PROJECTION_KEY = 0x5EED  # the fixed random projection of the default loss
 _AUTO_CHUNK_BYTES = 256 * 2**20
 # On CPU a chunk whose per-layer working set (kernels + outputs of the chunk's seeds) stays
 # cache-sized runs fastest: 50 x 512 MLP, 2 cores: chunk 1-2 about 125-145 ms/seed, 8: 200.
@@ -64,6 +62,8 @@ class LayerStats(NamedTuple):
       grad_std: ``(seeds, layers)`` standard deviation of the loss gradient w.r.t. each
         layer's output, or None when ``grads=False``.
       loss: ``(seeds,)`` the loss at initialization, or None when ``grads=False``.
+      stats: The statistics asked for with ``layer_stats(stats=...)`` beyond the fields
+        above, by name, ``(seeds, layers)`` each (empty by default).
     """
 
     names: tuple[str, ...]
@@ -73,6 +73,7 @@ class LayerStats(NamedTuple):
     in_std: jax.Array
     grad_std: jax.Array | None
     loss: jax.Array | None
+    stats: Mapping[str, jax.Array] = {}
 
     @property
     def seeds(self) -> int:
@@ -88,18 +89,15 @@ class LayerStats(NamedTuple):
             interval for the expected value, ``mean +- z * sd / sqrt(seeds)``.
 
         Returns:
-          ``{"mean": Band, "std": Band, "in_mean": Band, "in_std": Band, "grad_std": Band}``
-          (``grad_std`` only if measured).
+          A :class:`Band` per measured statistic: ``mean``, ``std``, ``in_mean``, ``in_std``,
+          ``grad_std`` (if measured), then those asked for with ``layer_stats(stats=...)``.
         """
         if not 0 < level < 1:
             raise ValueError(f"summary: level={level!r} must be in (0, 1).")
         if interval not in ("seeds", "mean"):
             raise ValueError(f"summary: interval={interval!r} must be 'seeds' or 'mean'.")
         out = {}
-        for field in _FIELDS:
-            values = getattr(self, field)
-            if values is None:
-                continue
+        for field, values in self._measured().items():
             v = np.asarray(values, np.float64)
             # Overflowed seeds (inf/NaN statistics, e.g. standard-normal weights in a deep
             # net) give inf/NaN centres and bands, shown as such; see ``nonfinite``.
@@ -115,6 +113,11 @@ class LayerStats(NamedTuple):
             out[field] = Band(centre, lo, hi)
         return out
 
+    def _measured(self) -> dict[str, Any]:
+        """Every measured statistic, the base fields first."""
+        base = {f: getattr(self, f) for f in _FIELDS if getattr(self, f) is not None}
+        return base | dict(self.stats)
+
     def nonfinite(self) -> tuple[int, str | None]:
         """How many seeds have a non-finite (overflowed) output mean or std in some layer,
         and the first layer where that happens on any seed (None if none)."""
@@ -129,10 +132,14 @@ class LayerStats(NamedTuple):
         columns: Sequence[str] = ("mean", "std", "grad_std"),
     ) -> str:
         """A plain-text table: per layer, the mean over seeds and interval of ``columns``
-        (any of ``mean``, ``std``, ``in_mean``, ``in_std``, ``grad_std``)."""
-        bad = [c for c in columns if c not in _FIELDS]
+        (any measured statistic: ``mean``, ``std``, ``in_mean``, ``in_std``, ``grad_std`` and
+        those asked for with ``layer_stats(stats=...)``)."""
+        measured = tuple(self._measured())
+        bad = [c for c in columns if c not in measured]
         if bad:
-            raise ValueError(f"table: columns={tuple(columns)!r} has {bad}; use some of {_FIELDS}.")
+            raise ValueError(
+                f"table: columns={tuple(columns)!r} has {bad}; use some of {measured}."
+            )
         s = {k: v for k, v in self.summary(level, interval).items() if k in columns}
         head = ["layer", *(f"{k} [{100 * level:g}% {interval}]" for k in s)]
         rows = [
@@ -193,14 +200,8 @@ class _Spec(NamedTuple):
     compiler_options: tuple[tuple[str, Any], ...] = ()
     # (path, stack shape, output shape, dtype) per selected layer, from _structure
     outputs: tuple[tuple[str, tuple[int, ...], tuple[int, ...], Any], ...] = ()
-
-
-def _default_loss(out: jax.Array, labels: jax.Array | None) -> jax.Array:
-    if labels is not None:
-        logits = out.reshape(-1, out.shape[-1]).astype(jnp.float32)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels.reshape(-1)).mean()
-    r = jax.random.normal(jax.random.key(_PROJECTION_KEY), out.shape, jnp.float32)
-    return jnp.sum(out.astype(jnp.float32) * r)
+    # statistic names or (name, function) pairs, for jaxinit.measure
+    stats: tuple[Any, ...] = ("mean", "std", "in_mean", "in_std", "grad_std")
 
 
 def _build(
@@ -219,71 +220,35 @@ def _build(
     return model, None
 
 
-def _moments(a: Any) -> tuple[jax.Array, jax.Array]:
-    if not isinstance(a, jax.Array) or not jnp.issubdtype(a.dtype, jnp.inexact) or not a.size:
-        nan = jnp.float32(jnp.nan)
-        return nan, nan
-    a = a.astype(jnp.float32)
-    return jnp.mean(a), jnp.std(a)
-
-
-def _forward(spec: _Spec, model, variables, x, labels, eps):
-    """Run the model once; stores per-layer (out mean, out std, in mean, in std) at each
-    selected layer's first call, adding the perturbation ``eps[path]`` (handed to the layer
-    by the probe, so an ``nn.scan`` iteration gets its own slice) to its output when given."""
-
-    def on_call(call: probe.LayerCall):
-        y = call()
-        if call.first:
-            call.store((*_moments(y), *_moments(call.args[0] if call.args else None)))
-            if eps is not None:
-                y = y + call.input().astype(y.dtype)
-        return y
-
-    out, stored = probe.intercept(
-        model,
-        variables,
-        x,
-        on_call,
-        select=spec.select,
-        slots=True,
-        inputs=eps,
-        **dict(spec.apply_kwargs),
-    )
-    loss_fn = spec.loss or _default_loss
-    loss = None if eps is None and not spec.grads else loss_fn(out, labels)
-    return loss, stored
-
-
 def _per_seed_fn(spec: _Spec) -> Callable:
-    """``(key, x, labels) -> (mean, std, in_mean, in_std, grad_std, loss)`` for one seed;
-    a layer stack under ``nn.scan`` contributes one column per iteration."""
+    """``(key, x, labels) -> ({statistic: (layers,)}, loss)`` for one seed: build the model,
+    then :func:`jaxinit.measure` it; a layer stack under ``nn.scan`` contributes one column per
+    iteration."""
+    stat_fns = _measure.resolve_stats(spec.stats)
+    structure = {p: (stack, shape, dtype) for p, stack, shape, dtype in spec.outputs}
+    # Inside shard_map the zero perturbations are device-invariant, and the gradient w.r.t.
+    # an invariant input would be summed over devices: mark them per-device.
+    vary = None if spec.mesh is None else (lambda e: jax.lax.pcast(e, spec.axes, to="varying"))
 
     def per_seed(key, x, labels):
         model, variables = _build(spec, key, x)
-        if not spec.grads:
-            _, stored = _forward(spec, model, variables, x, labels, None)
-            grad_std = loss = None
-        else:
-            eps = {p: jnp.zeros(stack + shape, dtype) for p, stack, shape, dtype in spec.outputs}
-            if spec.mesh is not None:
-                # Inside shard_map the zeros are device-invariant, and the gradient w.r.t. an
-                # invariant input would be summed over devices. Mark them per-device.
-                eps = jax.lax.pcast(eps, spec.axes, to="varying")
-            (loss, stored), g = jax.value_and_grad(
-                lambda e: _forward(spec, model, variables, x, labels, e), has_aux=True
-            )(eps)
-            grad_std = jnp.concatenate(
-                [
-                    jnp.std(g[p].astype(jnp.float32).reshape(math.prod(stack), -1), axis=1)
-                    for p, stack, _, _ in spec.outputs
-                ]
-            )
-        mean, std, in_mean, in_std = (
-            jnp.concatenate([jnp.reshape(v, -1) for v in column])
-            for column in zip(*(stored[p] for p, _, _, _ in spec.outputs), strict=True)
+        m = _measure.run(
+            model,
+            variables,
+            x,
+            stat_fns,
+            select=spec.select,
+            labels=labels,
+            loss=spec.loss,
+            apply_kwargs=dict(spec.apply_kwargs),
+            structure=structure,
+            vary=vary,
         )
-        return mean, std, in_mean, in_std, grad_std, loss
+        values = {
+            name: jnp.concatenate([jnp.reshape(m[p][name], -1) for p in structure])
+            for name in stat_fns
+        }
+        return values, m.loss
 
     return per_seed
 
@@ -294,28 +259,20 @@ def _structure(
     """Selected layers' (path, stack shape, output shape, dtype) in forward order, and the
     bytes of one seed's parameters, from an abstract (shape-only) build and forward pass. The
     stack shape is ``()``, or ``(iterations,)`` for a layer inside ``nn.scan``."""
-    found: dict[str, tuple[tuple[int, ...], Any]] = {}
+    found: dict[str, tuple[tuple[int, ...], tuple[int, ...], Any]] = {}
 
     def go(k, x):
         model, variables = _build(spec, k, x, after_init=False)
-
-        def on_call(call):
-            y = call()
-            if call.first:
-                found.setdefault(call.path, (tuple(y.shape), np.dtype(y.dtype)))
-                call.store(jnp.zeros((), jnp.float32))
-            return y
-
-        _, stored = probe.intercept(
-            model, variables, x, on_call, select=spec.select, slots=True, **dict(spec.apply_kwargs)
+        found.update(
+            _measure.output_structure(
+                model, variables, x, select=spec.select, apply_kwargs=dict(spec.apply_kwargs)
+            )
         )
-        return (variables if spec.kind == "linen" else nnx.state(model)), stored
+        return variables if spec.kind == "linen" else nnx.state(model)
 
-    params, stored = jax.eval_shape(go, key, x)
+    params = jax.eval_shape(go, key, x)
     nbytes = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(params))
-    outputs = tuple(
-        (p, tuple(stored[p].shape), shape, dtype) for p, (shape, dtype) in found.items()
-    )
+    outputs = tuple((p, stack, shape, dtype) for p, (stack, shape, dtype) in found.items())
     return outputs, nbytes
 
 
@@ -424,6 +381,29 @@ def _check_int(name: str, value: Any, low: int) -> int:
     return int(value)
 
 
+_BASE_STATS = ("mean", "std", "in_mean", "in_std")
+
+
+def _stats_spec(stats: Any, grads: bool) -> tuple[Any, ...]:
+    """The statistics ``layer_stats`` measures: its base set (``grad_std`` with gradients),
+    then the requested ones, validated by :func:`jaxinit.measure`'s rules."""
+    if isinstance(stats, str):
+        raise ValueError(
+            f"layer_stats: stats={stats!r} must be a sequence of statistic names or (name, "
+            "function) pairs, e.g. ('rms', 'grad_rms')."
+        )
+    extra = list(stats.items()) if isinstance(stats, Mapping) else list(stats)
+    base = _BASE_STATS + (("grad_std",) if grads else ())
+    measured = (*base, *(e for e in extra if not (isinstance(e, str) and e in base)))
+    resolved = _measure.resolve_stats(measured, fn="layer_stats")
+    grad_names = [n for n in resolved if n.startswith("grad_")]
+    if grad_names and not grads:
+        raise ValueError(
+            f"layer_stats: stats {grad_names} need gradients; drop them or set grads=True."
+        )
+    return measured
+
+
 def layer_stats(
     model: nn.Module | Callable[[jax.Array], nnx.Module],
     x: jax.Array,
@@ -440,6 +420,8 @@ def layer_stats(
     apply_kwargs: Mapping[str, Any] | None = None,
     after_init: Callable[..., Any] | None = None,
     compiler_options: Mapping[str, Any] | None = None,
+    stats: Sequence[str | tuple[str, Callable[[jax.Array], jax.Array]]]
+    | Mapping[str, Callable[[jax.Array], jax.Array]] = (),
 ) -> LayerStats:
     """Per-layer statistics of a network at initialization, over many seeds at once.
 
@@ -496,6 +478,10 @@ def layer_stats(
         small and medium models several times faster (7x on a small ResNet's init) but can run
         several times slower (a conv training run: 3x end to end); worth it unless
         the sweep runs for minutes.
+      stats: More statistics to record beside ``mean``, ``std``, ``in_mean``, ``in_std`` (and
+        ``grad_std``), by :func:`jaxinit.measure`'s rules: names such as ``"rms"``,
+        ``"in_abs_max"``, ``"grad_rms"``, or ``(name, function)`` pairs. Each lands in
+        :attr:`LayerStats.stats` as ``(seeds, layers)``.
 
     Returns:
       A :class:`LayerStats` with ``(seeds, layers)`` arrays; ``.summary()`` and ``.table()``
@@ -554,6 +540,7 @@ def layer_stats(
             )
     if not (chunk_size is None or chunk_size == "auto"):
         chunk_size = _check_int("chunk_size", chunk_size, 1)
+    measured = _stats_spec(stats, bool(grads))
     spec = _Spec(
         model,
         kind,
@@ -567,6 +554,7 @@ def layer_stats(
         tuple(sorted((apply_kwargs or {}).items())),
         after_init,
         tuple(sorted((compiler_options or {}).items())),
+        stats=measured,
     )
     outputs, param_bytes = _get_structure(spec, base, x)
     if not outputs:
@@ -592,9 +580,18 @@ def layer_stats(
         x = jax.device_put(x, NamedSharding(mesh, P()))
         if labels is not None:
             labels = jax.device_put(labels, NamedSharding(mesh, P()))
-    mean, std, in_mean, in_std, grad_std, loss_value = _get_program(spec)(base, x, labels)
+    values, loss_value = _get_program(spec)(base, x, labels)
     names = _Names(_names(outputs))
-    return LayerStats(names, mean, std, in_mean, in_std, grad_std, loss_value)
+    return LayerStats(
+        names,
+        values["mean"],
+        values["std"],
+        values["in_mean"],
+        values["in_std"],
+        values.get("grad_std"),
+        loss_value,
+        {k: v for k, v in values.items() if k not in _FIELDS},
+    )
 
 
 def layer_outputs(
