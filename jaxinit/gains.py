@@ -188,19 +188,24 @@ def _gain_of_name(activation: str, param: float | None) -> float:
     )
 
 
-def _gain_of_callable(fn: Callable) -> float:
+def check_elementwise(fn: Callable, caller: str, activation: object, failure: str) -> None:
+    """TypeError (``failure`` says what ``activation`` must be) if ``fn`` cannot run on a
+    float64 array; ValueError if it does not map one elementwise."""
     try:
         probe = evaluate64(fn, np.linspace(-3.0, 3.0, 7))
     except Exception as err:
         raise TypeError(
-            f"gain: activation={fn!r} could not be evaluated on a float64 array "
-            f"({type(err).__name__}: {err})."
+            f"{caller}: activation={activation!r} {failure} ({type(err).__name__}: {err})."
         ) from err
     if probe.shape != (7,):
         raise ValueError(
-            f"gain: activation={fn!r} must map an array elementwise; an input of "
+            f"{caller}: activation={activation!r} must map an array elementwise; an input of "
             f"shape (7,) gave shape {probe.shape}."
         )
+
+
+def _gain_of_callable(fn: Callable) -> float:
+    check_elementwise(fn, "gain", fn, "could not be evaluated on a float64 array")
     return _from_second_moment(fn, _second_moment(fn, fn, (0.0,)))
 
 

@@ -24,7 +24,13 @@ import numpy as np
 
 from ._quadrature import evaluate64, gaussian_expectation
 from ._types import Activation
-from .gains import ACTIVATIONS, activation_fn, activation_kinks, is_activation_name
+from .gains import (
+    ACTIVATIONS,
+    activation_fn,
+    activation_kinks,
+    check_elementwise,
+    is_activation_name,
+)
 from .gains import gain as activation_gain
 
 __all__ = [
@@ -173,15 +179,9 @@ def _resolve(fn_name: str, activation: Activation, param: float | None):
         )
     phi = jax.jit(activation_fn(activation, param))
     dphi = jax.jit(jax.vmap(jax.grad(activation_fn(activation, param))))
-    try:
-        probe = evaluate64(dphi, np.linspace(-3.0, 3.0, 7))
-    except Exception as err:
-        raise TypeError(
-            f"{fn_name}: activation={activation!r} must be a JAX-differentiable function "
-            f"of one array ({type(err).__name__}: {err})."
-        ) from err
-    if probe.shape != (7,):
-        raise ValueError(f"{fn_name}: activation={activation!r} must act elementwise.")
+    check_elementwise(
+        dphi, fn_name, activation, "must be a JAX-differentiable function of one array"
+    )
     return phi, dphi, activation_kinks(activation)
 
 

@@ -182,6 +182,18 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
+def pattern_predicate(patterns: object) -> Callable[[str, Any], bool] | None:
+    """A glob pattern or a sequence of them as a predicate ``(path, _) -> bool`` (any pattern
+    matching the whole path); None when ``patterns`` is neither."""
+    if isinstance(patterns, str):
+        rx = _glob_regex(patterns)
+        return lambda path, _: rx.fullmatch(path) is not None
+    if isinstance(patterns, Sequence) and all(isinstance(s, str) for s in patterns):
+        rxs = [_glob_regex(s) for s in patterns]
+        return lambda path, _: any(rx.fullmatch(path) for rx in rxs)
+    return None
+
+
 def compile_select(select: Select, *, name: str = "select") -> Callable[[str, Any], bool]:
     """``select`` (see the module docstring) as a predicate ``(path, module) -> bool``.
 
@@ -195,12 +207,9 @@ def compile_select(select: Select, *, name: str = "select") -> Callable[[str, An
     """
     if select is None:
         return lambda path, module: owns_kernel(module)
-    if isinstance(select, str):
-        rx = _glob_regex(select)
-        return lambda path, module: rx.fullmatch(path) is not None
-    if isinstance(select, Sequence) and all(isinstance(s, str) for s in select):
-        rxs = [_glob_regex(s) for s in select]
-        return lambda path, module: any(rx.fullmatch(path) for rx in rxs)
+    matches = pattern_predicate(select)
+    if matches is not None:
+        return matches
     if callable(select):
         return lambda path, module: bool(select(path, module))
     raise TypeError(

@@ -1,7 +1,7 @@
 """The selection grammar for parameter paths (``where=`` of :mod:`jaxinit.tree`).
 
-One grammar with :func:`jaxinit.probe.compile_select` (its glob compiler is imported, not
-copied): ``*`` matches within one ``"/"``-separated segment, ``?`` one character of a segment,
+One grammar with :func:`jaxinit.probe.compile_select` (its pattern matching is imported,
+not copied): ``*`` matches within one ``"/"``-separated segment, ``?`` one character of a segment,
 ``**`` any number of characters including ``/``, and ``**/`` zero or more leading segments.
 
 Layers are selected by their *module* path (``"Dense_0"``); parameters by their *parameter*
@@ -24,13 +24,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jaxinit.probe import _glob_regex
+from jaxinit.probe import pattern_predicate
 
 Where = None | str | Sequence[str] | Callable[[str, Any], bool]
 
-__all__ = ["Where", "compile_where", "glob_regex"]
-
-glob_regex = _glob_regex
+__all__ = ["Where", "compile_where"]
 
 
 def compile_where(where: Where, *, name: str = "where") -> Callable[[str, Any], bool]:
@@ -46,12 +44,9 @@ def compile_where(where: Where, *, name: str = "where") -> Callable[[str, Any], 
     """
     if where is None:
         return lambda path, value: True
-    if isinstance(where, str):
-        rx = _glob_regex(where)
-        return lambda path, value: rx.fullmatch(path) is not None
-    if isinstance(where, Sequence) and all(isinstance(s, str) for s in where):
-        rxs = [_glob_regex(s) for s in where]
-        return lambda path, value: any(rx.fullmatch(path) for rx in rxs)
+    matches = pattern_predicate(where)
+    if matches is not None:
+        return matches
     if callable(where):
         return lambda path, value: bool(where(path, value))
     raise TypeError(
