@@ -140,6 +140,7 @@ class _Layer(NamedTuple):
     target: tuple[Any, ...]  # relative parts of the sublayer whose kernel/bias are rescaled
     bias: bool  # whether that sublayer has a bias
     kernels: tuple[tuple[tuple[Any, ...], int], ...]  # (absolute parts, n output axes)
+    stack: tuple[int, ...] = ()  # the leading axes of a layer stacked by nn.scan
 
 
 class _Owner(NamedTuple):  # a kernel-owning layer called inside a selected block
@@ -275,25 +276,40 @@ class _Pass:
     def select(self, path: str, module: Any) -> bool:
         return self.user_select(path, module) or probe.owns_kernel(module)
 
-    def _check_not_scanned(self, call) -> None:
+    def _stack_of(self, call, *, supported: bool) -> tuple[int, ...]:
+        """The leading axes a lifted transform (``nn.scan``) slices off the layer's stored
+        kernel; () for a plain layer. Raises where per-slice LSUV is not supported."""
         have = _kernel_shape(call.module)
         want = _stored_kernel_shape(self.model, self.variables, tuple(call.parts))
-        if have != want:
-            raise NotImplementedError(
-                f"lsuv: layer {call.path!r} runs inside a lifted transform that slices its "
-                f"parameters (nn.scan / nnx.scan / vmap): its kernel has shape {have} in the "
-                f"call but {want} in the model. LSUV of scan-stacked layers is not supported; "
-                "exclude them with select=."
-            )
+        if have == want:
+            return ()
+        if (
+            supported
+            and self.variables is not None
+            and have is not None
+            and want is not None
+            and len(want) > len(have)
+            and tuple(want[len(want) - len(have) :]) == have
+        ):
+            return tuple(want[: len(want) - len(have)])
+        raise NotImplementedError(
+            f"lsuv: layer {call.path!r} runs inside a lifted transform that slices its "
+            f"parameters (nn.scan / nnx.scan / vmap): its kernel has shape {have} in the "
+            f"call but {want} in the model. LSUV normalizes such stacks slice by slice for "
+            "linen layers owning a kernel and a bias (Dense, Conv, ...), not for blocks "
+            "around them or NNX stacks; exclude them with select=."
+        )
 
     def __call__(self, call: probe.LayerCall) -> Any:
         m, parts = call.module, tuple(call.parts)
         owns = probe.owns_kernel(m)
         selected = self.user_select(call.path, m)
+        stack: tuple[int, ...] = ()
         if owns:
             if selected or self.active is not None:  # rescaled: its kernel must be the model's
-                self._check_not_scanned(call)
-            if call.first:
+                supported = selected and self.active is None and probe.is_affine(m)
+                stack = self._stack_of(call, supported=supported)
+            if call.first and call.path not in self.owners:
                 self.owners.append(call.path)
         if not selected:  # a kernel owner, maybe inside a selected block
             self.stack.append([])
@@ -314,15 +330,21 @@ class _Pass:
             return _affine(call(), g, c) if layer.affine else call.run_scaled(layer.target, g, c)
         self.active = call.path
         try:
-            return self._first_call(call, parts, owns)
+            return self._first_call(call, parts, owns, stack)
         finally:
             self.active = None
 
-    def _first_call(self, call, parts, owns):
+    def _first_call(self, call, parts, owns, stack=()):
         m, o = call.module, self.o
         if probe.is_affine(m):
             layer = _Layer(
-                call.path, parts, True, (), probe.has_bias(m), ((parts, _n_out_axes(m)),)
+                call.path,
+                parts,
+                True,
+                (),
+                probe.has_bias(m),
+                ((parts, _n_out_axes(m)),),
+                stack,
             )
             y = call()
             if o is not None:
@@ -346,8 +368,9 @@ class _Pass:
             layer = _Layer(call.path, parts, False, target, bias, tuple(kernels.items()))
             if o is not None:
                 y, stats = _normalize_block(call, y, target, bias, o)
-        self.layers.append(layer)
-        self.by_path[call.path] = layer
+        if call.path not in self.by_path:  # nn.scan traces its body more than once
+            self.layers.append(layer)
+            self.by_path[call.path] = layer
         if o is not None:
             call.store(stats)
         return y
@@ -383,12 +406,25 @@ def _run(model, variables, x, select, kwargs, o: _Opts):
     return p.finish(), stored
 
 
+def _slices(layer: _Layer, value: Any) -> jax.Array:
+    """One entry per slice of a stacked layer (one for a plain layer)."""
+    return jnp.broadcast_to(jnp.asarray(value, _F32), layer.stack).reshape(-1)
+
+
+def _report_paths(layers) -> tuple[str, ...]:
+    return tuple(
+        la.path if not la.stack else f"{la.path}[{i}]"
+        for la in layers
+        for i in range(math.prod(la.stack))
+    )
+
+
 def _report(layers, stored, o: _Opts) -> LSUVReport:
     def col(i):
-        return jnp.stack([jnp.asarray(stored[la.path][i], _F32) for la in layers])
+        return jnp.concatenate([_slices(la, stored[la.path][i]) for la in layers])
 
     g, c, m0, s0 = col(0), col(1), col(2), col(3)
-    affine = np.array([la.affine for la in layers])
+    affine = np.concatenate([np.full(math.prod(la.stack), la.affine) for la in layers])
     alive = _alive(m0, s0)
     # Affine layers: the statistics after follow from the exact algebra y' = g y + c.
     m1, s1, it = g * m0 + c, g * s0, alive.astype(_F32)
@@ -398,17 +434,14 @@ def _report(layers, stored, o: _Opts) -> LSUVReport:
             return jnp.where(
                 jnp.asarray(affine),
                 fallback,
-                jnp.stack(
-                    [
-                        jnp.asarray(stored[la.path][i] if not la.affine else 0.0, _F32)
-                        for la in layers
-                    ]
+                jnp.concatenate(
+                    [_slices(la, stored[la.path][i] if not la.affine else 0.0) for la in layers]
                 ),
             )
 
         m1, s1, it = block_col(4, m1), block_col(5, s1), block_col(6, it)
     return LSUVReport(
-        tuple(la.path for la in layers),
+        _report_paths(layers),
         it.astype(jnp.int32),
         s0,
         m0,
@@ -425,16 +458,21 @@ def _ortho_edits(layers, key):
     """(absolute parts, fn(kernel, bias)) for each kernel to orthogonalize, one key each."""
     owners = {}
     for layer in layers:
-        owners.update(dict(layer.kernels))
+        owners.update({parts: (n_out, len(layer.stack)) for parts, n_out in layer.kernels})
     keys = jax.random.split(key, len(owners))
     edits = []
-    for k, (parts, n_out) in zip(keys, owners.items(), strict=True):
+    for k, (parts, (n_out, n_stack)) in zip(keys, owners.items(), strict=True):
 
-        def fn(kernel, bias, k=k, n_out=n_out):
+        def fn(kernel, bias, k=k, n_out=n_out, n_stack=n_stack):
             def one(w):
-                rows = math.prod(w.shape[: w.ndim - n_out])
+                rows = math.prod(w.shape[n_stack : w.ndim - n_out])
                 cols = math.prod(w.shape[w.ndim - n_out :])
-                return orthogonal()(k, (rows, cols), w.dtype).reshape(w.shape)
+                if not n_stack:
+                    return orthogonal()(k, (rows, cols), w.dtype).reshape(w.shape)
+                # a stacked kernel (nn.scan) gets one orthogonal matrix per slice
+                slices = jax.random.split(k, math.prod(w.shape[:n_stack]))
+                draw = jax.vmap(lambda kk: orthogonal()(kk, (rows, cols), w.dtype))
+                return draw(slices).reshape(w.shape)
 
             return jax.tree.map(one, kernel), bias
 
@@ -487,10 +525,29 @@ def _lsuv_linen(
     layers, stored = _run(module, variables, x, select, kwargs, o)
     for layer in layers:
         g, c = stored[layer.path][:2]
-        variables = probe._edit_linen(variables, layer.parts + layer.target, probe._scale_fn(g, c))
+        variables = probe._edit_linen(variables, layer.parts + layer.target, _stacked_scale(g, c))
     if frozen:
         variables = freeze(variables)
     return variables, _report(layers, stored, o)
+
+
+def _stacked_scale(g: jax.Array, c: jax.Array):
+    """:func:`jaxinit.probe._scale_fn` for one gain and shift per slice of a stacked kernel
+    (leading axes of ``g``); scalars for a plain layer."""
+
+    def per_slice(a: jax.Array, w: jax.Array) -> jax.Array:
+        return jnp.reshape(a, a.shape + (1,) * (w.ndim - a.ndim))
+
+    def fn(kernel, bias):
+        k = jax.tree.map(lambda w: (w.astype(_F32) * per_slice(g, w)).astype(w.dtype), kernel)
+        if bias is None:
+            return k, None
+        b = jax.tree.map(
+            lambda w: (w.astype(_F32) * per_slice(g, w) + per_slice(c, w)).astype(w.dtype), bias
+        )
+        return k, b
+
+    return fn
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "select", "kwargs", "center", "ortho"))
@@ -650,7 +707,13 @@ def lsuv(
     Raises:
       ValueError: a non-finite batch (before any work), a bad option, a ``select`` matching no
         called layer or nested layers.
-      NotImplementedError: a selected layer inside ``nn.scan``/``nnx.scan``.
+      NotImplementedError: a selected block (not a single kernel-and-bias layer) inside
+        ``nn.scan``, or a selected layer inside ``nnx.scan``.
+
+    Layers stacked by linen's ``nn.scan`` (whose ``variable_axes`` carry
+    :data:`jaxinit.probe.COLLECTION`, as :class:`jaxinit.models.MLP` with ``scan=True`` does)
+    are normalized slice by slice, in forward order, and reported per iteration
+    (``layers/dense[0]``, ``layers/dense[1]``, ...): the same result as the unrolled model.
 
     A layer called twice (shared weights) is normalized at its first call; later calls run with
     the rescaled parameters and are not normalized again. A layer the forward pass never calls

@@ -466,12 +466,52 @@ def test_remat_layers():
     assert abs(std_mean(model.b(nnx.relu(h)))[0] - 1) <= EXACT
 
 
-def test_scan_is_not_implemented():
+def _unrolled_copy(scanned_params, depth):
+    """The parameters of ``models.MLP(scan=True)`` laid out for ``models.MLP(scan=False)``."""
+    p = dict(scanned_params)
+    stacked = p.pop("layers")["dense"]
+    for i in range(depth - 1):
+        p[f"Dense_{i + 1}"] = jax.tree.map(lambda a, i=i: a[i], stacked)
+    return {"params": p}
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_scanned_lsuv_equals_the_unrolled_lsuv_of_the_same_weights(center):
+    depth, x = 5, normal((64, 16))
+    scanned = models.MLP(depth=depth, width=16, num_outputs=3, scan=True)
+    unrolled = models.MLP(depth=depth, width=16, num_outputs=3)
+    variables = scanned.init(KEY, x)
+    new, report = jaxinit.lsuv(scanned, variables, x, center=center)
+    want, want_report = jaxinit.lsuv(
+        unrolled, _unrolled_copy(variables["params"], depth), x, center=center
+    )
+    assert report.paths == (
+        "Dense_0",
+        *(f"layers/dense[{i}]" for i in range(depth - 1)),
+        "head",
+    )
+    assert report.all_converged
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
+        _unrolled_copy(new["params"], depth),
+        want,
+    )
+    for field in ("std_before", "mean_before", "std_after", "mean_after"):
+        np.testing.assert_allclose(
+            getattr(report, field), getattr(want_report, field), rtol=2e-5, atol=1e-6
+        )
+    # Independent of the report: the unrolled model with the scanned result's weights.
+    out = linen_outputs(unrolled, _unrolled_copy(new["params"], depth), x)
+    for i in range(depth):
+        assert abs(std_mean(out[f"Dense_{i}"][0])[0] - 1) <= EXACT
+
+
+def test_scan_limits_are_clear_errors():
     x = normal(SMALL_X)
-    module = Scanned()
-    with pytest.raises(NotImplementedError, match=r"'stack/d' .* scan"):
+    module = Scanned()  # its nn.scan does not carry the probe collection
+    with pytest.raises(ValueError, match=r"variable_axes=\{'params': 0, jaxinit.probe.COLLECTION"):
         jaxinit.lsuv(module, init(module, x), x)
-    with pytest.raises(NotImplementedError, match=r"'layers' .* scan"):
+    with pytest.raises(NotImplementedError, match=r"'layers' runs inside a lifted transform"):
         jaxinit.lsuv(NNXScanned(rngs()), x)
     # the documented way out: leave them unselected
     with pytest.raises(ValueError, match="matched no layer"):
@@ -611,3 +651,17 @@ def test_a_list_select_is_compiled_once():
         _, report = jaxinit.lsuv(module, variables, x, select=["Dense_0", "Dense_1"])
     assert compiled == []
     assert report.paths == ("Dense_0", "Dense_1")
+
+
+def test_scanned_orthogonal_init_is_orthogonal_per_slice():
+    x = normal((64, 16))
+    scanned = models.MLP(depth=4, width=16, scan=True)
+    new, report = jaxinit.lsuv(
+        scanned, scanned.init(KEY, x), x, orthogonal_init=True, key=jax.random.key(5)
+    )
+    assert report.all_converged
+    stacked = new["params"]["layers"]["dense"]["kernel"]
+    assert stacked.shape == (3, 16, 16)
+    for w in stacked:
+        _assert_orthogonal(w)
+    assert not np.allclose(stacked[0], stacked[1])  # a distinct key per slice
