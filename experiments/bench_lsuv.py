@@ -1,6 +1,7 @@
 """Benchmark jaxinit.lsuv against one jitted forward pass and against PyTorch's ``lsuv`` package.
 
-Models (issue 3 item 8): the 50 x 512 ReLU MLP on a batch of 256 N(0, 1) vectors, and fastai's
+Models: the 50 x 512 ReLU MLP on a batch of 256 N(0, 1) vectors, unrolled (``mlp``) and with
+layers 2-50 as one ``nn.scan`` (``mlp_scan``, ``models.MLP(scan=True)``), and fastai's
 init-article convnet on a batch of 64 images 128 x 128 x 3 (N(0, 1) pixels). For each:
 
 - first call: trace + compile + run of ``jaxinit.lsuv`` (the cost a user pays once);
@@ -45,17 +46,16 @@ def _median_time(fn: Callable[[], Any], repeats: int) -> float:
 
 def _configs(quick: bool) -> dict[str, dict[str, Any]]:
     if quick:
-        return {
-            "mlp": dict(depth=8, width=128, batch=64),
-            "convnet": dict(batch=8, size=32),
-        }
-    return {"mlp": dict(depth=50, width=512, batch=256), "convnet": dict(batch=64, size=128)}
+        mlp = dict(depth=8, width=128, batch=64)
+        return {"mlp": mlp, "mlp_scan": dict(mlp, scan=True), "convnet": dict(batch=8, size=32)}
+    mlp = dict(depth=50, width=512, batch=256)
+    return {"mlp": mlp, "mlp_scan": dict(mlp, scan=True), "convnet": dict(batch=64, size=128)}
 
 
 def _jax_model(name: str, cfg: dict[str, Any]):
     key = jax.random.key(0)
-    if name == "mlp":
-        module = models.MLP(depth=cfg["depth"], width=cfg["width"])
+    if name.startswith("mlp"):
+        module = models.MLP(depth=cfg["depth"], width=cfg["width"], scan=cfg.get("scan", False))
         x = jax.random.normal(jax.random.key(1), (cfg["batch"], cfg["width"]))
     else:
         module = models.ConvNet()
@@ -88,7 +88,7 @@ def bench_jax(name: str, cfg: dict[str, Any], repeats: int) -> dict[str, Any]:
 
 def _torch_model(name: str, cfg: dict[str, Any], torch):
     nn = torch.nn
-    if name == "mlp":
+    if name.startswith("mlp"):  # PyTorch has one form of the MLP
         layers = []
         for _ in range(cfg["depth"]):
             layers += [nn.Linear(cfg["width"], cfg["width"]), nn.ReLU()]
