@@ -665,3 +665,31 @@ def test_scanned_orthogonal_init_is_orthogonal_per_slice():
     for w in stacked:
         _assert_orthogonal(w)
     assert not np.allclose(stacked[0], stacked[1])  # a distinct key per slice
+
+
+class _TokenModel(nn.Module):
+    """Embed on integer tokens, then Dense, self-attention and a vocabulary head."""
+
+    @nn.compact
+    def __call__(self, tokens):
+        h = nn.Embed(50, 32, name="embed")(tokens)
+        h = nn.relu(nn.Dense(32, name="ffn")(h))
+        h = nn.MultiHeadDotProductAttention(num_heads=4, name="attn")(h)
+        return nn.Dense(50, name="head")(h)
+
+
+def test_token_model_with_embed_and_attention():
+    tokens = jax.random.randint(jax.random.key(4), (8, 16), 0, 50)
+    module = _TokenModel()
+    new, report = jaxinit.lsuv(module, module.init(KEY, tokens), tokens)
+    # The embedding table owns no kernel and is left as it is; the attention's four
+    # projections are normalized one after another, in the order the layer calls them.
+    assert report.paths == ("ffn", "attn/query", "attn/key", "attn/value", "attn/out", "head")
+    assert report.all_converged
+    out = linen_outputs(module, new, tokens)
+    for path in report.paths:
+        assert abs(std_mean(out[path][0])[0] - 1) <= EXACT, path
+    np.testing.assert_array_equal(
+        new["params"]["embed"]["embedding"],
+        module.init(KEY, tokens)["params"]["embed"]["embedding"],
+    )
