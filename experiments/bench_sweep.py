@@ -1,6 +1,6 @@
 """Benchmark jaxinit.layer_stats: per-layer statistics of a deep MLP over many seeds.
 
-Model (issue 4 item 6): the 50 x 512 ReLU MLP (He normal kernels, zero biases) on a batch of
+Model: the 50 x 512 ReLU MLP (He normal kernels, zero biases) on a batch of
 256 N(0, 1) vectors; per seed: initialize, run the batch, record each layer's output mean and
 std (``grads=False``, the fastai article's measurement; one row adds the gradient std).
 

@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "With He init, 50 ReLU layers of width 512 keep the activations' scale; the fastai "
         "article's single run quotes layer 1: mean 0.64, std 0.87, and after 50 layers: "
         "mean 0.27, std 0.464. Do those lie inside the interval of the per-seed values?",
-        "fast.ai, the weight-initialization article quoted in issue 5 (x = randn(512), "
+        "fast.ai, the weight-initialization article (x = randn(512), "
         "50 x relu(a @ x) with a = randn(512, 512) * sqrt(2 / 512)); He et al. 2015",
         args,
     )

@@ -79,7 +79,7 @@ def small_nnx():
 
 
 # ---------------------------------------------------------------------------------------------
-# the five models of issue 3, linen and NNX
+# five models, linen and NNX
 
 CASES = {
     # name: (linen module, NNX factory, input shape, apply kwargs, NNX train mode, center)
@@ -344,7 +344,7 @@ def test_selected_blocks_are_normalized_post_activation(framework):
 
 
 # ---------------------------------------------------------------------------------------------
-# robustness (issue 3 item 6)
+# robustness
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
