@@ -14,9 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from . import meanfield as meanfield
 from ._fans import compute_fans as compute_fans
-from ._meanfield import Prediction as Prediction
-from ._meanfield import critical_sigma_w as critical_sigma_w
-from ._meanfield import predict as predict
 from ._types import Initializer as Initializer
 from ._version import __version__ as __version__
 from .basic import constant as constant
@@ -28,6 +25,9 @@ from .basic import zeros as zeros
 from .bias import prior_bias as prior_bias
 from .bias import torch_bias_default as torch_bias_default
 from .gains import gain as gain
+from .meanfield import Prediction as Prediction
+from .meanfield import critical_sigma_w as critical_sigma_w
+from .meanfield import predict as predict
 from .orthogonal import delta_orthogonal as delta_orthogonal
 from .orthogonal import orthogonal as orthogonal
 from .structured import identity as identity

@@ -17,9 +17,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from . import _measure, probe
-from ._meanfield import Prediction as Prediction
-from ._meanfield import critical_sigma_w as critical_sigma_w
-from ._meanfield import predict as predict
+from .meanfield import Prediction as Prediction
+from .meanfield import critical_sigma_w as critical_sigma_w
+from .meanfield import predict as predict
 
 _AUTO_CHUNK_BYTES = 256 * 2**20
 # On CPU a chunk whose per-layer working set (kernels + outputs of the chunk's seeds) stays
