@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.core import Tracer
 
 from ._flax.adapter import Adapter, adapter_for
 from ._flax.select import Where, compile_where
@@ -91,6 +92,10 @@ def _amount(value: Any, arg: str, fn: str) -> jax.Array:
         raise TypeError(
             f"{fn}: {arg} has dtype {out.dtype}; use a real or complex number or array."
         )
+    # A concrete inf or NaN would turn parameters into inf/NaN silently; a traced amount (a
+    # factor being optimized under jit/grad) cannot be checked here.
+    if not isinstance(out, Tracer) and not bool(jnp.all(jnp.isfinite(out))):
+        raise ValueError(f"{fn}: {arg}={value!r} is not finite; use finite numbers.")
     return out
 
 

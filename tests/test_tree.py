@@ -400,5 +400,9 @@ def test_bad_arguments_are_named():
         tree.shift(variables, "Dense_0/kernel", jnp.ones((4, 1, 1)))
     with pytest.raises(TypeError, match="factor='x'"):
         tree.scale(variables, "**/kernel", "x")
+    with pytest.raises(ValueError, match="factor=nan is not finite"):
+        tree.scale(variables, "**/kernel", float("nan"))
+    with pytest.raises(ValueError, match="is not finite"):
+        tree.shift(variables, "**/bias", jnp.array([0.0, jnp.inf, 0.0]))
     with pytest.raises(ValueError, match="init returned shape"):
         tree.reinit(variables, "**/kernel", lambda k, s, d: jnp.zeros((1,)), KEY)
