@@ -10,20 +10,25 @@ import functools
 import math
 import sys
 import types
-from collections.abc import Mapping
-from typing import Any, NamedTuple, overload
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
-from flax.core import FrozenDict, freeze, unfreeze
 from jax.core import Tracer
 
-from . import probe
+from . import tree
 from ._base import check_finite, check_key
+from ._flax import adapter as fa
+from ._flax import kinds
+from ._flax.probe import LayerCall, intercept
+from ._flax.select import Select, compile_select, hashable_select
 from .orthogonal import orthogonal
+
+if TYPE_CHECKING:
+    import flax.linen as nn
+    from flax import nnx
 
 __all__ = ["LSUVReport", "lsuv"]
 
@@ -156,30 +161,47 @@ class _Opts(NamedTuple):
     center: bool
 
 
-def _n_out_axes(module: Any) -> int:
-    """How many trailing kernel axes are output axes (DenseGeneral/LinearGeneral: several)."""
-    for attr in ("features", "out_features"):
-        v = getattr(module, attr, None)
-        if isinstance(v, tuple | list):
-            return len(v)
-    return 1
-
-
 def _kernel_shape(module: Any) -> tuple[int, ...] | None:
-    k = probe._own_param(module, "kernel")
+    k = kinds.own_param(module, "kernel")
     return None if k is None else tuple(jax.tree.leaves(k)[0].shape)
 
 
-def _stored_kernel_shape(model: Any, variables: Any, parts: tuple[Any, ...]) -> Any:
-    try:
-        if variables is None:
-            return _kernel_shape(probe._nnx_get(model, parts))
-        node = variables["params"]
-        for p in parts:
-            node = node[p]
-        return tuple(jax.tree.leaves(node["kernel"])[0].shape)
-    except (KeyError, AttributeError, IndexError, TypeError):
-        return None
+def _param_path(parts: tuple[Any, ...], name: str) -> str:
+    return "/".join(str(p) for p in (*parts, name))
+
+
+def _then(target: Any, result: Any) -> Any:
+    """The target after a :mod:`jaxinit.tree` edit: linen edits return new variables, NNX
+    edits change the model in place and return None."""
+    return target if result is None else result
+
+
+def _rescale(target: Any, edits: Sequence[tuple[str, bool, jax.Array, jax.Array]], shift: bool):
+    """``target`` (linen variables or an NNX model) with, for each ``(prefix, bias, g, c)``,
+    the kernel at ``prefix`` multiplied by ``g`` and the bias replaced by ``g * bias + c``
+    (``c`` is added only with ``shift``). ``g`` and ``c`` have the leading (stacked) axes of
+    the parameters, or are scalars. Two :mod:`jaxinit.tree` edits for all layers at once."""
+    factors: dict[str, jax.Array] = {}
+    deltas: dict[str, jax.Array] = {}
+    for prefix, bias, g, c in edits:
+        factors[prefix + "kernel"] = g
+        if bias:
+            factors[prefix + "bias"] = g
+            if shift:
+                deltas[prefix + "bias"] = c
+    ndim = {p: np.ndim(w) for p, w in tree.get(target, list(factors)).items()}
+
+    def per_slice(amounts: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        return {p: jnp.reshape(a, a.shape + (1,) * (ndim[p] - a.ndim)) for p, a in amounts.items()}
+
+    target = _then(target, tree.scale(target, list(factors), per_slice(factors)))
+    if deltas:
+        target = _then(target, tree.shift(target, list(deltas), per_slice(deltas)))
+    return target
+
+
+def _prefix(parts: tuple[Any, ...]) -> str:
+    return "".join(f"{p}/" for p in parts)
 
 
 def _moments(y: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -225,7 +247,13 @@ def _normalize_affine(y, bias: bool, o: _Opts):
     return _affine(y, g, c), (g, c, m0, s0)
 
 
-def _normalize_block(call: probe.LayerCall, y0, target, bias: bool, o: _Opts):
+def _rerun(call: LayerCall, target: tuple[Any, ...], bias: bool, g, c, o: _Opts) -> Any:
+    """The layer's output with the sublayer ``target``'s kernel and bias rescaled."""
+    edit = [(_prefix(target), bias, g, c)]
+    return call.rerun(lambda t: _rescale(t, edit, o.center))
+
+
+def _normalize_block(call: LayerCall, y0, target, bias: bool, o: _Opts):
     """Iterate on the kernel gain ``g`` and bias shift ``c`` of the sublayer ``target``."""
     m0, s0 = _moments(y0)
     e0 = _error(m0, s0, o)
@@ -241,7 +269,7 @@ def _normalize_block(call: probe.LayerCall, y0, target, bias: bool, o: _Opts):
         k = o.target / s
         c = (c - m if shift else c) * k
         g = g * k
-        y = call.run_scaled(target, g, c)
+        y = _rerun(call, target, bias, g, c, o)
         m, s = _moments(y)
         e = _error(m, s, o)
         better = e < be
@@ -254,7 +282,7 @@ def _normalize_block(call: probe.LayerCall, y0, target, bias: bool, o: _Opts):
     i, g, c, y, _, _, bg, bc, bm, bs, _ = jax.lax.while_loop(cond, body, init)
     # Keep the best iterate seen (the last one when converged); rerun only if it is not the last.
     is_last = (bg == g) & (bc == c)
-    y = jax.lax.cond(is_last, lambda: y, lambda: call.run_scaled(target, bg, bc))
+    y = jax.lax.cond(is_last, lambda: y, lambda: _rerun(call, target, bias, bg, bc, o))
     return y, (bg, bc, m0, s0, bm, bs, i.astype(_F32))
 
 
@@ -266,7 +294,8 @@ class _Pass:
 
     def __init__(self, model, variables, select, o: _Opts | None):
         self.model, self.variables, self.select_arg, self.o = model, variables, select, o
-        self.user_select = probe.compile_select(select)
+        self.user_select = compile_select(select)
+        self._adapter: fa.Adapter | None = None
         self.layers: list[_Layer] = []
         self.by_path: dict[str, _Layer] = {}
         self.owners: list[str] = []  # every kernel owner called (for error messages)
@@ -274,13 +303,23 @@ class _Pass:
         self.active: str | None = None
 
     def select(self, path: str, module: Any) -> bool:
-        return self.user_select(path, module) or probe.owns_kernel(module)
+        return self.user_select(path, module) or kinds.owns_kernel(module)
+
+    def _stored_kernel_shape(self, parts: tuple[Any, ...]) -> tuple[int, ...] | None:
+        """The shape of the kernel at ``parts`` as the model stores it (stacked by a lifted
+        transform), None if it has none there."""
+        if self._adapter is None:
+            self._adapter = fa.adapter_for(self.model if self.variables is None else self.variables)
+        try:
+            return tuple(np.shape(self._adapter.get(_param_path(parts, "kernel"))))
+        except KeyError:
+            return None
 
     def _stack_of(self, call, *, supported: bool) -> tuple[int, ...]:
         """The leading axes a lifted transform (``nn.scan``) slices off the layer's stored
         kernel; () for a plain layer. Raises where per-slice LSUV is not supported."""
         have = _kernel_shape(call.module)
-        want = _stored_kernel_shape(self.model, self.variables, tuple(call.parts))
+        want = self._stored_kernel_shape(tuple(call.parts))
         if have == want:
             return ()
         if (
@@ -300,14 +339,14 @@ class _Pass:
             "around them or NNX stacks; exclude them with select=."
         )
 
-    def __call__(self, call: probe.LayerCall) -> Any:
+    def __call__(self, call: LayerCall) -> Any:
         m, parts = call.module, tuple(call.parts)
-        owns = probe.owns_kernel(m)
+        owns = kinds.owns_kernel(m)
         selected = self.user_select(call.path, m)
         stack: tuple[int, ...] = ()
         if owns:
             if selected or self.active is not None:  # rescaled: its kernel must be the model's
-                supported = selected and self.active is None and probe.is_affine(m)
+                supported = selected and self.active is None and kinds.is_affine(m)
                 stack = self._stack_of(call, supported=supported)
             if call.first and call.path not in self.owners:
                 self.owners.append(call.path)
@@ -316,7 +355,9 @@ class _Pass:
             y = call()
             inner = self.stack.pop()
             if self.stack:
-                self.stack[-1].extend([*inner, _Owner(parts, probe.has_bias(m), _n_out_axes(m))])
+                self.stack[-1].extend(
+                    [*inner, _Owner(parts, kinds.has_bias(m), kinds.n_out_axes(m))]
+                )
             return y
         if self.active is not None:
             raise ValueError(
@@ -327,7 +368,9 @@ class _Pass:
         if not call.first:  # a shared layer called again: run it with the parameters found
             layer = self.by_path[call.path]
             g, c = call.load()[:2]
-            return _affine(call(), g, c) if layer.affine else call.run_scaled(layer.target, g, c)
+            if layer.affine:
+                return _affine(call(), g, c)
+            return _rerun(call, layer.target, layer.bias, g, c, self.o)
         self.active = call.path
         try:
             return self._first_call(call, parts, owns, stack)
@@ -336,14 +379,14 @@ class _Pass:
 
     def _first_call(self, call, parts, owns, stack=()):
         m, o = call.module, self.o
-        if probe.is_affine(m):
+        if kinds.is_affine(m):
             layer = _Layer(
                 call.path,
                 parts,
                 True,
                 (),
-                probe.has_bias(m),
-                ((parts, _n_out_axes(m)),),
+                kinds.has_bias(m),
+                ((parts, kinds.n_out_axes(m)),),
                 stack,
             )
             y = call()
@@ -354,7 +397,7 @@ class _Pass:
             y = call()
             inner = [q for q in self.stack.pop() if q.parts[: len(parts)] == parts]
             if owns:
-                target, bias = (), probe.has_bias(m)
+                target, bias = (), kinds.has_bias(m)
             elif inner:
                 target, bias = inner[-1].parts[len(parts) :], inner[-1].bias
             else:
@@ -363,7 +406,7 @@ class _Pass:
                     "kernel and calls no layer owning one inside it, so LSUV has nothing to "
                     "rescale. Select layers or blocks containing a Dense/Conv/Einsum-like layer."
                 )
-            kernels = {parts: _n_out_axes(m)} if owns else {}
+            kernels = {parts: kinds.n_out_axes(m)} if owns else {}
             kernels.update({q.parts: q.n_out for q in inner})
             layer = _Layer(call.path, parts, False, target, bias, tuple(kernels.items()))
             if o is not None:
@@ -392,7 +435,7 @@ def _plan(model, variables, x, select, kwargs) -> tuple[_Layer, ...]:
     """The selected layers in forward order, from an abstract pass (no computation)."""
     p = _Pass(model, variables, select, None)
     jax.eval_shape(
-        lambda v, x: probe.intercept(model, v, x, p, select=p.select, **kwargs)[0], variables, x
+        lambda v, x: intercept(model, v, x, p, select=p.select, **kwargs)[0], variables, x
     )
     return p.finish()
 
@@ -400,9 +443,9 @@ def _plan(model, variables, x, select, kwargs) -> tuple[_Layer, ...]:
 def _run(model, variables, x, select, kwargs, o: _Opts):
     """Run the LSUV pass; returns (layers, per-layer stats)."""
     p = _Pass(model, variables, select, o)
-    if probe.is_linen(model):
-        kwargs = {**kwargs, "mutable": True}  # BatchNorm in training mode may update stats
-    _, stored = probe.intercept(model, variables, x, p, select=p.select, slots=True, **kwargs)
+    if variables is not None:  # linen: BatchNorm in training mode may update stats
+        kwargs = {**kwargs, "mutable": True}
+    _, stored = intercept(model, variables, x, p, select=p.select, slots=True, **kwargs)
     return p.finish(), stored
 
 
@@ -454,116 +497,51 @@ def _report(layers, stored, o: _Opts) -> LSUVReport:
     )
 
 
-def _ortho_edits(layers, key):
-    """(absolute parts, fn(kernel, bias)) for each kernel to orthogonalize, one key each."""
-    owners = {}
+def _orthogonal_init(n_out: int, n_stack: int):
+    """An initializer drawing a Haar-orthogonal kernel whose last ``n_out`` axes are outputs:
+    one matrix per slice of the ``n_stack`` leading (stacked) axes."""
+
+    def init(key, shape, dtype):
+        rows = math.prod(shape[n_stack : len(shape) - n_out])
+        cols = math.prod(shape[len(shape) - n_out :])
+        if not n_stack:
+            return orthogonal()(key, (rows, cols), dtype).reshape(shape)
+        slices = jax.random.split(key, math.prod(shape[:n_stack]))
+        draw = jax.vmap(lambda k: orthogonal()(k, (rows, cols), dtype))
+        return draw(slices).reshape(shape)
+
+    return init
+
+
+def _orthogonalize(target: Any, layers: Sequence[_Layer], key: jax.Array) -> Any:
+    """Every kernel LSUV will rescale, redrawn orthogonal; each from
+    ``tree.path_key(key, path)``, so every kernel has its own key."""
+    owners: dict[str, tuple[int, int]] = {}
     for layer in layers:
-        owners.update({parts: (n_out, len(layer.stack)) for parts, n_out in layer.kernels})
-    keys = jax.random.split(key, len(owners))
-    edits = []
-    for k, (parts, (n_out, n_stack)) in zip(keys, owners.items(), strict=True):
-
-        def fn(kernel, bias, k=k, n_out=n_out, n_stack=n_stack):
-            def one(w):
-                rows = math.prod(w.shape[n_stack : w.ndim - n_out])
-                cols = math.prod(w.shape[w.ndim - n_out :])
-                if not n_stack:
-                    return orthogonal()(k, (rows, cols), w.dtype).reshape(w.shape)
-                # a stacked kernel (nn.scan) gets one orthogonal matrix per slice
-                slices = jax.random.split(k, math.prod(w.shape[:n_stack]))
-                draw = jax.vmap(lambda kk: orthogonal()(kk, (rows, cols), w.dtype))
-                return draw(slices).reshape(w.shape)
-
-            return jax.tree.map(one, kernel), bias
-
-        edits.append((parts, fn))
-    return edits
+        for parts, n_out in layer.kernels:
+            owners[_param_path(parts, "kernel")] = (n_out, len(layer.stack))
+    for path, (n_out, n_stack) in owners.items():
+        target = _then(target, tree.reinit(target, path, _orthogonal_init(n_out, n_stack), key))
+    return target
 
 
 # --------------------------------------------------------------------------------------------
-# jitted passes
+# the jitted pass (one program per model structure, input shapes and static options)
 
 
-class _Static:
-    """A static jit argument: hashed by value when possible (equal modules share a compiled
-    pass), else by identity (e.g. ``nn.Sequential``, which holds a list)."""
-
-    def __init__(self, obj):
-        self.obj = obj
-        try:
-            self._hash = hash(obj)
-            self._by_value = True
-        except TypeError:
-            self._hash = id(obj)
-            self._by_value = False
-
-    def __hash__(self):
-        return self._hash
-
-    def __eq__(self, other):
-        if not isinstance(other, _Static) or self._by_value != other._by_value:
-            return False
-        if not self._by_value:
-            return self.obj is other.obj
-        try:
-            return type(self.obj) is type(other.obj) and bool(self.obj == other.obj)
-        except Exception:
-            return self.obj is other.obj
-
-
-@functools.partial(jax.jit, static_argnames=("module", "select", "kwargs", "center", "ortho"))
-def _lsuv_linen(
-    variables, x, key, target, tol, max_iters, *, module, select, kwargs, center, ortho
-):
-    module, select, kwargs = module.obj, select.obj, dict(kwargs)
-    o = _Opts(target, tol, max_iters, center)
-    frozen = isinstance(variables, FrozenDict)
-    variables = unfreeze(variables) if frozen else dict(variables)
-    if ortho:
-        for parts, fn in _ortho_edits(_plan(module, variables, x, select, kwargs), key):
-            variables = probe._edit_linen(variables, parts, fn)
-    layers, stored = _run(module, variables, x, select, kwargs, o)
-    for layer in layers:
-        g, c = stored[layer.path][:2]
-        variables = probe._edit_linen(variables, layer.parts + layer.target, _stacked_scale(g, c))
-    if frozen:
-        variables = freeze(variables)
-    return variables, _report(layers, stored, o)
-
-
-def _stacked_scale(g: jax.Array, c: jax.Array):
-    """:func:`jaxinit.probe._scale_fn` for one gain and shift per slice of a stacked kernel
-    (leading axes of ``g``); scalars for a plain layer."""
-
-    def per_slice(a: jax.Array, w: jax.Array) -> jax.Array:
-        return jnp.reshape(a, a.shape + (1,) * (w.ndim - a.ndim))
-
-    def fn(kernel, bias):
-        k = jax.tree.map(lambda w: (w.astype(_F32) * per_slice(g, w)).astype(w.dtype), kernel)
-        if bias is None:
-            return k, None
-        b = jax.tree.map(
-            lambda w: (w.astype(_F32) * per_slice(g, w) + per_slice(c, w)).astype(w.dtype), bias
-        )
-        return k, b
-
-    return fn
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef", "select", "kwargs", "center", "ortho"))
-def _lsuv_nnx(state, x, key, target, tol, max_iters, *, graphdef, select, kwargs, center, ortho):
+@functools.partial(jax.jit, static_argnames=("static", "select", "kwargs", "center", "ortho"))
+def _lsuv_pass(state, x, key, target, tol, max_iters, *, static, select, kwargs, center, ortho):
     select, kwargs = select.obj, dict(kwargs)
     o = _Opts(target, tol, max_iters, center)
-    model = nnx.merge(graphdef.obj, state)
+    model, variables = fa.merge_model(static, state)
+    t = model if variables is None else variables  # what jaxinit.tree edits
     if ortho:
-        for parts, fn in _ortho_edits(_plan(model, None, x, select, kwargs), key):
-            probe._edit_nnx_module(probe._nnx_get(model, parts), fn)
-    layers, stored = _run(model, None, x, select, kwargs, o)
-    for layer in layers:
-        g, c = stored[layer.path][:2]
-        target_module = probe._nnx_get(model, layer.parts + layer.target)
-        probe._edit_nnx_module(target_module, probe._scale_fn(g, c))
-    return nnx.state(model, nnx.Param), _report(layers, stored, o)
+        t = _orthogonalize(t, _plan(model, variables, x, select, kwargs), key)
+        variables = None if variables is None else t
+    layers, stored = _run(model, variables, x, select, kwargs, o)
+    edits = [(_prefix(la.parts + la.target), la.bias, *stored[la.path][:2]) for la in layers]
+    t = _rescale(t, edits, center)
+    return fa.update_model(static, model, t), _report(layers, stored, o)
 
 
 # --------------------------------------------------------------------------------------------
@@ -627,7 +605,7 @@ def lsuv(
     center: bool = ...,
     orthogonal_init: bool = ...,
     key: jax.Array | None = ...,
-    select: probe.Select = ...,
+    select: Select = ...,
     **kwargs: Any,
 ) -> tuple[Any, LSUVReport]: ...
 
@@ -644,7 +622,7 @@ def lsuv(
     center: bool = ...,
     orthogonal_init: bool = ...,
     key: jax.Array | None = ...,
-    select: probe.Select = ...,
+    select: Select = ...,
     **kwargs: Any,
 ) -> LSUVReport: ...
 
@@ -658,7 +636,7 @@ def lsuv(
     center: bool = False,
     orthogonal_init: bool = False,
     key: jax.Array | None = None,
-    select: probe.Select = None,
+    select: Select = None,
     **kwargs: Any,
 ) -> tuple[Any, LSUVReport] | LSUVReport:
     """Layer-sequential unit-variance initialization, as one compiled pass.
@@ -747,15 +725,15 @@ def lsuv(
         check_key("lsuv", key)
     elif key is not None:
         raise ValueError("lsuv: key= is only used with orthogonal_init=True; drop it or set it.")
-    probe.compile_select(select)  # type check, outside jit
+    compile_select(select)  # type check, outside jit
     dyn = (jnp.asarray(target_std, _F32), jnp.asarray(tol, _F32), jnp.asarray(max_iters, jnp.int32))
     static = dict(
-        select=_Static(probe.hashable_select(select)),
+        select=fa.Static("select", hashable_select(select)),
         kwargs=_hashable_kwargs(kwargs),
         center=bool(center),
         ortho=bool(orthogonal_init),
     )
-    if probe.is_linen(model):
+    if fa.is_linen(model):
         if len(args) != 2:
             raise TypeError(
                 f"lsuv: a linen module takes lsuv(module, variables, x, ...); got {len(args)} "
@@ -770,8 +748,9 @@ def lsuv(
                 + "."
             )
         _check_batch(x)
-        return _lsuv_linen(variables, x, key, *dyn, module=_Static(model), **static)
-    if probe.is_nnx(model):
+        split, state = fa.split_model(model, variables)
+        return _lsuv_pass(state, x, key, *dyn, static=split, **static)
+    if fa.is_nnx(model):
         if len(args) != 1:
             raise TypeError(
                 f"lsuv: an NNX model takes lsuv(model, x, ...); got {len(args)} positional "
@@ -779,9 +758,9 @@ def lsuv(
             )
         (x,) = args
         _check_batch(x)
-        graphdef, state = nnx.split(model)
-        params, report = _lsuv_nnx(state, x, key, *dyn, graphdef=_Static(graphdef), **static)
-        nnx.update(model, params)
+        split, state = fa.split_model(model)
+        params, report = _lsuv_pass(state, x, key, *dyn, static=split, **static)
+        fa.apply_params(model, params)
         return report
     raise TypeError(
         f"lsuv: model of type {type(model).__name__} is not a Flax module; pass a "

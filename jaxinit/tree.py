@@ -99,6 +99,25 @@ def _amount(value: Any, arg: str, fn: str) -> jax.Array:
     return out
 
 
+def _amounts(value: Any, arg: str, fn: str) -> Callable[[str], jax.Array]:
+    """``path -> amount``: one amount for every path, or one per path from a mapping."""
+    if isinstance(value, Mapping):
+        amounts = {p: _amount(v, f"{arg}[{p!r}]", fn) for p, v in value.items()}
+
+        def lookup(path: str) -> jax.Array:
+            if path not in amounts:
+                raise ValueError(
+                    f"{fn}: {arg} is a mapping with no entry for {path!r}, which where= "
+                    f"selects; give one for every selected parameter, e.g. "
+                    f"tree.{fn}(target, list({arg}s), {arg}s)."
+                )
+            return amounts[path]
+
+        return lookup
+    amount = _amount(value, arg, fn)
+    return lambda path: amount
+
+
 def _broadcast(amount: jax.Array, w: jax.Array, path: str, arg: str, fn: str) -> jax.Array:
     shape = tuple(np.shape(w))
     try:
@@ -198,7 +217,10 @@ def scale(target: Any, where: Where, factor: Any) -> Any:
       target: Linen variables or an NNX model.
       where: The parameters to scale (see :func:`paths`).
       factor: A scalar, or an array that broadcasts to the shape of every selected parameter
-        without enlarging it (e.g. shape ``(out,)`` for Dense kernels and biases).
+        without enlarging it (e.g. shape ``(out,)`` for Dense kernels and biases), or a
+        mapping from parameter path to such a factor, with an entry for every selected
+        parameter (one edit of many parameters with different factors:
+        ``tree.scale(variables, list(factors), factors)``).
 
     Returns:
       Linen: new variables (same mapping type; other collections are the same objects).
@@ -219,8 +241,8 @@ def scale(target: Any, where: Where, factor: Any) -> Any:
       >>> bool(jnp.allclose(grad(1.0), variables["params"]["kernel"].sum()))
       True
     """
-    f = _amount(factor, "factor", "scale")
-    return _edit(target, where, "scale", lambda p, w: w * _broadcast(f, w, p, "factor", "scale"))
+    f = _amounts(factor, "factor", "scale")
+    return _edit(target, where, "scale", lambda p, w: w * _broadcast(f(p), w, p, "factor", "scale"))
 
 
 @overload
@@ -234,7 +256,8 @@ def shift(target: Any, where: Where, delta: Any) -> Any:
     Args:
       target: Linen variables or an NNX model.
       where: The parameters to shift (see :func:`paths`).
-      delta: A scalar, or an array that broadcasts to every selected parameter's shape.
+      delta: A scalar, or an array that broadcasts to every selected parameter's shape, or a
+        mapping from parameter path to such a delta (an entry for every selected parameter).
 
     Returns:
       Linen: new variables. NNX: None (edited in place).
@@ -251,8 +274,8 @@ def shift(target: Any, where: Where, delta: Any) -> Any:
       >>> model.bias[...].tolist()
       [1.0, 2.0, 3.0]
     """
-    d = _amount(delta, "delta", "shift")
-    return _edit(target, where, "shift", lambda p, w: w + _broadcast(d, w, p, "delta", "shift"))
+    d = _amounts(delta, "delta", "shift")
+    return _edit(target, where, "shift", lambda p, w: w + _broadcast(d(p), w, p, "delta", "shift"))
 
 
 def path_key(key: jax.Array, path: str) -> jax.Array:

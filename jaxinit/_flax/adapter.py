@@ -41,11 +41,28 @@ __all__ = [
     "Adapter",
     "LinenAdapter",
     "NNXAdapter",
+    "Static",
     "adapter_for",
+    "apply_params",
+    "is_linen",
+    "is_nnx",
+    "merge_model",
     "natural_key",
+    "split_model",
+    "update_model",
 ]
 
 _DIGITS = re.compile(r"(\d+)")
+
+
+def is_linen(model: Any) -> bool:
+    """Whether ``model`` is a Flax linen module."""
+    return isinstance(model, nn.Module)
+
+
+def is_nnx(model: Any) -> bool:
+    """Whether ``model`` is a Flax NNX module."""
+    return isinstance(model, nnx.Module)
 
 
 def natural_key(path: str) -> tuple[tuple[Any, ...], ...]:
@@ -252,3 +269,72 @@ def adapter_for(target: Any, *, name: str = "target") -> Adapter:
         f"{name} is neither linen variables (a mapping with a 'params' collection) nor an NNX "
         f"model (an nnx.Module): {hint}."
     )
+
+
+# --------------------------------------------------------------------------------------------
+# a model as static structure + array state (for jit), one convention for linen and NNX
+
+
+class Static:
+    """The static half of :func:`split_model`, a ``jax.jit`` static argument: hashed by value
+    when the object allows (equal linen modules share a compiled program), else by identity
+    (e.g. ``nn.Sequential``, which holds a list)."""
+
+    def __init__(self, kind: str, obj: Any, frozen: bool = False):
+        self.kind, self.obj, self.frozen = kind, obj, frozen
+        try:
+            self._hash = hash((kind, obj, frozen))
+            self._by_value = True
+        except TypeError:
+            self._hash = hash((kind, id(obj), frozen))
+            self._by_value = False
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Static) or (self.kind, self.frozen, self._by_value) != (
+            other.kind,
+            other.frozen,
+            other._by_value,
+        ):
+            return False
+        if not self._by_value:
+            return self.obj is other.obj
+        try:
+            return type(self.obj) is type(other.obj) and bool(self.obj == other.obj)
+        except Exception:
+            return self.obj is other.obj
+
+
+def split_model(model: Any, variables: Any = None) -> tuple[Static, Any]:
+    """``(static, state)`` of a linen module with its variables (state: the variables as a
+    dict) or of an NNX model (``variables`` None; state: ``nnx.split``'s state)."""
+    if is_linen(model):
+        frozen = isinstance(variables, FrozenDict)
+        state = variables.unfreeze() if isinstance(variables, FrozenDict) else dict(variables)
+        return Static("linen", model, frozen), state
+    graphdef, state = nnx.split(model)
+    return Static("nnx", graphdef), state
+
+
+def merge_model(static: Static, state: Any) -> tuple[Any, Any]:
+    """The inverse of :func:`split_model`: ``(module, variables)`` for linen, ``(model,
+    None)`` for NNX (a new model object holding ``state``)."""
+    if static.kind == "linen":
+        return static.obj, state
+    return nnx.merge(static.obj, state), None
+
+
+def update_model(static: Static, model: Any, target: Any) -> Any:
+    """What a jitted pass returns after editing the :mod:`jaxinit.tree` ``target`` of a
+    merged model: linen, the variables (frozen again if they came frozen); NNX, the model's
+    parameter state, for :func:`apply_params` outside the jit."""
+    if static.kind == "linen":
+        return FrozenDict(target) if static.frozen else target
+    return nnx.state(model, nnx.Param)
+
+
+def apply_params(model: Any, params: Any) -> None:
+    """Write the parameter state returned by :func:`update_model` into an NNX model."""
+    nnx.update(model, params)

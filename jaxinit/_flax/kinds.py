@@ -37,11 +37,25 @@ from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
 import flax.linen as nn
+import numpy as np
 from flax import nnx
 
 from jaxinit._fans import compute_fans
 
-__all__ = ["KINDS", "LayerKind", "Weight", "einsum_weight", "kind_of", "weight_for"]
+__all__ = [
+    "KINDS",
+    "LayerKind",
+    "Weight",
+    "base_type",
+    "einsum_weight",
+    "has_bias",
+    "is_affine",
+    "kind_of",
+    "n_out_axes",
+    "own_param",
+    "owns_kernel",
+    "weight_for",
+]
 
 Axes = int | tuple[int, ...]
 
@@ -167,8 +181,7 @@ def kind_of(module: Any) -> LayerKind | None:
       >>> kind_of(MyDense).name, kind_of(nn.Conv(4, (3,))).name, kind_of(nn.relu)
       ('dense', 'conv', None)
     """
-    cls = module if isinstance(module, type) else type(module)
-    cls = getattr(cls, "_jaxinit_base", cls)  # probe's hooked NNX classes
+    cls = base_type(module)
     for base in getattr(cls, "__mro__", ()):
         for kind in KINDS.values():
             if base in kind.linen or base in kind.nnx:
@@ -233,3 +246,78 @@ def weight_for(module: Any, name: str) -> Weight | None:
             batch_axis=tuple(range(-ndim, -ndim + n_batch)),
         )
     return kind.params.get(name)
+
+
+# --------------------------------------------------------------------------------------------
+# properties of one module instance
+
+
+def base_type(module: Any) -> type:
+    """The class of ``module`` (or ``module`` itself if it is a class), before the probe's
+    hooked NNX subclass was swapped in."""
+    cls = module if isinstance(module, type) else type(module)
+    return getattr(cls, "_jaxinit_base", cls)
+
+
+def _linen_own_params(module: nn.Module) -> Mapping[str, Any]:
+    try:
+        params = module.variables.get("params", {})
+    except Exception:  # unbound module
+        return {}
+    return params if isinstance(params, Mapping) else {}
+
+
+def own_param(module: Any, name: str) -> Any:
+    """The array (or boxed array) of the parameter ``name`` that ``module`` (a bound linen
+    module or an NNX module) owns itself, or None."""
+    if isinstance(module, nn.Module):
+        v = _linen_own_params(module).get(name)
+        return None if v is None or isinstance(v, Mapping) else v
+    v = vars(module).get(name) if hasattr(module, "__dict__") else None
+    if isinstance(v, nnx.Variable):
+        value = v.get_value()
+        return None if value is None else value
+    return None
+
+
+def owns_kernel(module: Any) -> bool:
+    """Whether ``module`` (linen, bound; or NNX) owns a ``kernel`` parameter itself."""
+    return own_param(module, "kernel") is not None
+
+
+def has_bias(module: Any) -> bool:
+    """Whether ``module`` owns a ``bias`` parameter itself."""
+    return own_param(module, "bias") is not None
+
+
+def is_affine(module: Any) -> bool:
+    """Whether ``module`` is a layer of an ``affine`` kind (Dense/Linear,
+    DenseGeneral/LinearGeneral, Conv, ConvLocal, ConvTranspose, Einsum) that runs its library
+    ``__call__`` (a subclass that does not override it) and owns its kernel.
+
+    For such a layer, scaling the kernel and bias by ``s`` and adding ``c`` to the bias changes
+    the output ``y`` into exactly ``s * y + c``.
+    """
+    kind = kind_of(module)
+    if kind is None or not kind.affine:
+        return False
+    cls = base_type(module)
+    for base in cls.__mro__:
+        if base in kind.linen or base in kind.nnx:
+            return cls.__call__ is base.__call__ and owns_kernel(module)
+    return False
+
+
+def n_out_axes(module: Any) -> int:
+    """How many trailing axes of ``module``'s kernel are output axes: from the kind table
+    (DenseGeneral/LinearGeneral and Einsum read their configuration); 1 for layers outside it.
+    """
+    w = weight_for(module, "kernel")
+    if w is None:
+        return 1
+    axes = _tuple(w.out_axis)
+    ndim = np.ndim(own_param(module, "kernel")) if owns_kernel(module) else max(-min(axes), 1)
+    trailing = sorted(a % ndim for a in axes) if ndim else []
+    if trailing and trailing == list(range(ndim - len(trailing), ndim)):
+        return len(trailing)
+    return 1

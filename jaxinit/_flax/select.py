@@ -1,8 +1,11 @@
-"""The selection grammar for parameter paths (``where=`` of :mod:`jaxinit.tree`).
+"""The selection grammar: layers by module path (``select=`` of :mod:`jaxinit.probe`,
+:func:`jaxinit.lsuv`, :func:`jaxinit.measure`) and parameters by parameter path (``where=`` of
+:mod:`jaxinit.tree`).
 
-One grammar with :func:`jaxinit.probe.compile_select` (its pattern matching is imported,
-not copied): ``*`` matches within one ``"/"``-separated segment, ``?`` one character of a segment,
-``**`` any number of characters including ``/``, and ``**/`` zero or more leading segments.
+One glob language serves both: ``*`` matches within one ``"/"``-separated segment, ``?`` one
+character of a segment, ``**`` any number of characters including ``/``, and ``**/`` zero or
+more leading segments. ``select=None`` selects every layer owning a ``kernel`` parameter itself;
+``where=None`` every parameter.
 
 Layers are selected by their *module* path (``"Dense_0"``); parameters by their *parameter*
 path, the module path and the parameter name joined by ``"/"`` (``"Dense_0/kernel"``,
@@ -21,14 +24,95 @@ parameters of ``Dense_0``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jaxinit.probe import pattern_predicate
+from .kinds import owns_kernel
 
+Select = None | str | Sequence[str] | Callable[[str, Any], bool]
 Where = None | str | Sequence[str] | Callable[[str, Any], bool]
 
-__all__ = ["Where", "compile_where"]
+__all__ = [
+    "Select",
+    "Where",
+    "compile_select",
+    "compile_where",
+    "hashable_select",
+    "pattern_predicate",
+]
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif ch == "*":
+            out.append("[^/]*")
+            i += 1
+        elif ch == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(ch))
+            i += 1
+    return re.compile("".join(out))
+
+
+def pattern_predicate(patterns: object) -> Callable[[str, Any], bool] | None:
+    """A glob pattern or a sequence of them as a predicate ``(path, _) -> bool`` (any pattern
+    matching the whole path); None when ``patterns`` is neither."""
+    if isinstance(patterns, str):
+        rx = _glob_regex(patterns)
+        return lambda path, _: rx.fullmatch(path) is not None
+    if isinstance(patterns, Sequence) and all(isinstance(s, str) for s in patterns):
+        rxs = [_glob_regex(s) for s in patterns]
+        return lambda path, _: any(rx.fullmatch(path) for rx in rxs)
+    return None
+
+
+def compile_select(select: Select, *, name: str = "select") -> Callable[[str, Any], bool]:
+    """``select`` (see the module docstring) as a predicate ``(path, module) -> bool``.
+
+    Raises a TypeError naming ``name`` for anything else.
+
+    Example:
+      >>> from jaxinit._flax.select import compile_select
+      >>> sel = compile_select(["Dense_*", "**/conv"])
+      >>> [sel(p, None) for p in ("Dense_3", "Dense_3/x", "conv", "a/b/conv", "a/conv2")]
+      [True, False, True, True, False]
+    """
+    if select is None:
+        return lambda path, module: owns_kernel(module)
+    matches = pattern_predicate(select)
+    if matches is not None:
+        return matches
+    if callable(select):
+        return lambda path, module: bool(select(path, module))
+    raise TypeError(
+        f"{name}={select!r} is not supported; use None (every layer owning a kernel), a glob "
+        "pattern such as 'Dense_*' or '**/conv', a sequence of patterns, or a predicate "
+        "(path: str, module) -> bool."
+    )
+
+
+def hashable_select(select: Select) -> Select:
+    """``select`` with a sequence of patterns as a tuple, so that equal selections are equal
+    static arguments and share a compiled program (a list would be hashed by identity, or not
+    at all, and compile again on every call). Anything else is returned as is."""
+    if (
+        not isinstance(select, str | tuple)
+        and isinstance(select, Sequence)
+        and all(isinstance(s, str) for s in select)
+    ):
+        return tuple(select)
+    return select
 
 
 def compile_where(where: Where, *, name: str = "where") -> Callable[[str, Any], bool]:
