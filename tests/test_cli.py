@@ -5,7 +5,7 @@ import json
 import pytest
 from _data import require
 
-from jaxinit import cli
+from jaxinit.app import cli
 
 
 def test_demo_quick_writes_tables_and_figures(tmp_path, capsys, monkeypatch):
@@ -106,7 +106,8 @@ def test_compare_table_shows_overflowed_seeds_without_numpy_warnings():
     import jax.numpy as jnp
     from rich.console import Console
 
-    from jaxinit import analysis, report
+    from jaxinit import analysis
+    from jaxinit.app import report
 
     inf = float("inf")
     two = jnp.array([[1.0, inf], [1.0, 2.0]])
@@ -134,7 +135,7 @@ def test_histograms_of_a_deep_mlp_in_forward_order():
 
     import numpy as np
 
-    from jaxinit import plotting
+    from jaxinit.app import plotting
 
     args = argparse.Namespace(depth=13, width=8, seed=0, optimize=False)
     x = np.random.default_rng(0).standard_normal((16, 5)).astype(np.float32)

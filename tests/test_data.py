@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from _data import require
 
-from jaxinit import data
+from jaxinit.app import data
 
 
 def _idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:

@@ -1,11 +1,11 @@
-"""jaxinit.models: the ResNet's blocks per stage, the scanned MLP's layout."""
+"""jaxinit.app.models: the ResNet's blocks per stage, the scanned MLP's layout."""
 
 import jax
 import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from jaxinit import models
+from jaxinit.app import models
 
 X = jnp.ones((2, 8, 8, 3))
 

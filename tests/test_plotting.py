@@ -8,7 +8,7 @@ import jaxinit
 from jaxinit import analysis
 
 pytest.importorskip("matplotlib")
-from jaxinit import plotting
+from jaxinit.app import plotting
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 import jaxinit
-from jaxinit import analysis, report
+from jaxinit import analysis
+from jaxinit.app import report
 
 WIDTH = 80
 F32_MAX = float(np.finfo(np.float32).max)

@@ -1,0 +1,461 @@
+"""Built-in models, each in a linen and an NNX version, for LSUV, the analyses, the command line
+and the tests.
+
+| linen | NNX | what |
+| --- | --- | --- |
+| :class:`MLP` | :class:`NNXMLP` | ``depth`` x (Dense ``width`` + activation), optional head |
+| :class:`ConvNet` | :class:`NNXConvNet` | the convnet of fastai's init article: conv 3->32 k5 s2, \
+32->64 k3 s2, 64->128 k3 s2, 128->128 k3 s2, each + activation, global average pool, dense 10 |
+| :class:`ResNet` | :class:`NNXResNet` | a small ResNet (stem, three residual stages), with or \
+without BatchNorm |
+| :class:`TransformerBlock` | :class:`NNXTransformerBlock` | pre-LayerNorm self-attention + MLP, \
+both residual |
+
+Inputs are channels-last (``(batch, height, width, channels)``) for the convolutional models and
+``(batch, tokens, dim)`` for the transformer block; the MLP flattens all but the batch axis.
+``kernel_init`` defaults to Flax's default (LeCun normal). The linen models take ``train`` (the
+ResNet uses it for BatchNorm); for NNX use ``model.train()`` / ``model.eval()``.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from flax import nnx
+  >>> from jaxinit.models import MLP, NNXMLP
+  >>> x = jnp.ones((2, 16))
+  >>> MLP(depth=3, width=8).init(jax.random.key(0), x)["params"]["Dense_2"]["kernel"].shape
+  (8, 8)
+  >>> NNXMLP(16, depth=3, width=8, num_outputs=4, rngs=nnx.Rngs(0))(x).shape
+  (2, 4)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+from flax import nnx
+
+from .. import probe
+
+Activation = Callable[[jax.Array], jax.Array]
+_DEFAULT_INIT = jax.nn.initializers.lecun_normal()
+_FASTAI_CHANNELS = (32, 64, 128, 128)
+_FASTAI_KERNELS = (5, 3, 3, 3)
+
+__all__ = [
+    "MLP",
+    "NNXMLP",
+    "Activation",
+    "ConvNet",
+    "NNXConvNet",
+    "NNXResBlock",
+    "NNXResNet",
+    "NNXTransformerBlock",
+    "ResBlock",
+    "ResNet",
+    "TransformerBlock",
+]
+
+
+def _check_int(name: str, arg: str, value: Any, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name}: {arg}={value!r} must be an int >= {least}.")
+    return value
+
+
+def _check_channels(name: str, channels: Sequence[int], kernels: Sequence[int]) -> None:
+    if len(channels) != len(kernels):
+        raise ValueError(
+            f"{name}: channels={tuple(channels)} and kernel_sizes={tuple(kernels)} must have the "
+            "same length (one kernel size per conv layer)."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# linen
+
+
+class _ScanLayer(nn.Module):
+    """One Dense + activation step of :class:`MLP`'s ``nn.scan`` (carry in, carry out)."""
+
+    width: int
+    activation: Activation
+    kernel_init: Callable[..., Any]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
+        return self.activation(
+            nn.Dense(self.width, kernel_init=self.kernel_init, name="dense")(x)
+        ), None
+
+
+class MLP(nn.Module):
+    """``depth`` x (Dense(``width``) + ``activation``), then Dense(``num_outputs``) if given.
+
+    Layers are named ``Dense_0`` ... ``Dense_{depth-1}`` and ``head``. With ``scan=True``
+    layers 2 to ``depth`` are one ``nn.scan`` over a Dense + activation body named
+    ``layers/dense`` (parameters stacked on a leading axis of ``depth - 1``): XLA compiles
+    the body once, so compile time does not grow with depth. The scan carries
+    :data:`jaxinit.probe.COLLECTION`, so :func:`jaxinit.layer_stats` reports every
+    iteration (``layers/dense[0]`` ... ``layers/dense[depth-2]``).
+    """
+
+    depth: int = 50
+    width: int = 512
+    activation: Activation = nn.relu
+    kernel_init: Callable[..., Any] = _DEFAULT_INIT
+    num_outputs: int | None = None
+    scan: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        _check_int("MLP", "depth", self.depth, 1)
+        _check_int("MLP", "width", self.width, 1)
+        x = x.reshape((x.shape[0], -1))
+        unrolled = 1 if self.scan else self.depth
+        for i in range(unrolled):
+            x = self.activation(
+                nn.Dense(self.width, kernel_init=self.kernel_init, name=f"Dense_{i}")(x)
+            )
+        if self.scan and self.depth > 1:
+            stack = nn.scan(
+                _ScanLayer,
+                variable_axes={"params": 0, probe.COLLECTION: 0},
+                split_rngs={"params": True},
+                length=self.depth - 1,
+            )
+            x, _ = stack(self.width, self.activation, self.kernel_init, name="layers")(x, None)
+        if self.num_outputs is not None:
+            x = nn.Dense(self.num_outputs, kernel_init=self.kernel_init, name="head")(x)
+        return x
+
+
+class ConvNet(nn.Module):
+    """fastai's init-article convnet: stride-2 convs (padding ``k // 2``) + activation, global
+    average pool, Dense(``num_classes``). Layers ``conv0`` ... ``conv3``, ``head``."""
+
+    num_classes: int = 10
+    channels: Sequence[int] = _FASTAI_CHANNELS
+    kernel_sizes: Sequence[int] = _FASTAI_KERNELS
+    activation: Activation = nn.relu
+    kernel_init: Callable[..., Any] = _DEFAULT_INIT
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        _check_channels("ConvNet", self.channels, self.kernel_sizes)
+        for i, (c, k) in enumerate(zip(self.channels, self.kernel_sizes, strict=True)):
+            conv = nn.Conv(
+                c, (k, k), strides=2, padding=k // 2, kernel_init=self.kernel_init, name=f"conv{i}"
+            )
+            x = self.activation(conv(x))
+        x = x.mean(axis=(1, 2))
+        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="head")(x)
+
+
+class ResBlock(nn.Module):
+    """conv3x3 [BN] act conv3x3 [BN], plus the input (1x1 conv projection when the shape
+    changes), then act."""
+
+    features: int
+    strides: int = 1
+    batch_norm: bool = False
+    activation: Activation = nn.relu
+    kernel_init: Callable[..., Any] = _DEFAULT_INIT
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        def conv(f, k, s, name):
+            return nn.Conv(
+                f,
+                (k, k),
+                strides=s,
+                padding=k // 2,
+                kernel_init=self.kernel_init,
+                use_bias=not self.batch_norm,
+                name=name,
+            )
+
+        def norm(name):
+            if not self.batch_norm:
+                return lambda y: y
+            return nn.BatchNorm(use_running_average=not train, name=name)
+
+        y = self.activation(norm("bn1")(conv(self.features, 3, self.strides, "conv1")(x)))
+        y = norm("bn2")(conv(self.features, 3, 1, "conv2")(y))
+        if x.shape[-1] != self.features or self.strides != 1:
+            x = norm("bn_proj")(conv(self.features, 1, self.strides, "proj")(x))
+        return self.activation(y + x)
+
+
+def _stages(widths: Sequence[int], blocks: int) -> list[tuple[str, int, int, int]]:
+    """(name, input width, width, stride) of every residual block: ``blocks`` per stage, the
+    first of each stage after the first with stride 2. Named ``block{stage}`` with one block
+    per stage, else ``stage{stage}_block{b}``."""
+    _check_int("ResNet", "blocks", blocks, 1)
+    out, prev = [], widths[0]
+    for i, w in enumerate(widths):
+        for b in range(blocks):
+            name = f"block{i}" if blocks == 1 else f"stage{i}_block{b}"
+            out.append((name, prev, w, 2 if i > 0 and b == 0 else 1))
+            prev = w
+    return out
+
+
+class ResNet(nn.Module):
+    """A small ResNet: stem conv3x3(``widths[0]``), ``blocks`` :class:`ResBlock` per stage
+    (the first of each stage from the second on with stride 2; depth ``2 + 6 * blocks`` for
+    three stages), global average pool, Dense(``num_classes``). With ``batch_norm=True``
+    every conv is followed by BatchNorm (and has no bias). Blocks are named ``block0`` ...
+    with one block per stage, else ``stage{i}_block{b}``."""
+
+    num_classes: int = 10
+    widths: Sequence[int] = (16, 32, 64)
+    batch_norm: bool = False
+    activation: Activation = nn.relu
+    kernel_init: Callable[..., Any] = _DEFAULT_INIT
+    blocks: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = nn.Conv(
+            self.widths[0],
+            (3, 3),
+            padding=1,
+            kernel_init=self.kernel_init,
+            use_bias=not self.batch_norm,
+            name="stem",
+        )(x)
+        if self.batch_norm:
+            x = nn.BatchNorm(use_running_average=not train, name="stem_bn")(x)
+        x = self.activation(x)
+        for name, _, w, stride in _stages(self.widths, self.blocks):
+            x = ResBlock(w, stride, self.batch_norm, self.activation, self.kernel_init, name=name)(
+                x, train
+            )
+        x = x.mean(axis=(1, 2))
+        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="head")(x)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm transformer block on ``(batch, tokens, dim)``: ``x + MHA(LN(x))``, then
+    ``x + Dense(dim)(act(Dense(mlp_ratio * dim)(LN(x))))``. Attention is
+    ``nn.MultiHeadDotProductAttention`` (query/key/value/out are DenseGeneral)."""
+
+    dim: int = 64
+    num_heads: int = 4
+    mlp_ratio: int = 4
+    activation: Activation = nn.gelu
+    kernel_init: Callable[..., Any] = _DEFAULT_INIT
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        h = nn.LayerNorm(name="ln1")(x)
+        h = nn.MultiHeadDotProductAttention(
+            self.num_heads, qkv_features=self.dim, kernel_init=self.kernel_init, name="attn"
+        )(h)
+        x = x + h
+        h = nn.LayerNorm(name="ln2")(x)
+        h = self.activation(
+            nn.Dense(self.mlp_ratio * self.dim, kernel_init=self.kernel_init, name="mlp_in")(h)
+        )
+        return x + nn.Dense(self.dim, kernel_init=self.kernel_init, name="mlp_out")(h)
+
+
+# --------------------------------------------------------------------------------------------
+# NNX
+
+
+class NNXMLP(nnx.Module):
+    """NNX version of :class:`MLP`; layers ``layers/0`` ... and ``head``."""
+
+    def __init__(
+        self,
+        in_features: int,
+        depth: int = 50,
+        width: int = 512,
+        activation: Activation = nnx.relu,
+        kernel_init: Callable[..., Any] = _DEFAULT_INIT,
+        num_outputs: int | None = None,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        _check_int("NNXMLP", "depth", depth, 1)
+        _check_int("NNXMLP", "width", width, 1)
+        sizes = [in_features] + [width] * depth
+        self.layers = nnx.List(
+            [
+                nnx.Linear(a, b, kernel_init=kernel_init, rngs=rngs)
+                for a, b in itertools.pairwise(sizes)
+            ]
+        )
+        self.head = (
+            nnx.Linear(width, num_outputs, kernel_init=kernel_init, rngs=rngs)
+            if num_outputs is not None
+            else None
+        )
+        self.activation = activation
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.reshape((x.shape[0], -1))
+        for layer in self.layers:
+            x = self.activation(layer(x))
+        return x if self.head is None else self.head(x)
+
+
+class NNXConvNet(nnx.Module):
+    """NNX version of :class:`ConvNet`; layers ``convs/0`` ... ``convs/3`` and ``head``."""
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        channels: Sequence[int] = _FASTAI_CHANNELS,
+        kernel_sizes: Sequence[int] = _FASTAI_KERNELS,
+        activation: Activation = nnx.relu,
+        kernel_init: Callable[..., Any] = _DEFAULT_INIT,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        _check_channels("NNXConvNet", channels, kernel_sizes)
+        ins = [in_channels, *channels[:-1]]
+        self.convs = nnx.List(
+            [
+                nnx.Conv(
+                    a, b, (k, k), strides=2, padding=k // 2, kernel_init=kernel_init, rngs=rngs
+                )
+                for a, b, k in zip(ins, channels, kernel_sizes, strict=True)
+            ]
+        )
+        self.head = nnx.Linear(channels[-1], num_classes, kernel_init=kernel_init, rngs=rngs)
+        self.activation = activation
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for conv in self.convs:
+            x = self.activation(conv(x))
+        return self.head(x.mean(axis=(1, 2)))
+
+
+class _Identity(nnx.Module):
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x
+
+
+class NNXResBlock(nnx.Module):
+    """NNX version of :class:`ResBlock`."""
+
+    def __init__(
+        self,
+        in_features: int,
+        features: int,
+        strides: int = 1,
+        batch_norm: bool = False,
+        activation: Activation = nnx.relu,
+        kernel_init: Callable[..., Any] = _DEFAULT_INIT,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        def conv(a, b, k, s):
+            return nnx.Conv(
+                a,
+                b,
+                (k, k),
+                strides=s,
+                padding=k // 2,
+                kernel_init=kernel_init,
+                use_bias=not batch_norm,
+                rngs=rngs,
+            )
+
+        def norm(n):
+            return nnx.BatchNorm(n, rngs=rngs) if batch_norm else _Identity()
+
+        self.conv1 = conv(in_features, features, 3, strides)
+        self.bn1 = norm(features)
+        self.conv2 = conv(features, features, 3, 1)
+        self.bn2 = norm(features)
+        if in_features != features or strides != 1:
+            self.proj = conv(in_features, features, 1, strides)
+            self.bn_proj = norm(features)
+        else:
+            self.proj = None
+            self.bn_proj = None
+        self.activation = activation
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.activation(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        if self.proj is not None and self.bn_proj is not None:
+            x = self.bn_proj(self.proj(x))
+        return self.activation(y + x)
+
+
+class NNXResNet(nnx.Module):
+    """NNX version of :class:`ResNet` (blocks in the list ``blocks``); ``model.train()`` /
+    ``model.eval()`` switch BatchNorm."""
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        widths: Sequence[int] = (16, 32, 64),
+        batch_norm: bool = False,
+        activation: Activation = nnx.relu,
+        kernel_init: Callable[..., Any] = _DEFAULT_INIT,
+        blocks: int = 1,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.stem = nnx.Conv(
+            in_channels,
+            widths[0],
+            (3, 3),
+            padding=1,
+            kernel_init=kernel_init,
+            use_bias=not batch_norm,
+            rngs=rngs,
+        )
+        self.stem_bn = nnx.BatchNorm(widths[0], rngs=rngs) if batch_norm else _Identity()
+        self.blocks = nnx.List(
+            [
+                NNXResBlock(a, b, stride, batch_norm, activation, kernel_init, rngs=rngs)
+                for _, a, b, stride in _stages(widths, blocks)
+            ]
+        )
+        self.head = nnx.Linear(widths[-1], num_classes, kernel_init=kernel_init, rngs=rngs)
+        self.activation = activation
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.activation(self.stem_bn(self.stem(x)))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.mean(axis=(1, 2)))
+
+
+class NNXTransformerBlock(nnx.Module):
+    """NNX version of :class:`TransformerBlock` (``nnx.MultiHeadAttention``, whose
+    query/key/value/out are LinearGeneral)."""
+
+    def __init__(
+        self,
+        dim: int = 64,
+        num_heads: int = 4,
+        mlp_ratio: int = 4,
+        activation: Activation = nnx.gelu,
+        kernel_init: Callable[..., Any] = _DEFAULT_INIT,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.ln1 = nnx.LayerNorm(dim, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(
+            num_heads, dim, qkv_features=dim, kernel_init=kernel_init, decode=False, rngs=rngs
+        )
+        self.ln2 = nnx.LayerNorm(dim, rngs=rngs)
+        self.mlp_in = nnx.Linear(dim, mlp_ratio * dim, kernel_init=kernel_init, rngs=rngs)
+        self.mlp_out = nnx.Linear(mlp_ratio * dim, dim, kernel_init=kernel_init, rngs=rngs)
+        self.activation = activation
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp_out(self.activation(self.mlp_in(self.ln2(x))))

@@ -1,0 +1,361 @@
+"""Figures (matplotlib, the optional ``plot`` extra): per-layer statistics with seed bands,
+measured beside predicted, and per-layer activation histograms. PNG files.
+
+A thin layer over :class:`jaxinit.LayerStats`, :class:`jaxinit.Prediction` and
+:func:`jaxinit.layer_outputs`; it uses matplotlib's object API (no pyplot state) and the Agg
+canvas, so it works without a display and inside tests.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..analysis import Band, LayerStats
+from ..meanfield import Prediction
+
+try:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "jaxinit.app.plotting needs matplotlib: pip install matplotlib (or jaxinit[plot])."
+    ) from err
+
+__all__ = [
+    "OFF_SCALE",
+    "histograms_figure",
+    "layer_stats_figure",
+    "plot_histograms",
+    "plot_layer_stats",
+]
+
+
+OFF_SCALE = 100.0
+"""On the mean panel, an initializer whose largest |mean| exceeds this many times the typical
+layer std (the lower median over initializers of each one's largest std) is drawn off scale:
+up to the layer where it leaves the range of the others, marked there."""
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=fig.dpi, bbox_inches="tight")
+    return path
+
+
+def _finite(values) -> np.ndarray:
+    """float64 copy with inf/NaN as NaN (gaps in lines; matplotlib draws NaN as nothing)."""
+    v = np.array(values, np.float64)
+    v[~np.isfinite(v)] = np.nan
+    return v
+
+
+def _largest(*arrays) -> float:
+    """The largest finite |value| (0 if none)."""
+    v = np.abs(np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in arrays]))
+    v = v[np.isfinite(v)]
+    return float(v.max()) if v.size else 0.0
+
+
+def _off_scale(summaries: Mapping[str, Mapping[str, Band]]) -> list[str]:
+    """Labels whose mean panel values exceed :data:`OFF_SCALE` x the typical layer std."""
+    stds = sorted(_largest(s["std"].mean, s["std"].hi) for s in summaries.values())
+    stds = [v for v in stds if v > 0]
+    if len(summaries) < 2 or not stds:
+        return []
+    typical = stds[(len(stds) - 1) // 2]
+    return [
+        label
+        for label, s in summaries.items()
+        if _largest(s["mean"].mean, s["mean"].lo, s["mean"].hi) > OFF_SCALE * typical
+    ]
+
+
+def _mark(ax, x: float, top: bool, marker: str, color: str) -> None:
+    """A marker on the top (or bottom) edge of ``ax`` at data ``x``."""
+    ax.plot(
+        [x],
+        [1.0 if top else 0.0],
+        marker=marker,
+        ms=7,
+        mew=2,
+        color=color,
+        ls="none",
+        transform=ax.get_xaxis_transform(),
+        clip_on=False,
+        zorder=5,
+    )
+
+
+def _series(ax, layers: np.ndarray, band: Band, color: str) -> bool:
+    """The seed-mean line and band up to the last finite layer; an ``x`` on the top edge at
+    the first non-finite layer. Returns whether there was one."""
+    centre, lo, hi = _finite(band.mean), _finite(band.lo), _finite(band.hi)
+    ax.plot(layers, centre, color=color, lw=1.6)
+    ok = ~(np.isnan(centre) | np.isnan(lo) | np.isnan(hi))
+    ax.fill_between(layers, lo, hi, where=ok, color=color, alpha=0.2, lw=0)
+    bad = np.flatnonzero(np.isnan(centre))
+    if bad.size:
+        _mark(ax, float(layers[bad[0]]), True, "x", color)
+    return bool(bad.size)
+
+
+def _off_scale_series(ax, layers: np.ndarray, band: Band, color: str) -> tuple[int, bool]:
+    """The seed-mean line of an off-scale series, up to the first layer outside the axes'
+    current y-range (or non-finite), marked there with a triangle (or an ``x``). Returns the
+    index of that layer and whether it is non-finite."""
+    low, high = ax.get_ylim()
+    centre = np.array(band.mean, np.float64)
+    finite = np.isfinite(centre)
+    out = np.flatnonzero(~finite | (centre < low) | (centre > high))
+    k = int(out[0]) if out.size else len(centre)
+    y = _finite(centre)
+    ax.plot(layers[: k + 1], y[: k + 1], color=color, lw=1.6)
+    if k < len(centre):
+        if finite[k]:
+            _mark(
+                ax,
+                float(layers[k]),
+                bool(centre[k] > high),
+                "^" if centre[k] > high else "v",
+                color,
+            )
+        else:
+            _mark(ax, float(layers[k]), True, "x", color)
+    return k, bool(k < len(centre) and not finite[k])
+
+
+def layer_stats_figure(
+    results: Mapping[str, LayerStats] | LayerStats,
+    *,
+    predicted: Mapping[str, Prediction] | Prediction | None = None,
+    title: str | None = None,
+    level: float = 0.95,
+    log_std: bool | None = None,
+) -> Figure:
+    """The figure that :func:`plot_layer_stats` saves (same arguments, less ``path``).
+
+    Returns:
+      A matplotlib ``Figure`` on an Agg canvas: one Axes per panel (mean, std, and gradient
+      std if measured), the legend in ``fig.legends``.
+    """
+    if isinstance(results, LayerStats):
+        results = {"": results}
+    if isinstance(predicted, Prediction):
+        predicted = {next(iter(results)): predicted}
+    predicted = dict(predicted or {})
+    panels = ["mean", "std"] + (
+        ["grad_std"] if any(r.grad_std is not None for r in results.values()) else []
+    )
+    fig = Figure(figsize=(4.2 * len(panels), 3.9), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = dict(zip(panels, fig.subplots(1, len(panels), squeeze=False)[0], strict=True))
+    summaries = {label: st.summary(level) for label, st in results.items()}
+    colors = {label: f"C{i % 10}" for i, label in enumerate(results)}
+    off = _off_scale(summaries)
+    overflow = False
+    for field, ax in axes.items():
+        for label, st in results.items():
+            if field in summaries[label] and not (field == "mean" and label in off):
+                layers = np.arange(1, len(st.names) + 1)
+                overflow |= _series(ax, layers, summaries[label][field], colors[label])
+    for label, pred in predicted.items():
+        st, color = results[label], colors[label]
+        n = min(len(pred.std), len(st.names))
+        layers = np.arange(1, n + 1)
+        axes["std"].plot(layers, _finite(pred.std[:n]), "--", color=color, lw=1.2)
+        if "grad_std" in axes and st.grad_std is not None and n:
+            last = float(np.mean(np.asarray(st.grad_std, np.float64)[:, n - 1]))
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                rel = np.asarray(pred.grad_std[:n], np.float64) / float(pred.grad_std[n - 1])
+            if math.isfinite(last) and last > 0:  # else: no measured anchor, no dashed line
+                axes["grad_std"].plot(layers, _finite(rel * last), "--", color=color, lw=1.2)
+    notes = []
+    if off:
+        ax = axes["mean"]
+        ax.set_ylim(ax.get_ylim())  # the range of the other initializers
+        for label in off:
+            layers = np.arange(1, len(results[label].names) + 1)
+            k, nonfinite = _off_scale_series(ax, layers, summaries[label]["mean"], colors[label])
+            overflow |= nonfinite
+            if not nonfinite and k < len(layers):
+                band = summaries[label]["mean"]
+                top = _largest(band.mean, band.lo, band.hi)
+                notes.append(f"{label} off scale from layer {k + 1} (|mean| to {top:.1g})")
+    titles = {
+        "mean": "mean of layer output",
+        "std": "std of layer output",
+        "grad_std": "std of d loss / d output",
+    }
+    for field, ax in axes.items():
+        ax.set_title(titles[field], fontsize=10, pad=9)  # room for edge markers
+        ax.set_xlabel("layer" if field != "mean" or not notes else "layer\n" + "\n".join(notes))
+        ax.grid(alpha=0.3)
+        if field != "mean":
+            values = np.concatenate(
+                [
+                    np.ravel(getattr(r, field))
+                    for r in results.values()
+                    if getattr(r, field) is not None
+                ]
+            )
+            values = values[np.isfinite(values) & (values > 0)]
+            use_log = log_std
+            if use_log is None:
+                use_log = values.size > 0 and values.max() / values.min() > 100
+            if use_log:
+                ax.set_yscale("log")
+    handles = _legend_handles(results, colors, bool(predicted), overflow, bool(off))
+    if len(handles) > 1:  # below the panels, covering none of them
+        fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
+    seeds = {r.seeds for r in results.values()}
+    band = f"bands: central {100 * level:g}% of {'/'.join(map(str, sorted(seeds)))} seeds"
+    fig.suptitle(f"{title}  ({band})" if title else band, fontsize=11)
+    return fig
+
+
+def _legend_handles(results, colors, predicted: bool, overflow: bool, off: bool) -> list:
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], color=colors[label], lw=1.6, label=label or "measured") for label in results
+    ]
+    if predicted:
+        handles.append(Line2D([], [], color="0.35", ls="--", lw=1.2, label="predicted"))
+    if overflow:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="0.35",
+                marker="x",
+                mew=2,
+                ls="none",
+                label="first layer with inf/NaN (float32 overflow)",
+            )
+        )
+    if off:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="0.35",
+                marker="^",
+                ls="none",
+                label="mean off scale from here (▲ above, ▼ below)",
+            )
+        )
+    return handles
+
+
+def plot_layer_stats(
+    results: Mapping[str, LayerStats] | LayerStats,
+    path: str | os.PathLike,
+    *,
+    predicted: Mapping[str, Prediction] | Prediction | None = None,
+    title: str | None = None,
+    level: float = 0.95,
+    log_std: bool | None = None,
+) -> Path:
+    """Per-layer mean, std and gradient std over seeds, one line + band per initializer.
+
+    Overflowed seeds do not hide the others: a line stops at the first layer where its seed
+    mean is inf/NaN, marked ``x`` on the panel's top edge; on the mean panel an initializer far
+    off the others' scale (see :data:`OFF_SCALE`) is drawn up to where it leaves their range,
+    marked with a triangle and named under the panel. The legend sits below the panels.
+
+    Args:
+      results: ``{label: LayerStats}`` (or one LayerStats), all for the same layers.
+      path: PNG file to write (directories are created).
+      predicted: ``{label: Prediction}`` drawn dashed on the std panel (and, relative to
+        the measured last layer, on the gradient panel).
+      title: Figure title.
+      level: Coverage of the seed band (quantiles of the per-seed values).
+      log_std: Log scale for the std panels; default: when values span over 100x.
+
+    Returns:
+      The path written.
+    """
+    fig = layer_stats_figure(
+        results, predicted=predicted, title=title, level=level, log_std=log_std
+    )
+    return _save(fig, path)
+
+
+def histograms_figure(
+    outputs: Mapping[str, np.ndarray],
+    *,
+    layers: Sequence[str] | int = 8,
+    bins: int = 60,
+    title: str | None = None,
+) -> Figure:
+    """The figure that :func:`plot_histograms` saves (same arguments, less ``path``).
+
+    Returns:
+      A matplotlib ``Figure`` on an Agg canvas; its visible Axes are the chosen layers in
+      order, each titled with the layer's path.
+    """
+    names = list(outputs)
+    if isinstance(layers, int):
+        k = max(1, min(layers, len(names)))
+        idx = np.unique(np.round(np.linspace(0, len(names) - 1, k)).astype(int))
+        chosen = [names[i] for i in idx]
+    else:
+        unknown = [n for n in layers if n not in outputs]
+        if unknown:
+            raise ValueError(f"plot_histograms: layers {unknown} not in outputs {names}.")
+        chosen = list(layers)
+    cols = min(4, len(chosen))
+    rows = math.ceil(len(chosen) / cols)
+    fig = Figure(figsize=(3.2 * cols, 2.4 * rows), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, name in zip(axes, chosen, strict=False):
+        v = np.asarray(outputs[name], np.float64).ravel()
+        bad = int(np.count_nonzero(~np.isfinite(v)))
+        v = v[np.isfinite(v)]
+        if v.size:  # one filled step artist per panel (ax.hist draws a patch per bin)
+            counts, edges = np.histogram(v, bins=bins)
+            ax.stairs(counts, edges, fill=True, color="C0", alpha=0.85)
+            line = f"mean {v.mean():.3g}, std {v.std():.3g}"
+            if bad:
+                line += f"; {bad} inf/NaN left out"
+        else:
+            line = f"all {bad} values inf/NaN"
+            ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(f"{name}\n{line}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(chosen) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def plot_histograms(
+    outputs: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    *,
+    layers: Sequence[str] | int = 8,
+    bins: int = 60,
+    title: str | None = None,
+) -> Path:
+    """Histograms of layer outputs (one panel per layer), e.g. from
+    :func:`jaxinit.layer_outputs`, in the mapping's order.
+
+    Args:
+      outputs: ``{path: array}`` in forward order (panels follow the mapping's order).
+      path: PNG file to write.
+      layers: Paths to show, or how many, spread evenly from first to last.
+      bins: Histogram bins.
+      title: Figure title.
+
+    Returns:
+      The path written.
+    """
+    return _save(histograms_figure(outputs, layers=layers, bins=bins, title=title), path)
