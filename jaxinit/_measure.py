@@ -19,7 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import probe
+from ._flax import adapter as fa
+from ._flax.probe import LayerCall, intercept
+from ._flax.select import Select, compile_select, hashable_select
 
 Stat = Callable[[jax.Array], jax.Array]
 
@@ -173,7 +175,7 @@ def record_pass(
     x: Any,
     stat_fns: Mapping[str, Stat],
     *,
-    select: probe.Select,
+    select: Select,
     eps: Mapping[str, jax.Array] | None,
     apply_kwargs: Mapping[str, Any],
 ) -> tuple[Any, dict[str, dict[str, jax.Array]]]:
@@ -182,7 +184,7 @@ def record_pass(
     added to that layer's output. Returns ``(model output, {path: {name: value}})``."""
     out_fns, in_fns, _ = _split(stat_fns)
 
-    def on_call(call: probe.LayerCall):
+    def on_call(call: LayerCall):
         y = call()
         if call.first:
             yf = _float(y)
@@ -194,13 +196,13 @@ def record_pass(
                 y = y + call.input().astype(y.dtype)
         return y
 
-    return probe.intercept(
+    return intercept(
         model, variables, x, on_call, select=select, slots=True, inputs=eps, **apply_kwargs
     )
 
 
 def output_structure(
-    model: Any, variables: Any, x: Any, *, select: probe.Select, apply_kwargs: Mapping[str, Any]
+    model: Any, variables: Any, x: Any, *, select: Select, apply_kwargs: Mapping[str, Any]
 ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], Any]]:
     """``{path: (stack shape, output shape, dtype)}`` of the selected layers, in forward order,
     from a shape-only pass (``jax.eval_shape``: nothing runs). The stack shape is ``()``, or
@@ -208,16 +210,14 @@ def output_structure(
     found: dict[str, tuple[tuple[int, ...], Any]] = {}
 
     def go(variables, x):
-        def on_call(call: probe.LayerCall):
+        def on_call(call: LayerCall):
             y = call()
             if call.first:
                 found.setdefault(call.path, (tuple(y.shape), np.dtype(y.dtype)))
                 call.store(jnp.zeros((), jnp.float32))
             return y
 
-        return probe.intercept(
-            model, variables, x, on_call, select=select, slots=True, **apply_kwargs
-        )[1]
+        return intercept(model, variables, x, on_call, select=select, slots=True, **apply_kwargs)[1]
 
     stored = jax.eval_shape(go, variables, x)
     return {p: (tuple(stored[p].shape), shape, dtype) for p, (shape, dtype) in found.items()}
@@ -236,7 +236,7 @@ def measure(
     model: Any,
     *args: Any,
     stats: Sequence[str | tuple[str, Stat]] | Mapping[str, Stat] = ("mean", "std"),
-    select: probe.Select = None,
+    select: Select = None,
     labels: jax.Array | None = None,
     loss: Callable[[Any, jax.Array | None], jax.Array] | None = None,
     **apply_kwargs: Any,
@@ -285,14 +285,14 @@ def measure(
       >>> m.layers["Dense_2"]["std"].shape, m.loss.shape
       ((), ())
     """
-    if probe.is_linen(model):
+    if fa.is_linen(model):
         if len(args) != 2:
             raise TypeError(
                 "measure: a linen module takes (module, variables, x); got "
                 f"{1 + len(args)} positional arguments."
             )
         variables, x = args
-    elif probe.is_nnx(model):
+    elif fa.is_nnx(model):
         if len(args) != 1:
             raise TypeError(
                 f"measure: an NNX model takes (model, x); got {1 + len(args)} positional "
@@ -308,8 +308,8 @@ def measure(
     if loss is not None and not callable(loss):
         raise TypeError(f"measure: loss={loss!r} must be a callable (output, labels) -> scalar.")
     stat_fns = resolve_stats(stats)
-    probe.compile_select(select, name="measure: select")
-    select = probe.hashable_select(select)
+    compile_select(select, name="measure: select")
+    select = hashable_select(select)
     structure = output_structure(model, variables, x, select=select, apply_kwargs=apply_kwargs)
     if not structure:
         raise ValueError(
@@ -335,7 +335,7 @@ def run(
     x: Any,
     stat_fns: Mapping[str, Stat],
     *,
-    select: probe.Select,
+    select: Select,
     labels: jax.Array | None,
     loss: Callable[[Any, jax.Array | None], jax.Array] | None,
     apply_kwargs: Mapping[str, Any],

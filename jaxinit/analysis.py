@@ -6,20 +6,25 @@ import functools
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import _measure, probe
+from . import _measure
+from ._flax import adapter as fa
+from ._flax.probe import capture
+from ._flax.select import hashable_select
 from .meanfield import Prediction as Prediction
 from .meanfield import critical_sigma_w as critical_sigma_w
 from .meanfield import predict as predict
+
+if TYPE_CHECKING:
+    import flax.linen as nn
+    from flax import nnx
 
 _AUTO_CHUNK_BYTES = 256 * 2**20
 # On CPU a chunk whose per-layer working set (kernels + outputs of the chunk's seeds) stays
@@ -167,9 +172,9 @@ def _base_key(key: jax.Array | int) -> jax.Array:
 
 
 def _kind(model: Any) -> str:
-    if isinstance(model, nn.Module):
+    if fa.is_linen(model):
         return "linen"
-    if isinstance(model, nnx.Module):
+    if fa.is_nnx(model):
         raise TypeError(
             "layer_stats: pass an NNX model as a constructor key -> model, e.g. "
             "`lambda key: MLP(rngs=nnx.Rngs(key))`, so that each seed builds its own "
@@ -268,7 +273,7 @@ def _structure(
                 model, variables, x, select=spec.select, apply_kwargs=dict(spec.apply_kwargs)
             )
         )
-        return variables if spec.kind == "linen" else nnx.state(model)
+        return variables if spec.kind == "linen" else fa.split_model(model)[1]
 
     params = jax.eval_shape(go, key, x)
     nbytes = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(params))
@@ -544,7 +549,7 @@ def layer_stats(
     spec = _Spec(
         model,
         kind,
-        probe.hashable_select(select),
+        hashable_select(select),
         loss,
         bool(grads),
         None,
@@ -622,7 +627,7 @@ def layer_outputs(
     spec = _Spec(
         model,
         kind,
-        probe.hashable_select(select),
+        hashable_select(select),
         None,
         False,
         None,
@@ -638,7 +643,7 @@ def layer_outputs(
 
     def run(k, x):
         m, variables = _build(spec, k, x)
-        outs = probe.capture(m, variables, x, select=select, **dict(spec.apply_kwargs))[1]
+        outs = capture(m, variables, x, select=select, **dict(spec.apply_kwargs))[1]
         order[:] = outs
         return tuple(outs.values())
 

@@ -366,6 +366,8 @@ class _Pass:
                 "sublayer that feeds its output, so select one or the other."
             )
         if not call.first:  # a shared layer called again: run it with the parameters found
+            if self.o is None:  # planning: nothing was normalized
+                return call()
             layer = self.by_path[call.path]
             g, c = call.load()[:2]
             if layer.affine:

@@ -42,16 +42,18 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Mapping
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from jax.core import Tracer
 
 from ._flax.adapter import Adapter, adapter_for
 from ._flax.select import Where, compile_where
+
+if TYPE_CHECKING:
+    from flax import nnx
 
 __all__ = ["get", "path_key", "paths", "reinit", "scale", "shift", "zero"]
 
