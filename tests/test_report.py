@@ -4,6 +4,7 @@ meets: tiny, huge (1e21) and overflowed (inf/NaN) seeds."""
 import io
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -166,3 +167,63 @@ def test_nonfinite_cells():
     assert report._pm(float("inf"), 0.0, float("inf")) == "inf"
     assert report._pm(float("nan"), float("nan"), float("nan")) == "nan"
     assert report._pm(-float("inf"), -float("inf"), 1.0) == "-inf"
+
+
+@pytest.fixture(scope="module")
+def extra_stats():
+    import jax
+
+    from jaxinit.app.models import MLP
+
+    x = jax.random.normal(jax.random.key(0), (64, 16))
+    return jaxinit.layer_stats(
+        MLP(depth=3, width=16), x, seeds=4, stats=["rms", "abs_max", "grad_rms", "in_abs_mean"]
+    )
+
+
+def _cells(lines: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Headers and ``{layer: cells}`` of a rendered one-line-per-row layers table."""
+    (head,) = [line for line in lines if line.startswith("layer ")]
+    rows = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("Dense_")}
+    return [h.strip() for h in head.split("  ") if h.strip()], rows
+
+
+def test_layers_table_has_a_column_per_extra_statistic(extra_stats):
+    st = extra_stats
+    extras = ["rms", "abs_max", "grad_rms", "in_abs_mean"]
+    assert sorted(st.stats) == sorted(extras)
+    headers, rows = _cells(_render(report.layers_table(st), width=200))
+    # The default columns first, then the extras in the order LayerStats holds them.
+    assert headers == ["layer", "mean", "std", "grad std", *(s.replace("_", " ") for s in st.stats)]
+    assert list(rows) == list(st.names)
+    for name in ("rms", "abs_max"):
+        v = np.asarray(st.stats[name], np.float64)  # (seeds, layers), computed here
+        centre = v.mean(axis=0)
+        lo, hi = np.quantile(v, [0.025, 0.975], axis=0)
+        column = headers.index(name.replace("_", " ")) - 1
+        for i, layer in enumerate(st.names):
+            text = rows[layer][column]
+            c, h = (float(t) for t in text.split("±"))
+            slack = 1e-6 * (abs(lo[i]) + abs(hi[i]))
+            assert c - h <= lo[i] + slack and c + h >= hi[i] - slack, (name, layer, text)
+            assert abs(c - centre[i]) <= h / 2, (name, layer, text, centre[i])
+            assert text == report._pm(centre[i], lo[i], hi[i]), (name, layer, text)
+    text = " ".join(" ".join(_render(report.layers_table(st), width=200)).split())
+    assert "grad std, grad rms: of d loss / d output; in abs mean: of the layer's input" in text
+
+
+def test_a_table_with_extras_folds_cells_without_cutting_them(extra_stats):
+    # Too wide for 80 columns: a cell puts its ±h on a second line, never cut short.
+    wide = _cells(_render(report.layers_table(extra_stats), width=200))[1]
+    lines = _render(report.layers_table(extra_stats), width=WIDTH)
+    assert max(map(len, lines)) <= WIDTH and "…" not in "\n".join(lines)
+    for layer in extra_stats.names:
+        (k,) = [i for i, line in enumerate(lines) if line.startswith(f"{layer} ")]
+        rest = range(k + 1, len(lines))
+        more = next((j for j in rest if not lines[j].startswith(" ")), len(lines))
+        assert more == k + 2, lines[k:more]  # each row here takes two lines
+        by_end: dict[int, str] = {}
+        for line in lines[k:more]:
+            for m in re.finditer(r"\S+", line):
+                by_end[m.end()] = by_end.get(m.end(), "") + m.group()
+        assert [by_end[e] for e in sorted(by_end)][1:] == wide[layer], lines[k:more]

@@ -3,7 +3,9 @@
 A thin layer: it formats, it computes nothing beyond :meth:`LayerStats.summary`. Tables fit
 an 80-column terminal with one line per row: a statistic over seeds is one ``mean±h`` cell of
 at most :data:`CELL` characters, where the central ``level`` of seeds lie within mean ± h, and
-the level is stated once, in the caption.
+the level is stated once, in the caption. A per-layer table with statistics beyond the default
+ones (``layer_stats(stats=...)``) may be wider; in a narrow terminal its cells then take two
+lines.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Literal
 
 import numpy as np
 from rich import box
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -144,9 +147,35 @@ def _table(title: str | None, caption: str | None = None) -> Table:
     )
 
 
-def _column(table: Table, header: str, justify: _Justify = "right", **kwargs) -> None:
-    """Numbers never wrap (cells are at most :data:`CELL` wide); labels fold if too long."""
-    table.add_column(header, justify=justify, no_wrap=justify == "right", **kwargs)
+class _Folding:
+    """A ``mean±h`` cell that, in a column narrower than itself, puts ``±h`` on a second line
+    (rich wraps text only at spaces, and a cell cut elsewhere, ``0.009±0.`` over ``065``,
+    misreads)."""
+
+    def __init__(self, text: str):
+        self.text = text
+        centre, pm, h = text.partition("±")
+        self.lines = [centre, pm + h] if pm else [text]
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(max(map(len, self.lines)), len(self.text))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        fits = len(self.text) <= options.max_width
+        yield Text(self.text if fits else "\n".join(self.lines), overflow="fold")
+
+
+def _column(
+    table: Table, header: str, justify: _Justify = "right", *, wrap: bool = False, **kwargs
+) -> None:
+    """Numbers never wrap (cells are at most :data:`CELL` wide) unless ``wrap`` (cells that
+    are :class:`_Folding`); labels fold if too long."""
+    table.add_column(header, justify=justify, no_wrap=justify == "right" and not wrap, **kwargs)
+
+
+def _header(statistic: str) -> str:
+    """A statistic's column header: its name with spaces (``grad std``, ``abs max``)."""
+    return statistic.replace("_", " ")
 
 
 def _level_caption(level: float, seeds: int | str) -> str:
@@ -165,10 +194,18 @@ def layers_table(
     predicted: Prediction | None = None,
     level: float = 0.95,
 ) -> Table:
-    """One row per layer: mean, std and gradient std over seeds (``mean±h`` cells), and the
-    predicted std if given."""
+    """One row per layer: mean, std and gradient std over seeds (``mean±h`` cells), then each
+    statistic asked for with ``layer_stats(stats=...)`` in that order, and the predicted std if
+    given.
+
+    Without extra statistics the table fits 80 columns with one line per row; with them it may
+    be wider, and where the terminal is too narrow a cell puts its ``±h`` on a second line. The
+    input statistics ``in_mean`` and ``in_std`` are left out: in a chain of layers they repeat
+    the previous layer's output (:meth:`LayerStats.table` shows them).
+    """
     s = stats.summary(level)
-    cols = [c for c in ("mean", "std", "grad_std") if c in s]
+    extras = [c for c in stats.stats if c in s]
+    cols = [c for c in ("mean", "std", "grad_std") if c in s] + extras
     rows = []
     for i, name in enumerate(stats.names):
         row = [_band(s[c], i) for c in cols]
@@ -177,18 +214,23 @@ def layers_table(
         rows.append((name, row))
     cells = [c for _, row in rows for c in row]
     caption = _level_caption(level, stats.seeds)
-    if "grad_std" in cols:
-        caption += "; grad std: of d loss / d output"
+    for prefix, of in (("grad_", "of d loss / d output"), ("in_", "of the layer's input")):
+        named = [_header(c) for c in cols if c.startswith(prefix)]
+        if named:
+            caption += f"; {', '.join(named)}: {of}"
     table = _table(
         title or f"per-layer statistics, {stats.seeds} seeds", caption + _nonfinite_note(cells)
     )
     _column(table, "layer", "left", style="cyan")
+    # Extra statistics may make the table wider than the terminal: then a cell may take two
+    # lines rather than be cut short.
+    wrap = bool(extras)
     for c in cols:
-        _column(table, c.replace("_", " "))
+        _column(table, _header(c), wrap=wrap)
     if predicted is not None:
-        _column(table, "predicted std", style="magenta")
+        _column(table, "predicted std", wrap=wrap, style="magenta")
     for name, row in rows:
-        table.add_row(Text(name), *row)
+        table.add_row(Text(name), *(_Folding(c) if extras else c for c in row))
     return table
 
 
