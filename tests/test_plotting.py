@@ -148,3 +148,39 @@ def test_histograms_say_what_they_leave_out():
     fig = plotting.histograms_figure({"a": x, "b": np.full((2, 2), np.nan)})
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert titles == ["a\nmean 1, std 0; 2 inf/NaN left out", "b\nall 4 values inf/NaN"]
+
+
+def test_one_panel_per_measured_statistic(tmp_path):
+    from jaxinit.app.models import MLP
+
+    x = jax.random.normal(jax.random.key(0), (64, 16))
+    st = jaxinit.layer_stats(MLP(depth=3, width=16), x, seeds=4, stats=["rms", "abs_max"])
+    fig = plotting.layer_stats_figure({"he": st})
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(fig.axes) == 5 and all(ax.get_visible() for ax in fig.axes)
+    assert titles[:3] == ["mean of layer output", "std of layer output", "std of d loss / d output"]
+    assert titles[3:] == list(st.stats) and set(st.stats) == {"rms", "abs_max"}
+    for name, ax in zip(titles[3:], fig.axes[3:], strict=True):
+        (line,) = ax.get_lines()  # the seed mean per layer, computed here from the seeds
+        want = np.asarray(st.stats[name], np.float64).mean(axis=0)
+        np.testing.assert_allclose(line.get_ydata(), want, rtol=1e-12)
+    # Without gradients, four panels: a two by two grid.
+    forward = jaxinit.layer_stats(
+        MLP(depth=3, width=16), x, seeds=4, stats=["rms", "abs_max"], grads=False
+    )
+    fig = plotting.layer_stats_figure(forward)
+    assert [ax.get_title() for ax in fig.axes][2:] == list(forward.stats)
+    assert {ax.get_subplotspec().get_geometry()[:2] for ax in fig.axes} == {(2, 2)}
+    assert _is_png(plotting.plot_layer_stats({"he": st}, tmp_path / "x.png"))
+
+
+def test_extra_statistics_that_can_be_negative_stay_linear():
+    st = _fake_stats()
+    signed = np.asarray(st.mean) - 0.5  # of both signs, spanning far over 100x in |value|
+    signed[:, 0] = 1e-4
+    st = st._replace(stats={"skew": signed, "big": np.exp(np.asarray(st.std) * 30)})
+    fig = plotting.layer_stats_figure(st)
+    scales = {ax.get_title(): ax.get_yscale() for ax in fig.axes}
+    assert scales["skew"] == "linear" and scales["big"] == "log"
+    fig = plotting.layer_stats_figure(st, log_std=False)
+    assert {ax.get_yscale() for ax in fig.axes} == {"linear"}

@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 
+_BASE = ("mean", "std", "grad_std")  # the panels every figure has (grad_std: if measured)
+
 OFF_SCALE = 100.0
 """On the mean panel, an initializer whose largest |mean| exceeds this many times the typical
 layer std (the lower median over initializers of each one's largest std) is drawn off scale:
@@ -141,8 +143,9 @@ def layer_stats_figure(
     """The figure that :func:`plot_layer_stats` saves (same arguments, less ``path``).
 
     Returns:
-      A matplotlib ``Figure`` on an Agg canvas: one Axes per panel (mean, std, and gradient
-      std if measured), the legend in ``fig.legends``.
+      A matplotlib ``Figure`` on an Agg canvas: one Axes per panel (mean, std, gradient std
+      if measured, then each statistic asked for with ``layer_stats(stats=...)``, titled with
+      its name), the legend in ``fig.legends``.
     """
     if isinstance(results, LayerStats):
         results = {"": results}
@@ -152,9 +155,16 @@ def layer_stats_figure(
     panels = ["mean", "std"] + (
         ["grad_std"] if any(r.grad_std is not None for r in results.values()) else []
     )
-    fig = Figure(figsize=(4.2 * len(panels), 3.9), dpi=100, layout="constrained")
+    panels += list(dict.fromkeys(name for r in results.values() for name in r.stats))
+    # One row of up to three panels (four: a square two by two), more rows beyond.
+    cols = 2 if len(panels) == 4 else min(len(panels), 3)
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.9 * rows), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = dict(zip(panels, fig.subplots(1, len(panels), squeeze=False)[0], strict=True))
+    grid = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in grid[len(panels) :]:
+        ax.remove()
+    axes = dict(zip(panels, grid, strict=False))
     summaries = {label: st.summary(level) for label, st in results.items()}
     colors = {label: f"C{i % 10}" for i, label in enumerate(results)}
     off = _off_scale(summaries)
@@ -193,22 +203,19 @@ def layer_stats_figure(
         "grad_std": "std of d loss / d output",
     }
     for field, ax in axes.items():
-        ax.set_title(titles[field], fontsize=10, pad=9)  # room for edge markers
+        ax.set_title(titles.get(field, field), fontsize=10, pad=9)  # room for edge markers
         ax.set_xlabel("layer" if field != "mean" or not notes else "layer\n" + "\n".join(notes))
         ax.grid(alpha=0.3)
         if field != "mean":
-            values = np.concatenate(
-                [
-                    np.ravel(getattr(r, field))
-                    for r in results.values()
-                    if getattr(r, field) is not None
-                ]
-            )
-            values = values[np.isfinite(values) & (values > 0)]
+            values = np.concatenate([np.ravel(v) for v in _values(results, field)])
+            values = values[np.isfinite(values)]
+            # A statistic that can be zero or negative (an extra one) stays on a linear axis.
+            positive = field in titles or bool((values > 0).all())
+            values = values[values > 0]
             use_log = log_std
             if use_log is None:
                 use_log = values.size > 0 and values.max() / values.min() > 100
-            if use_log:
+            if use_log and positive:
                 ax.set_yscale("log")
     handles = _legend_handles(results, colors, bool(predicted), overflow, bool(off))
     if len(handles) > 1:  # below the panels, covering none of them
@@ -217,6 +224,16 @@ def layer_stats_figure(
     band = f"bands: central {100 * level:g}% of {'/'.join(map(str, sorted(seeds)))} seeds"
     fig.suptitle(f"{title}  ({band})" if title else band, fontsize=11)
     return fig
+
+
+def _values(results: Mapping[str, LayerStats], field: str) -> list[np.ndarray]:
+    """Each result's per-seed values of a statistic, where measured."""
+    found = []
+    for r in results.values():
+        v = r.stats.get(field) if field not in _BASE else getattr(r, field)
+        if v is not None:
+            found.append(np.asarray(v, np.float64))
+    return found
 
 
 def _legend_handles(results, colors, predicted: bool, overflow: bool, off: bool) -> list:
@@ -262,7 +279,8 @@ def plot_layer_stats(
     level: float = 0.95,
     log_std: bool | None = None,
 ) -> Path:
-    """Per-layer mean, std and gradient std over seeds, one line + band per initializer.
+    """Per-layer mean, std and gradient std over seeds, one line + band per initializer, and
+    a panel for each statistic asked for with ``layer_stats(stats=...)``.
 
     Overflowed seeds do not hide the others: a line stops at the first layer where its seed
     mean is inf/NaN, marked ``x`` on the panel's top edge; on the mean panel an initializer far
@@ -276,7 +294,8 @@ def plot_layer_stats(
         the measured last layer, on the gradient panel).
       title: Figure title.
       level: Coverage of the seed band (quantiles of the per-seed values).
-      log_std: Log scale for the std panels; default: when values span over 100x.
+      log_std: Log scale for the std panels and for the extra statistics' panels whose values
+        are all positive; default: when values span over 100x.
 
     Returns:
       The path written.
