@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import check_int, check_key, check_shape, is_key, is_typed_key
 from ._types import DTypeLike
 
 VarianceLaw = Callable[[int, int, tuple[int, ...] | None], float]
@@ -104,74 +105,6 @@ def real_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(jnp.finfo(dtype).dtype)
 
 
-def check_shape(name: str, shape: Any) -> tuple[int, ...]:
-    """A tuple of non-negative ints, or a ValueError naming the shape."""
-    if isinstance(shape, int | np.integer):
-        shape = (int(shape),)
-    try:
-        dims = tuple(shape)
-    except TypeError as err:
-        raise TypeError(f"{name}: shape={shape!r} is not a sequence of ints.") from err
-    out = []
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, int | np.integer):
-            raise TypeError(f"{name}: shape={dims!r} must contain Python ints, got {d!r}.")
-        if d < 0:
-            raise ValueError(
-                f"{name}: shape={dims!r} has a negative dimension; dimensions must be >= 0."
-            )
-        out.append(int(d))
-    return tuple(out)
-
-
-def check_key(name: str, key: Any) -> jax.Array:
-    """A PRNG key (typed ``jax.random.key`` or raw uint32 ``PRNGKey``), else a TypeError."""
-    dt = getattr(key, "dtype", None)
-    if dt is not None and jnp.issubdtype(dt, jax.dtypes.prng_key):
-        return key
-    if dt == np.uint32 and getattr(key, "shape", None) == (2,):
-        return key
-    raise TypeError(
-        f"{name}: key={_short(key)} is not a PRNG key; pass jax.random.key(seed) "
-        "(or a split of one)."
-    )
-
-
-def _is_typed_key(x: Any) -> bool:
-    dt = getattr(x, "dtype", None)
-    return dt is not None and jnp.issubdtype(dt, jax.dtypes.prng_key)
-
-
-def is_key(x: Any) -> bool:
-    try:
-        check_key("", x)
-    except TypeError:
-        return False
-    return True
-
-
-def _short(x: Any) -> str:
-    r = repr(x)
-    return r if len(r) <= 60 else r[:57] + "..."
-
-
-def check_finite(
-    name: str, arg: str, value: Any, *, positive: bool = False, nonnegative: bool = False
-) -> float:
-    """``value`` as a float, checked finite (and > 0 or >= 0), else a ValueError naming ``arg``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name}: {arg}={_short(value)} is not a real number.") from err
-    if not math.isfinite(v):
-        raise ValueError(f"{name}: {arg}={v!r} must be finite.")
-    if positive and not v > 0:
-        raise ValueError(f"{name}: {arg}={v!r} must be finite and > 0.")
-    if nonnegative and not v >= 0:
-        raise ValueError(f"{name}: {arg}={v!r} must be finite and >= 0.")
-    return v
-
-
 def factory(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Guard a factory against being used as an initializer.
 
@@ -191,7 +124,7 @@ def factory(fn: Callable[..., Any]) -> Callable[..., Any]:
         # A typed key is never a factory argument; a raw uint32 key of shape (2,) could be
         # (``constant(np.array([1, 2], np.uint32))``), so it counts only when a shape follows.
         first = args[0] if args else None
-        if args and is_key(first) and (len(args) >= 2 or _is_typed_key(first)):
+        if args and is_key(first) and (len(args) >= 2 or is_typed_key(first)):
             raise TypeError(
                 f"{fn.__name__} is a factory, not an initializer: it was called with a PRNG key. "
                 f"Call it first, e.g. kernel_init={call}, then init(key, shape)."
@@ -304,14 +237,10 @@ class Init:
           0.3333333333333333
         """
         name = self._name
-        fans = []
-        for arg, value in (("fan_in", fan_in), ("fan_out", fan_out)):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(
-                    f"{name}.variance: {arg}={value!r} must be an int >= 1 (fans as "
-                    "jaxinit.compute_fans gives them)."
-                )
-            fans.append(int(value))
+        fans = [
+            check_int(f"{name}.variance", arg, value, 1)
+            for arg, value in (("fan_in", fan_in), ("fan_out", fan_out))
+        ]
         dims = None if shape is None else check_shape(f"{name}.variance", shape)
         if self._variance is None:
             raise ValueError(

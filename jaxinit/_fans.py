@@ -81,31 +81,42 @@ def compute_fans(
       >>> jaxinit.compute_fans((8, 64, 16), in_axis=1, out_axis=2, batch_axis=0)
       (64, 16)
     """
+    return fans_of(shape, in_axis, out_axis, batch_axis)
+
+
+def fans_of(
+    shape: Sequence[int],
+    in_axis: Axes = -2,
+    out_axis: Axes = -1,
+    batch_axis: Axes = (),
+    *,
+    fn: str = "compute_fans",
+) -> tuple[int, int]:
+    """:func:`compute_fans`, with errors naming the calling function ``fn``."""
     shape = tuple(int(d) for d in shape)
     ndim = len(shape)
     if ndim < 2:
         raise ValueError(
-            f"compute_fans needs rank >= 2 to compute fans, got shape {shape}. For biases use "
+            f"{fn}: needs rank >= 2 to compute fans, got shape {shape}. For biases use "
             "jaxinit.zeros(), or pass in_axis=/out_axis= naming the axes explicitly."
         )
-    ins = normalize_axes("in_axis", in_axis, ndim)
-    outs = normalize_axes("out_axis", out_axis, ndim)
-    batch = normalize_axes("batch_axis", batch_axis, ndim)
+    ins = normalize_axes("in_axis", in_axis, ndim, fn)
+    outs = normalize_axes("out_axis", out_axis, ndim, fn)
+    batch = normalize_axes("batch_axis", batch_axis, ndim, fn)
     roles = {"in_axis": ins, "out_axis": outs, "batch_axis": batch}
     seen: dict[int, str] = {}
     for role, axes in roles.items():
         for a in axes:
             if a in seen:
                 raise ValueError(
-                    f"compute_fans: axis {a} of shape {shape} is both {seen[a]} and {role} "
+                    f"{fn}: axis {a} of shape {shape} is both {seen[a]} and {role} "
                     f"(in_axis={in_axis!r}, out_axis={out_axis!r}, batch_axis={batch_axis!r}); "
                     "each axis can have one role."
                 )
             seen[a] = role
     if not ins or not outs:
         raise ValueError(
-            f"compute_fans: in_axis={in_axis!r} and out_axis={out_axis!r} must each "
-            "name at least one axis."
+            f"{fn}: in_axis={in_axis!r} and out_axis={out_axis!r} must each name at least one axis."
         )
     receptive = math.prod(d for i, d in enumerate(shape) if i not in seen)
     fan_in = math.prod(shape[a] for a in ins) * receptive

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ._checks import check_callable, check_finite_batch
 from ._flax import adapter as fa
 from ._flax.probe import LayerCall, intercept
 from ._flax.select import Select, compile_select, hashable_select
@@ -285,28 +286,10 @@ def measure(
       >>> m.layers["Dense_2"]["std"].shape, m.loss.shape
       ((), ())
     """
-    if fa.is_linen(model):
-        if len(args) != 2:
-            raise TypeError(
-                "measure: a linen module takes (module, variables, x); got "
-                f"{1 + len(args)} positional arguments."
-            )
-        variables, x = args
-    elif fa.is_nnx(model):
-        if len(args) != 1:
-            raise TypeError(
-                f"measure: an NNX model takes (model, x); got {1 + len(args)} positional "
-                "arguments (its parameters live in the model)."
-            )
-        variables, x = None, args[0]
-    else:
-        raise TypeError(
-            f"measure: model of type {type(model).__name__} is not a Flax module; pass a "
-            "flax.linen.Module (measure(module, variables, x)) or a flax.nnx.Module "
-            "(measure(model, x))."
-        )
-    if loss is not None and not callable(loss):
-        raise TypeError(f"measure: loss={loss!r} must be a callable (output, labels) -> scalar.")
+    variables, x = fa.model_args("measure", model, args)
+    if loss is not None:
+        check_callable("measure", "loss", loss, "a callable (output, labels) -> scalar")
+    check_finite_batch("measure", x)
     stat_fns = resolve_stats(stats)
     compile_select(select, name="measure: select")
     select = hashable_select(select)

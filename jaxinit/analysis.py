@@ -15,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from . import _measure
+from ._checks import check_callable, check_finite_batch, check_int
 from ._flax import adapter as fa
 from ._flax.probe import capture
 from ._flax.select import hashable_select
@@ -380,12 +381,6 @@ def _get_program(spec: _Spec) -> Callable:
         return _program(spec)
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"layer_stats: {name}={value!r} must be an int >= {low}.")
-    return int(value)
-
-
 _BASE_STATS = ("mean", "std", "in_mean", "in_std")
 
 
@@ -508,13 +503,14 @@ def layer_stats(
       True
     """
     kind = _kind(model)
-    seeds = _check_int("seeds", seeds, 1)
+    seeds = check_int("layer_stats", "seeds", seeds, 1)
     base = _base_key(key)
     x = jnp.asarray(x)
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(
             f"layer_stats: x must be a batch with a leading axis, got shape {x.shape}."
         )
+    check_finite_batch("layer_stats", x)
     if labels is not None:
         labels = jnp.asarray(labels)
         if labels.shape != x.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
@@ -522,10 +518,10 @@ def layer_stats(
                 f"layer_stats: labels must be integers of shape {x.shape[:1]} (one per example), "
                 f"got {labels.dtype} {labels.shape}."
             )
-    if after_init is not None and not callable(after_init):
-        raise TypeError(f"layer_stats: after_init={after_init!r} must be a callable.")
-    if loss is not None and not callable(loss):
-        raise TypeError(f"layer_stats: loss={loss!r} must be a callable (out, labels) -> scalar.")
+    if after_init is not None:
+        check_callable("layer_stats", "after_init", after_init, "a callable")
+    if loss is not None:
+        check_callable("layer_stats", "loss", loss, "a callable (out, labels) -> scalar")
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"layer_stats: mesh={mesh!r} must be a jax.sharding.Mesh.")
     if mesh_axes is not None and mesh is None:
@@ -544,7 +540,7 @@ def layer_stats(
                 f"use some of {tuple(mesh.axis_names)}."
             )
     if not (chunk_size is None or chunk_size == "auto"):
-        chunk_size = _check_int("chunk_size", chunk_size, 1)
+        chunk_size = check_int("layer_stats", "chunk_size", chunk_size, 1)
     measured = _stats_spec(stats, bool(grads))
     spec = _Spec(
         model,

@@ -11,7 +11,6 @@ import numpy as np
 
 from ._base import (
     Init,
-    check_finite,
     clip_into,
     factory,
     random_normal,
@@ -19,6 +18,7 @@ from ._base import (
     random_uniform,
     sample_dtype,
 )
+from ._checks import check_finite
 from ._types import Initializer
 
 

@@ -80,10 +80,10 @@ def activation_kinks(activation: str | Callable) -> tuple[float, ...]:
     return (0.0,)
 
 
-def _check_name(activation: str) -> None:
+def _check_name(activation: str, caller: str = "gain") -> None:
     if activation not in ACTIVATIONS:
         raise ValueError(
-            f"gain: activation={activation!r} is not a known name; use one of "
+            f"{caller}: activation={activation!r} is not a known name; use one of "
             f"{ACTIVATIONS} or pass the activation function itself."
         )
 
@@ -126,21 +126,26 @@ def gain(activation: Activation = "linear", param: float | None = None) -> float
       >>> abs(jaxinit.gain(jax.nn.relu) - 2 ** 0.5) < 1e-12
       True
     """
+    return gain_for("gain", activation, param)
+
+
+def gain_for(caller: str, activation: Activation, param: float | None = None) -> float:
+    """:func:`gain`, with errors naming the calling function ``caller``."""
     if callable(activation):
         if param is not None:
             raise ValueError(
-                "gain: param= applies to named activations only; bind it into "
+                f"{caller}: param= applies to named activations only; bind it into "
                 "the callable instead, e.g. lambda x: jax.nn.elu(x, 0.5)."
             )
-        return _gain_of_callable(activation)
+        return _gain_of_callable(activation, caller)
     if not isinstance(activation, str):
-        raise TypeError(f"gain: activation={activation!r} must be a name or a callable.")
-    _check_name(activation)
+        raise TypeError(f"{caller}: activation={activation!r} must be a name or a callable.")
+    _check_name(activation, caller)
     takes_param = activation in ("leaky_relu", "elu", "celu")
     if param is not None:
         if not takes_param:
             raise ValueError(
-                f"gain: param={param!r} was given but activation={activation!r} "
+                f"{caller}: param={param!r} was given but activation={activation!r} "
                 "takes no parameter; only 'leaky_relu' (negative slope), 'elu' and "
                 "'celu' (alpha) do."
             )
@@ -149,7 +154,7 @@ def gain(activation: Activation = "linear", param: float | None = None) -> float
             or not isinstance(param, int | float)
             or not math.isfinite(param)
         ):
-            raise ValueError(f"gain: param={param!r} must be a finite number.")
+            raise ValueError(f"{caller}: param={param!r} must be a finite number.")
     if activation in _TORCH_ONE:
         return 1.0
     if activation == "tanh":
@@ -161,7 +166,7 @@ def gain(activation: Activation = "linear", param: float | None = None) -> float
     if activation == "leaky_relu":
         slope = 0.01 if param is None else float(param)
         return math.sqrt(2.0 / (1 + slope**2))
-    return _gain_of_name(activation, None if param is None else float(param))
+    return _gain_of_name(activation, None if param is None else float(param), caller)
 
 
 # The part of E[phi(z)^2] allowed beyond |z| = 11.75, where the quadrature stops at 12: any
@@ -170,22 +175,23 @@ def gain(activation: Activation = "linear", param: float | None = None) -> float
 _TAIL_RTOL = 1e-12
 
 
-def _second_moment(activation: object, fn: Callable, kinks: tuple[float, ...]) -> float:
+def _second_moment(
+    activation: object, fn: Callable, kinks: tuple[float, ...], caller: str
+) -> float:
     try:
         return gaussian_expectation(lambda x: fn(x) ** 2, kinks=kinks, tail_rtol=_TAIL_RTOL)
     except ValueError as err:
         raise ValueError(
-            f"gain: E[phi(z)^2] is infinite for activation={activation!r}: {err} A gain "
+            f"{caller}: E[phi(z)^2] is infinite for activation={activation!r}: {err} A gain "
             "needs a finite, positive second moment."
         ) from err
 
 
 @functools.lru_cache(maxsize=128)
-def _gain_of_name(activation: str, param: float | None) -> float:
+def _gain_of_name(activation: str, param: float | None, caller: str) -> float:
     fn = activation_fn(activation, param)
-    return _from_second_moment(
-        activation, _second_moment(activation, fn, activation_kinks(activation))
-    )
+    m2 = _second_moment(activation, fn, activation_kinks(activation), caller)
+    return _from_second_moment(activation, m2, caller)
 
 
 def check_elementwise(fn: Callable, caller: str, activation: object, failure: str) -> None:
@@ -204,15 +210,15 @@ def check_elementwise(fn: Callable, caller: str, activation: object, failure: st
         )
 
 
-def _gain_of_callable(fn: Callable) -> float:
-    check_elementwise(fn, "gain", fn, "could not be evaluated on a float64 array")
-    return _from_second_moment(fn, _second_moment(fn, fn, (0.0,)))
+def _gain_of_callable(fn: Callable, caller: str) -> float:
+    check_elementwise(fn, caller, fn, "could not be evaluated on a float64 array")
+    return _from_second_moment(fn, _second_moment(fn, fn, (0.0,), caller), caller)
 
 
-def _from_second_moment(activation: object, m2: float) -> float:
+def _from_second_moment(activation: object, m2: float, caller: str) -> float:
     if not math.isfinite(m2) or m2 <= 0:
         raise ValueError(
-            f"gain: E[phi(z)^2] = {m2!r} for activation={activation!r}; a gain "
+            f"{caller}: E[phi(z)^2] = {m2!r} for activation={activation!r}; a gain "
             "needs a finite, positive second moment."
         )
     return 1.0 / math.sqrt(m2)

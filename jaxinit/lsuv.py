@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple, overload
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.core import Tracer
 
 from . import tree
-from ._base import check_finite, check_key
+from ._checks import check_bool, check_finite, check_finite_batch, check_int, check_key
 from ._flax import adapter as fa
 from ._flax import kinds
 from ._flax.probe import LayerCall, intercept
@@ -550,37 +549,6 @@ def _lsuv_pass(state, x, key, target, tol, max_iters, *, static, select, kwargs,
 # public entry point
 
 
-@jax.jit
-def _count_nonfinite(leaves: list[jax.Array]) -> jax.Array:
-    return sum((jnp.sum(~jnp.isfinite(a)) for a in leaves), jnp.asarray(0))
-
-
-def _check_batch(x: Any) -> None:
-    """ValueError if a floating leaf of ``x`` has a NaN or inf (counted where it lives: on the
-    device for jax arrays, so only one number travels). A batch that is itself traced (lsuv
-    called inside jit/vmap on a traced batch) cannot be checked here; the report shows the
-    consequences (non-finite statistics, layers left unchanged)."""
-    leaves = [
-        leaf
-        for leaf in jax.tree.leaves(x)
-        if not isinstance(leaf, Tracer)  # inside an outer transform: cannot check
-        and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
-    ]
-    if not leaves:
-        return
-    with jax.ensure_compile_time_eval():  # a concrete batch is checked even under jit
-        bad = _count_nonfinite([jnp.asarray(a) for a in leaves])
-    if isinstance(bad, Tracer):
-        return
-    bad = int(bad)
-    if bad:
-        total = sum(int(np.size(a)) for a in leaves)
-        raise ValueError(
-            f"lsuv: x contains {bad} non-finite value(s) (NaN or inf) out of {total}; LSUV "
-            "needs a finite batch. Clean or re-draw the batch."
-        )
-
-
 def _hashable_kwargs(kwargs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     items = tuple(sorted(kwargs.items()))
     for k, v in items:
@@ -713,11 +681,9 @@ def lsuv(
     """
     target_std = check_finite("lsuv", "target_std", target_std, positive=True)
     tol = check_finite("lsuv", "tol", tol, positive=True)
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int | np.integer) or max_iters < 1:
-        raise ValueError(f"lsuv: max_iters={max_iters!r} must be an int >= 1.")
-    for name, flag in (("center", center), ("orthogonal_init", orthogonal_init)):
-        if not isinstance(flag, bool | np.bool_):
-            raise TypeError(f"lsuv: {name}={flag!r} must be True or False.")
+    max_iters = check_int("lsuv", "max_iters", max_iters, 1)
+    center = check_bool("lsuv", "center", center)
+    orthogonal_init = check_bool("lsuv", "orthogonal_init", orthogonal_init)
     if orthogonal_init:
         if key is None:
             raise ValueError(
@@ -735,39 +701,14 @@ def lsuv(
         center=bool(center),
         ortho=bool(orthogonal_init),
     )
-    if fa.is_linen(model):
-        if len(args) != 2:
-            raise TypeError(
-                f"lsuv: a linen module takes lsuv(module, variables, x, ...); got {len(args)} "
-                "positional argument(s) after the module."
-            )
-        variables, x = args
-        if not isinstance(variables, Mapping) or "params" not in variables:
-            raise ValueError(
-                "lsuv: variables must be the dict returned by module.init (with a 'params' "
-                f"collection); got {type(variables).__name__}"
-                + (f" with collections {list(variables)}" if isinstance(variables, Mapping) else "")
-                + "."
-            )
-        _check_batch(x)
-        split, state = fa.split_model(model, variables)
-        return _lsuv_pass(state, x, key, *dyn, static=split, **static)
-    if fa.is_nnx(model):
-        if len(args) != 1:
-            raise TypeError(
-                f"lsuv: an NNX model takes lsuv(model, x, ...); got {len(args)} positional "
-                "argument(s) after the model."
-            )
-        (x,) = args
-        _check_batch(x)
-        split, state = fa.split_model(model)
-        params, report = _lsuv_pass(state, x, key, *dyn, static=split, **static)
-        fa.apply_params(model, params)
-        return report
-    raise TypeError(
-        f"lsuv: model of type {type(model).__name__} is not a Flax module; pass a "
-        "flax.linen.Module (lsuv(module, variables, x)) or a flax.nnx.Module (lsuv(model, x))."
-    )
+    variables, x = fa.model_args("lsuv", model, args)
+    check_finite_batch("lsuv", x)
+    split, state = fa.split_model(model, variables)
+    result, report = _lsuv_pass(state, x, key, *dyn, static=split, **static)
+    if variables is not None:
+        return result, report
+    fa.apply_params(model, result)
+    return report
 
 
 class _CallableModule(types.ModuleType):

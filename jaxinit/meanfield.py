@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Protocol, cast
 import jax
 import numpy as np
 
+from ._checks import check_number
 from ._quadrature import evaluate64, gaussian_expectation
 from ._types import Activation
 from .gains import (
@@ -100,15 +101,6 @@ class Step(NamedTuple):
     chi: float
 
 
-def _check_number(fn: str, name: str, value: object, *, positive: bool = False) -> float:
-    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
-        number = float(value)
-        if math.isfinite(number) and (number > 0 if positive else number >= 0):
-            return number
-    what = "> 0" if positive else ">= 0"
-    raise ValueError(f"{fn}: {name}={value!r} must be a finite number {what}.")
-
-
 def _one_input(name: str, state: State) -> None:
     if state.c is not None:
         raise NotImplementedError(
@@ -156,7 +148,7 @@ def dense(sigma_w: float, sigma_b: float = 0.0) -> DenseMap:
       State(q=4.25, c=None, chi=4.0, mean=0.0)
     """
     return DenseMap(
-        _check_number("dense", "sigma_w", sigma_w), _check_number("dense", "sigma_b", sigma_b)
+        check_number("dense", "sigma_w", sigma_w), check_number("dense", "sigma_b", sigma_b)
     )
 
 
@@ -392,7 +384,7 @@ def trace(network: Map, state: State | float = 1.0) -> tuple[Step, ...]:
       ([2.0, 2.0], [4.0, 1.0])
     """
     if not isinstance(state, State):
-        state = State(_check_number("trace", "state", state))
+        state = State(check_number("trace", "state", state))
     maps = network.maps if isinstance(network, Network) else (network,)
     steps = []
     for m in maps:
@@ -538,11 +530,11 @@ def predict(
             raise ValueError(
                 f"predict: sigma_w={sigma_w!r} must be one number or {depth} (one per layer)."
             )
-        sws = [_check_number("predict", "sigma_w", v) for v in sigma_w]
+        sws = [check_number("predict", "sigma_w", v) for v in sigma_w]
     else:
-        sws = [_check_number("predict", "sigma_w", sigma_w)] * depth
-    sb = _check_number("predict", "sigma_b", sigma_b)
-    q_in = _check_number("predict", "input_var", input_var)
+        sws = [check_number("predict", "sigma_w", sigma_w)] * depth
+    sb = check_number("predict", "sigma_b", sigma_b)
+    q_in = check_number("predict", "input_var", input_var)
     if widths is None:
         ratio = np.ones(depth)
     else:
@@ -631,7 +623,7 @@ def critical_sigma_w(
     with ``sigma_b = 0.1`` reaches ``chi = 1`` only at an unstable one and raises.
     """
     act = _activation_map("critical_sigma_w", activation, param)
-    sb2 = _check_number("critical_sigma_w", "sigma_b", sigma_b) ** 2
+    sb2 = check_number("critical_sigma_w", "sigma_b", sigma_b) ** 2
     d2, m2 = act._d2, act._m2  # the activation map's E[phi'^2] and E[phi^2] at q
 
     def done(value: float) -> float:

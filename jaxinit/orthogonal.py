@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._base import Init, check_finite, factory, random_normal, sample_dtype
+from ._base import Init, factory, random_normal, sample_dtype
+from ._checks import check_finite
 from ._types import Initializer
 
 

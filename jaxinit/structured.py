@@ -7,7 +7,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ._base import Init, check_finite, factory, random_normal, random_uniform, sample_dtype
+from ._base import Init, factory, random_normal, random_uniform, sample_dtype
+from ._checks import check_finite
 from ._types import Initializer
 
 

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
 
+from ._checks import check_key
 from ._flax.adapter import Adapter, adapter_for
 from ._flax.select import Where, compile_where
 
@@ -303,18 +304,6 @@ def path_key(key: jax.Array, path: str) -> jax.Array:
     return jax.random.fold_in(key, np.uint32(zlib.crc32(path.encode("utf-8"))))
 
 
-def _check_key(key: Any) -> None:
-    ok = isinstance(key, jax.Array) and (
-        (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ())
-        or (key.dtype == jnp.uint32 and key.ndim == 1)
-    )
-    if not ok:
-        raise TypeError(
-            f"reinit: key={key!r} is not a single PRNG key; use jax.random.key(seed) "
-            "(or jax.random.PRNGKey(seed))."
-        )
-
-
 @overload
 def reinit(target: nnx.Module, where: Where, init: Callable[..., Any], key: jax.Array) -> None: ...
 @overload
@@ -357,7 +346,7 @@ def reinit(target: Any, where: Where, init: Callable[..., Any], key: jax.Array) 
             f"reinit: init={init!r} is not callable; use a jaxinit initializer such as "
             "jaxinit.he_normal() or any (key, shape, dtype) -> array function."
         )
-    _check_key(key)
+    check_key("reinit", key, single=True)
 
     def draw(path: str, w: jax.Array) -> jax.Array:
         shape = tuple(np.shape(w))

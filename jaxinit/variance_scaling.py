@@ -9,20 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._base import (
-    Init,
-    check_finite,
-    clip_into,
-    factory,
-    random_normal,
-    random_uniform,
-    real_dtype,
-    sample_dtype,
-)
-from ._fans import compute_fans
+from ._base import Init, clip_into, factory, random_normal, random_uniform, real_dtype, sample_dtype
+from ._checks import check_finite
+from ._fans import fans_of
 from ._types import Activation, Axes, Initializer
 from .basic import complex_truncated_std, draw_truncated, truncated_moments
-from .gains import gain as activation_gain
+from .gains import gain_for
 
 Mode = Literal["fan_in", "fan_out", "fan_avg", "fan_geo_avg"]
 Distribution = Literal["normal", "truncated_normal", "uniform"]
@@ -135,14 +127,7 @@ def variance_scaling(
     _check_roles(_name, in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis)
 
     def fans(shape):
-        try:
-            return compute_fans(shape, in_axis, out_axis, batch_axis)
-        except ValueError as err:
-            raise ValueError(
-                f"{_name}: {err}".replace("compute_fans: ", "").replace(
-                    "compute_fans needs", "needs"
-                )
-            ) from err
+        return fans_of(shape, in_axis, out_axis, batch_axis, fn=_name)
 
     def sample(key, shape, dtype):
         fan_in, fan_out = fans(shape)
@@ -305,10 +290,7 @@ def _he_scale(name: str, activation: Activation, negative_slope: float | None) -
                 f"activation='leaky_relu', got activation={activation!r}."
             )
         check_finite(name, "negative_slope", negative_slope)
-    try:
-        return activation_gain(activation, negative_slope) ** 2
-    except (ValueError, TypeError) as err:
-        raise type(err)(str(err).replace("gain:", f"{name}:")) from err
+    return gain_for(name, activation, negative_slope) ** 2
 
 
 def _he(name: str, distribution: str, activation, negative_slope, mode, axes) -> Initializer:

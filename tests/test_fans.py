@@ -122,7 +122,7 @@ def test_out_of_range_axis(shape, axis):
             (5,),
             {},
             ValueError,
-            r"compute_fans needs rank >= 2 to compute fans, got shape \(5,\)\. For biases use "
+            r"compute_fans: needs rank >= 2 to compute fans, got shape \(5,\)\. For biases use "
             r"jaxinit\.zeros\(\), or pass in_axis=/out_axis=",
         ),
         ((), {}, ValueError, r"needs rank >= 2 .* got shape \(\)"),

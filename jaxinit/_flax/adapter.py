@@ -47,6 +47,7 @@ __all__ = [
     "is_linen",
     "is_nnx",
     "merge_model",
+    "model_args",
     "natural_key",
     "split_model",
     "update_model",
@@ -63,6 +64,40 @@ def is_linen(model: Any) -> bool:
 def is_nnx(model: Any) -> bool:
     """Whether ``model`` is a Flax NNX module."""
     return isinstance(model, nnx.Module)
+
+
+def model_args(fn: str, model: Any, args: tuple[Any, ...]) -> tuple[Any, Any]:
+    """``(variables, x)`` from the positional arguments after ``model`` of a function called
+    as ``fn(module, variables, x)`` for linen or ``fn(model, x)`` for NNX (``variables`` is
+    None); a TypeError naming ``fn`` for anything else. Linen variables must be a mapping
+    with a ``params`` collection."""
+    if is_linen(model):
+        if len(args) != 2:
+            raise TypeError(
+                f"{fn}: a linen module takes (module, variables, x), as in {fn}(module, "
+                f"variables, x, ...); got {len(args)} positional argument(s) after the module."
+            )
+        variables, x = args
+        if not isinstance(variables, Mapping) or "params" not in variables:
+            raise ValueError(
+                f"{fn}: variables must be the dict returned by module.init (with a 'params' "
+                f"collection); got {type(variables).__name__}"
+                + (f" with collections {list(variables)}" if isinstance(variables, Mapping) else "")
+                + "."
+            )
+        return variables, x
+    if is_nnx(model):
+        if len(args) != 1:
+            raise TypeError(
+                f"{fn}: an NNX model takes (model, x), as in {fn}(model, x, ...); got "
+                f"{len(args)} positional argument(s) after the model (its parameters live in "
+                "the model)."
+            )
+        return None, args[0]
+    raise TypeError(
+        f"{fn}: model of type {type(model).__name__} is not a Flax module; pass a "
+        f"flax.linen.Module ({fn}(module, variables, x)) or a flax.nnx.Module ({fn}(model, x))."
+    )
 
 
 def natural_key(path: str) -> tuple[tuple[Any, ...], ...]:
