@@ -202,3 +202,69 @@ class NNXRemat(nnx.Module):
     def __call__(self, x):
         x = nnx.remat(lambda m, x: nnx.relu(m(x)))(self.a, x)
         return nnx.remat(lambda m, x: m(x))(self.b, x)
+
+
+# ---------------------------------------------------------------------------------------------
+# one layer of every kind in jaxinit's layer-kind table
+
+TOKENS = jax.random.randint(jax.random.key(7), (4, 6), 0, 50)
+
+
+class AllKinds(nn.Module):
+    """One layer of each kind, on a (batch, time, features) stream."""
+
+    @nn.compact
+    def __call__(self, tokens):
+        h = nn.Embed(50, 16, name="embed")(tokens)
+        h = nn.MultiHeadDotProductAttention(num_heads=2, name="attn")(h)
+        h = nn.LayerNorm(name="ln")(h)
+        h = nn.DenseGeneral((2, 8), name="dg")(h)
+        h = nn.Einsum((2, 8, 16), "btnh,nhd->btd", name="einsum")(h)
+        h = nn.RMSNorm(name="rms")(h)
+        h = nn.Conv(8, (3,), name="conv")(h)
+        h = nn.ConvLocal(8, (3,), name="local")(h)
+        h = nn.ConvTranspose(8, (3,), name="convt")(h)
+        h = nn.GroupNorm(num_groups=2, name="gn")(h)
+        h = nn.BatchNorm(use_running_average=True, name="bn")(h)
+        return nn.Dense(4, name="dense")(h.mean(1))
+
+
+KIND_LAYERS = (
+    "embed", "attn", "ln", "dg", "einsum", "rms", "conv", "local", "convt", "gn", "bn", "dense",
+)  # fmt: skip
+
+
+class AllKindsNNX(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.embed = nnx.Embed(50, 16, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(2, 16, decode=False, rngs=rngs)
+        self.ln = nnx.LayerNorm(16, rngs=rngs)
+        self.dg = nnx.LinearGeneral(16, (2, 8), rngs=rngs)
+        self.einsum = nnx.Einsum("btnh,nhd->btd", (2, 8, 16), rngs=rngs)
+        self.rms = nnx.RMSNorm(16, rngs=rngs)
+        self.conv = nnx.Conv(16, 8, (3,), rngs=rngs)
+        self.convt = nnx.ConvTranspose(8, 8, (3,), rngs=rngs)
+        self.gn = nnx.GroupNorm(8, num_groups=2, rngs=rngs)
+        self.bn = nnx.BatchNorm(8, use_running_average=True, rngs=rngs)
+        self.dense = nnx.Linear(8, 4, rngs=rngs)
+
+    def layers(self):
+        """(name, call) in forward order: the reference runs them one by one."""
+        return [
+            ("embed", self.embed),
+            ("attn", self.attn),
+            ("ln", self.ln),
+            ("dg", self.dg),
+            ("einsum", self.einsum),
+            ("rms", self.rms),
+            ("conv", self.conv),
+            ("convt", self.convt),
+            ("gn", self.gn),
+            ("bn", self.bn),
+        ]
+
+    def __call__(self, tokens):
+        h = tokens
+        for _, layer in self.layers():
+            h = layer(h)
+        return self.dense(h.mean(1))

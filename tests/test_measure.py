@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _models import KIND_LAYERS, TOKENS, AllKinds, AllKindsNNX
 from flax import nnx
 
 import jaxinit
@@ -178,3 +179,34 @@ def test_measure_of_a_dense_with_no_kernel_init_argument():
     variables = dense.init(KEY, X)
     m = jaxinit.measure(dense, variables, X)
     np.testing.assert_allclose(m[""]["std"], np.asarray(dense.apply(variables, X)).std(), **F32)
+
+
+# --------------------------------------------------------------------------------------------
+# every layer kind of the kind table, against an independent capture
+
+
+def test_every_linen_layer_kind_equals_capture_intermediates():
+    model = AllKinds()
+    variables = model.init(KEY, TOKENS)
+    m = jaxinit.measure(model, variables, TOKENS, stats=ALL, select=list(KIND_LAYERS))
+    _, state = model.apply(variables, TOKENS, capture_intermediates=True)
+    captured = state["intermediates"]
+    assert m.paths == KIND_LAYERS
+    for path in KIND_LAYERS:
+        y = captured[path]["__call__"][0]
+        for name, want in _numpy_stats(y).items():
+            np.testing.assert_allclose(m[path][name], want, **F32, err_msg=f"{path} {name}")
+
+
+def test_every_nnx_layer_kind_equals_a_layer_by_layer_run():
+    model = AllKindsNNX(nnx.Rngs(0))
+    names = [n for n, _ in model.layers()] + ["dense"]
+    m = jaxinit.measure(model, TOKENS, stats=ALL, select=names)
+    assert m.paths == tuple(names)
+    h, outputs = TOKENS, {}
+    for name, layer in model.layers():
+        h = outputs[name] = layer(h)
+    outputs["dense"] = model.dense(h.mean(1))
+    for path, y in outputs.items():
+        for name, want in _numpy_stats(y).items():
+            np.testing.assert_allclose(m[path][name], want, **F32, err_msg=f"{path} {name}")

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _models import TOKENS, AllKinds, AllKindsNNX
 from flax import nnx
 from flax.core import FrozenDict, freeze
 
@@ -406,3 +407,47 @@ def test_bad_arguments_are_named():
         tree.shift(variables, "**/bias", jnp.array([0.0, jnp.inf, 0.0]))
     with pytest.raises(ValueError, match="init returned shape"):
         tree.reinit(variables, "**/kernel", lambda k, s, d: jnp.zeros((1,)), KEY)
+
+
+# --------------------------------------------------------------------------------------------
+# every layer kind of the kind table: paths are Flax's own, edits land on the right tensor
+
+
+def _all_kinds_linen():
+    model = AllKinds()
+    return model.init(KEY, TOKENS)
+
+
+def _all_kinds_nnx():
+    return AllKindsNNX(nnx.Rngs(0))
+
+
+def test_every_linen_layer_kind_paths_and_scale_match_flax():
+    from flax.traverse_util import flatten_dict
+
+    variables = _all_kinds_linen()
+    flat = flatten_dict(variables["params"], sep="/")
+    assert sorted(tree.paths(variables)) == sorted(flat)
+    scaled = tree.scale(variables, "**", 3.0)
+    scaled_flat = flatten_dict(scaled["params"], sep="/")
+    for path, w in flat.items():
+        np.testing.assert_array_equal(scaled_flat[path], 3.0 * np.asarray(w), err_msg=path)
+    assert scaled["batch_stats"] is variables["batch_stats"]
+
+
+def test_every_nnx_layer_kind_paths_and_scale_match_flax():
+    model = _all_kinds_nnx()
+    flat = {
+        "/".join(str(p) for p in path): v.get_value()
+        for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
+    }
+    assert sorted(tree.paths(model)) == sorted(flat)
+    stats_before = {
+        "/".join(map(str, p)): np.asarray(v.get_value())
+        for p, v in nnx.to_flat_state(nnx.state(model, nnx.BatchStat))
+    }
+    tree.scale(model, "**", 3.0)
+    for path, w in tree.get(model, "**").items():
+        np.testing.assert_array_equal(w, 3.0 * np.asarray(flat[path]), err_msg=path)
+    for p, v in nnx.to_flat_state(nnx.state(model, nnx.BatchStat)):
+        np.testing.assert_array_equal(v.get_value(), stats_before["/".join(map(str, p))])
