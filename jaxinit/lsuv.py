@@ -323,7 +323,6 @@ class _Pass:
             return ()
         if (
             supported
-            and self.variables is not None
             and have is not None
             and want is not None
             and len(want) > len(have)
@@ -334,8 +333,8 @@ class _Pass:
             f"lsuv: layer {call.path!r} runs inside a lifted transform that slices its "
             f"parameters (nn.scan / nnx.scan / vmap): its kernel has shape {have} in the "
             f"call but {want} in the model. LSUV normalizes such stacks slice by slice for "
-            "linen layers owning a kernel and a bias (Dense, Conv, ...), not for blocks "
-            "around them or NNX stacks; exclude them with select=."
+            "layers owning a kernel (Dense/Linear, Conv, ...), not for selected blocks around "
+            "them; select the layers themselves, or exclude the stack with select=."
         )
 
     def __call__(self, call: LayerCall) -> Any:
@@ -655,13 +654,14 @@ def lsuv(
     Raises:
       ValueError: a non-finite batch (before any work), a bad option, a ``select`` matching no
         called layer or nested layers.
-      NotImplementedError: a selected block (not a single kernel-and-bias layer) inside
-        ``nn.scan``, or a selected layer inside ``nnx.scan``.
+      NotImplementedError: a selected block (not a single layer owning a kernel) whose
+        layers are stacked by ``nn.scan`` / ``nnx.scan``.
 
-    Layers stacked by linen's ``nn.scan`` (whose ``variable_axes`` carry
-    :data:`jaxinit.probe.COLLECTION`, as :class:`jaxinit.models.MLP` with ``scan=True`` does)
-    are normalized slice by slice, in forward order, and reported per iteration
-    (``layers/dense[0]``, ``layers/dense[1]``, ...): the same result as the unrolled model.
+    Stacked layers are normalized slice by slice, in forward order, and reported per iteration
+    (``layers/dense[0]``, ``layers/dense[1]``, ...), with the same result as the unrolled
+    model. This holds for layers stacked by linen's ``nn.scan`` (its ``variable_axes`` must
+    carry :data:`jaxinit.probe.COLLECTION`, as :class:`jaxinit.models.MLP` with ``scan=True``
+    does) and for NNX stacks made by ``nnx.vmap`` and applied by ``nnx.scan``.
 
     A layer called twice (shared weights) is normalized at its first call; later calls run with
     the rescaled parameters and are not normalized again. A layer the forward pass never calls

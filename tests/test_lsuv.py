@@ -511,11 +511,60 @@ def test_scan_limits_are_clear_errors():
     module = Scanned()  # its nn.scan does not carry the probe collection
     with pytest.raises(ValueError, match=r"variable_axes=\{'params': 0, jaxinit.probe.COLLECTION"):
         jaxinit.lsuv(module, init(module, x), x)
-    with pytest.raises(NotImplementedError, match=r"'layers' runs inside a lifted transform"):
-        jaxinit.lsuv(NNXScanned(rngs()), x)
+    # a selected block around a scanned layer: its kernel is sliced inside the call
+    mlp = models.MLP(depth=4, width=16, num_outputs=3, scan=True)
+    x = normal((32, 16))
+    with pytest.raises(NotImplementedError, match=r"'layers/dense' runs inside a lifted"):
+        jaxinit.lsuv(mlp, mlp.init(KEY, x), x, select="layers")
     # the documented way out: leave them unselected
     with pytest.raises(ValueError, match="matched no layer"):
-        jaxinit.lsuv(NNXScanned(rngs()), x, select="head")
+        jaxinit.lsuv(NNXScanned(rngs()), normal(SMALL_X), select="head")
+
+
+class _NNXUnrolled(nnx.Module):
+    """NNXScanned's three Linear layers as a plain list."""
+
+    def __init__(self, rngs):
+        self.layers = nnx.List([nnx.Linear(8, 8, rngs=rngs) for _ in range(3)])
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = nnx.relu(layer(x))
+        return x
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_nnx_scanned_lsuv_equals_the_unrolled_lsuv_of_the_same_weights(center):
+    x = normal((64, 8))
+    scanned, unrolled = NNXScanned(rngs()), _NNXUnrolled(rngs())
+    kernel, bias = scanned.layers.kernel[...], scanned.layers.bias[...]
+    for i, layer in enumerate(unrolled.layers):
+        layer.kernel.set_value(kernel[i])
+        layer.bias.set_value(bias[i] + 0.1)  # a bias, so that centring has work to do
+    scanned.layers.bias.set_value(bias + 0.1)
+    report = jaxinit.lsuv(scanned, x, center=center)
+    want = jaxinit.lsuv(unrolled, x, center=center)
+    assert report.paths == ("layers[0]", "layers[1]", "layers[2]")
+    assert want.paths == ("layers/0", "layers/1", "layers/2")
+    assert report.all_converged
+    for i, layer in enumerate(unrolled.layers):
+        np.testing.assert_allclose(scanned.layers.kernel[...][i], layer.kernel[...], rtol=2e-5)
+        np.testing.assert_allclose(
+            scanned.layers.bias[...][i], layer.bias[...], rtol=2e-5, atol=1e-6
+        )
+    for field in ("std_before", "mean_before", "std_after", "mean_after"):
+        np.testing.assert_allclose(
+            getattr(report, field), getattr(want, field), rtol=2e-5, atol=1e-6
+        )
+    # Independent of the report: the stack run slice by slice in plain JAX.
+    h = x
+    for i in range(3):
+        y = h @ scanned.layers.kernel[...][i] + scanned.layers.bias[...][i][None]
+        s, m = std_mean(y)
+        assert abs(s - 1) <= EXACT
+        if center:
+            assert abs(m) <= EXACT
+        h = jax.nn.relu(y)
 
 
 def test_nnx_subclass_inheriting_call_is_normalized():
