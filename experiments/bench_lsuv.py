@@ -11,25 +11,33 @@ init-article convnet on a batch of 64 images 128 x 128 x 3 (N(0, 1) pixels). For
 - ratio: LSUV / forward, i.e. how many forward passes the pass costs;
 - PyTorch: ``lsuv.lsuv_with_singlebatch`` (package defaults: orthonormal pre-init, std_tol 0.1, 10
   attempts; verbose off) on the same architecture, one call on a fresh model, and the median
-  PyTorch forward time, when ``torch`` and ``lsuv`` are installed (``pip install
-  jaxinit[bench]``); otherwise that column is skipped with a message.
+  PyTorch forward time. PyTorch runs in its own environment (``torch==2.13.0``,
+  ``lsuv==0.3.0``), named by ``--torch-python`` or ``JAXINIT_TORCH_PYTHON``; without one the
+  column is skipped with a message;
+- ``--breakdown``: where LSUV's time goes (forward; + per-layer reduction; + output scaling;
+  full LSUV, which also writes the rescaled parameters).
 
 Prints a table and one JSON line (``{"bench": "lsuv", ...}``). ``--quick`` runs small versions
-(for CI). Usage: ``python experiments/bench_lsuv.py [--quick] [--repeats N] [--no-torch]``.
+(for CI). Usage: ``python experiments/bench_lsuv.py [--quick] [--repeats N] [--no-torch]
+[--torch-python PATH] [--breakdown]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import pathlib
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 import jaxinit
 from jaxinit import models
@@ -86,59 +94,56 @@ def bench_jax(name: str, cfg: dict[str, Any], repeats: int) -> dict[str, Any]:
     }
 
 
-def _torch_model(name: str, cfg: dict[str, Any], torch):
-    nn = torch.nn
-    if name.startswith("mlp"):  # PyTorch has one form of the MLP
-        layers = []
-        for _ in range(cfg["depth"]):
-            layers += [nn.Linear(cfg["width"], cfg["width"]), nn.ReLU()]
-        x = torch.randn(cfg["batch"], cfg["width"])
-        return nn.Sequential(*layers), x
-    chans, kernels, layers, c_in = (32, 64, 128, 128), (5, 3, 3, 3), [], 3
-    for c, k in zip(chans, kernels, strict=True):
-        layers += [nn.Conv2d(c_in, c, k, stride=2, padding=k // 2), nn.ReLU()]
-        c_in = c
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, 10)]
-    x = torch.randn(cfg["batch"], 3, cfg["size"], cfg["size"])
-    return nn.Sequential(*layers), x
+_TORCH_HELP = (
+    "PyTorch runs in its own environment: python -m venv torch-env && torch-env/bin/pip "
+    "install torch==2.13.0 lsuv==0.3.0, then pass --torch-python torch-env/bin/python (or set "
+    "JAXINIT_TORCH_PYTHON)"
+)
 
 
-def bench_torch(name: str, cfg: dict[str, Any], repeats: int) -> dict[str, Any] | str:
-    try:
-        import lsuv
-        import torch
-    except ImportError as err:
-        return f"skipped: {err.name} is not installed (pip install 'jaxinit[bench]')"
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(0)
-    model, x = _torch_model(name, cfg, torch)
-    model, x = model.to(device), x.to(device)
+def bench_torch(
+    name: str, cfg: dict[str, Any], repeats: int, python: str | None
+) -> dict[str, Any] | str:
+    """PyTorch's ``lsuv`` on the same model, in the interpreter ``python`` (its own
+    environment; see ``_torch_lsuv.py``)."""
+    if not python:
+        return f"skipped: {_TORCH_HELP}"
+    worker = pathlib.Path(__file__).with_name("_torch_lsuv.py")
+    spec = json.dumps({"model": name, "repeats": repeats, **cfg})
+    done = subprocess.run([python, str(worker), spec], capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
-    with torch.no_grad():
-        model(x)
-        sync()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model(x)
-            sync()
-            times.append(time.perf_counter() - t)
-    fwd = statistics.median(times)
-    t = time.perf_counter()
-    lsuv.lsuv_with_singlebatch(model, x, verbose=False, device=device)
-    sync()
-    total = time.perf_counter() - t
-    return {
-        "device": str(device),
-        "torch": torch.__version__,
-        "lsuv_s": total,
-        "forward_s": fwd,
-        "ratio": total / fwd,
+def breakdown(name: str, cfg: dict[str, Any], repeats: int) -> dict[str, float]:
+    """Where LSUV's time goes, by programs that each add one part of its work to the
+    jitted forward pass: the per-layer mean/std reduction, then the scaling of each output
+    (LSUV without writing parameters), then the full pass (which also writes every rescaled
+    kernel and bias, and builds the report)."""
+    module, variables, x = _jax_model(name, cfg)
+
+    def reduce_only(v, x):
+        def hook(path, y):
+            m, s = jnp.mean(y), jnp.std(y)
+            return y + 0 * (m + s)  # keeps the reduction, whose result the output depends on
+
+        return jaxinit.probe.apply_with_hook(module, v, x, hook)
+
+    def reduce_and_scale(v, x):
+        return jaxinit.probe.apply_with_hook(module, v, x, lambda path, y: y / jnp.std(y))
+
+    programs = {
+        "forward": jax.jit(module.apply),
+        "forward + reduce": jax.jit(reduce_only),
+        "forward + reduce + scale output": jax.jit(reduce_and_scale),
+        "LSUV": lambda v, x: jaxinit.lsuv(module, v, x),
     }
+    out = {}
+    for label, fn in programs.items():
+        jax.block_until_ready(fn(variables, x))
+        out[label] = _median_time(lambda fn=fn: fn(variables, x), repeats)
+    return out
 
 
 def _fmt(v: Any) -> str:
@@ -152,6 +157,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="small models (for CI)")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 7)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument(
+        "--torch-python",
+        default=os.environ.get("JAXINIT_TORCH_PYTHON"),
+        help="the Python of an environment with torch==2.13.0 and lsuv==0.3.0 (default "
+        "$JAXINIT_TORCH_PYTHON); without it the PyTorch column is skipped",
+    )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also time the parts of LSUV's work"
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats if args.repeats is not None else (5 if args.quick else 7)
     if repeats < 5:
@@ -172,7 +186,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.no_torch:
             entry["pytorch"] = "skipped: --no-torch"
         else:
-            entry["pytorch"] = bench_torch(name, cfg, repeats)
+            entry["pytorch"] = bench_torch(name, cfg, repeats, args.torch_python)
+        if args.breakdown:
+            entry["breakdown_s"] = breakdown(name, cfg, repeats)
         pt = entry["pytorch"]
         if isinstance(pt, dict):
             entry["first_call_vs_pytorch"] = entry["jaxinit"]["first_call_s"] / pt["lsuv_s"]
@@ -217,6 +233,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for r in [head, *rows]:
         cells = zip(r, widths, strict=True)
         print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(cells)))
+    for name, e in result["models"].items():
+        if "breakdown_s" in e:
+            base = e["breakdown_s"]["forward"]
+            parts = ", ".join(
+                f"{label} {_fmt(t)} ({t / base:.2f}x)" for label, t in e["breakdown_s"].items()
+            )
+            print(f"breakdown {name}: {parts}")
     for name, e in result["models"].items():
         if isinstance(e["pytorch"], str):
             print(f"PyTorch column for {name}: {e['pytorch']}")
