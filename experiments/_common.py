@@ -1,4 +1,6 @@
-"""Scaffolding shared by the experiment scripts: command line, statistics over seeds, output.
+"""Scaffolding shared by the experiment scripts: command line, data, statistics over seeds, and
+the claim's report (:class:`Report`: tables, checks, verdict, figures). The models over seeds
+(init, LSUV, measurement, training) are in ``_train``.
 
 Every script is ``python experiments/NAME.py [--quick] [--seeds N] [--out DIR]`` and exposes
 ``main(argv) -> dict``. A run prints a table, writes ``NAME.md`` (with a ``claim held: yes/no``
@@ -247,6 +249,47 @@ def load_data(args: argparse.Namespace) -> Data:
     return Data("fashion-mnist", train, test, f"Fashion-MNIST ({note})")
 
 
+def probe_count(data: Data) -> int:
+    """Held-out images kept for per-layer statistics: the first 512 of the test set, or half
+    of a smaller one; the rest are for accuracy (:func:`images`)."""
+    return min(512, data.test.x.shape[0] // 2)
+
+
+class Images(NamedTuple):
+    """The arrays of a train-and-score experiment (:func:`images`)."""
+
+    x_train: Any
+    y_train: Any
+    x_lsuv: Any  # 512 training images for LSUV
+    x_probe: Any  # held-out images for per-layer statistics
+    x_eval: Any  # other held-out images, for accuracy
+    y_eval: Any
+
+
+def images(data: Data, transform: Any, n_test: int, seed: int) -> Images:
+    """``data`` standardized with the training set's mean and std, then ``transform``ed
+    (NumPy, ``(n, h, w, c) -> (n, h', w', c)``); 512 training images drawn with
+    ``numpy.random.default_rng(seed)`` for LSUV; the test set split into :func:`probe_count`
+    images for statistics and the next ``n_test`` for accuracy."""
+    mu, sd = data.train.x.mean(), data.train.x.std()
+
+    def prep(x):
+        return jnp.asarray(transform((x - mu) / sd))
+
+    x_train, x_test = prep(data.train.x), prep(data.test.x)
+    n_probe = probe_count(data)
+    lsuv = np.random.default_rng(seed).choice(x_train.shape[0], 512, replace=False)
+    held = slice(n_probe, n_probe + n_test)
+    return Images(
+        x_train,
+        jnp.asarray(data.train.y),
+        x_train[lsuv],
+        x_test[:n_probe],
+        x_test[held],
+        jnp.asarray(data.test.y)[held],
+    )
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -480,6 +523,13 @@ def seed_interval(x: Any, level: float = 0.95) -> tuple[float, float]:
     return float(np.quantile(a, q)), float(np.quantile(a, 1 - q))
 
 
+def moving_average(a: Any, window: int) -> np.ndarray:
+    """Mean of each ``window`` consecutive values along the last axis (``"valid"``: the result
+    is ``window - 1`` shorter)."""
+    kernel = np.ones(window) / window
+    return np.apply_along_axis(lambda r: np.convolve(r, kernel, "valid"), -1, np.asarray(a))
+
+
 def fmt(v: Any, digits: int = 4) -> str:
     """A number for a table: ``g`` format, inf/nan spelled out."""
     if isinstance(v, bool | np.bool_):
@@ -580,6 +630,28 @@ class Report:
     def table(self, heading: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         print(f"\n{heading}\n{text_table(header, rows)}")
         self.sections.append((heading, markdown_table(header, rows)))
+
+    def checks(
+        self,
+        checks: dict[str, tuple[bool, str]],
+        heading: str = "The claim",
+        evidence: str = "numbers",
+    ) -> dict[str, bool]:
+        """The claim's checks as a table (check, held, ``evidence``) from
+        ``{check: (held, numbers)}``; sets :attr:`held` to whether all held and returns
+        ``{check: held}`` for the summary."""
+        self.table(
+            heading, ["check", "held", evidence], [[k, v, n] for k, (v, n) in checks.items()]
+        )
+        held = {k: bool(v) for k, (v, _) in checks.items()}
+        self.held = all(held.values())
+        return held
+
+    def failed(self, checks: dict[str, bool], lead: str = " Failed: ") -> str:
+        """``lead`` and the checks that did not hold, for a verdict; empty when all held."""
+        return (
+            "" if all(checks.values()) else lead + "; ".join(k for k, v in checks.items() if not v)
+        )
 
     def text(self, heading: str, body: str) -> None:
         print(f"\n{heading}\n{body}")
