@@ -15,11 +15,13 @@ number of steps until the training loss first falls below ``--target`` (never: t
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import sys
 from collections.abc import Sequence
 
 import _common
+import _train
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +30,16 @@ import optax
 import jaxinit
 
 NAME = "dlai_playground"
+TITLE = "Initialization playground: 2-10-5-1 network on two circles"
+CLAIM = (
+    "Zero/constant init keeps hidden units identical through training; too-small init "
+    "learns slowly; too-large init diverges or oscillates; Xavier converges fastest."
+)
+SOURCE = (
+    "deeplearning.ai AI Notes, 'Initializing neural networks' (Katanforoosh & Kunin, 2019), "
+    "and the deeplearning.ai course notebook 'Initialization' (make_circles, 2-10-5-1)"
+)
+SIZES = (2, 10, 5, 1)
 LN2 = float(np.log(2))
 
 
@@ -76,31 +88,17 @@ def unit_spread(params) -> jax.Array:
     return jnp.stack(spreads).max()
 
 
-def train_all(params, x, y, act, optimizer, steps):
-    """Train a stack of parameter sets (leading axis) in one program; per-step loss and unit
-    spread, shape (n, steps)."""
+def logits(params, x: jax.Array, act) -> jax.Array:
+    """The network's output logit for each row of ``x``."""
+    h = x
+    for w, b in params[:-1]:
+        h = act(h @ w + b[None, :])
+    w, b = params[-1]
+    return (h @ w + b[None, :])[:, 0]
 
-    def loss_fn(p):
-        h = x
-        for w, b in p[:-1]:
-            h = act(h @ w + b[None, :])
-        w, b = p[-1]
-        logits = (h @ w + b[None, :])[:, 0]
-        return optax.sigmoid_binary_cross_entropy(logits, y).mean()
 
-    def train(p):
-        state = optimizer.init(p)
-
-        def step(carry, _):
-            p, state = carry
-            loss, g = jax.value_and_grad(loss_fn)(p)
-            updates, state = optimizer.update(g, state, p)
-            return (optax.apply_updates(p, updates), state), (loss, unit_spread(p))
-
-        _, (losses, spreads) = jax.lax.scan(step, (p, state), None, length=steps)
-        return losses, spreads
-
-    return jax.jit(jax.vmap(train))(params)
+def bce(logit: jax.Array, y: jax.Array) -> jax.Array:
+    return optax.sigmoid_binary_cross_entropy(logit, y).mean()
 
 
 def steps_to(losses: np.ndarray, target: float) -> np.ndarray:
@@ -109,12 +107,7 @@ def steps_to(losses: np.ndarray, target: float) -> np.ndarray:
     return np.where(below.any(axis=1), below.argmax(axis=1), losses.shape[1])
 
 
-def welch_p(a: np.ndarray, b: np.ndarray) -> float:
-    """One-sided p-value of mean(a) < mean(b) (Welch's t-test; 0 or 1 when both are constant)."""
-    return _common.welch_less(a, b)
-
-
-def main(argv: Sequence[str] | None = None) -> dict:
+def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     p = _common.parser(__doc__.splitlines()[0], seeds=50, quick_seeds=8)
     p.add_argument("--steps", type=int, default=None, help="training steps (default 3000; 1000)")
     p.add_argument("--target", type=float, default=0.1, help="loss that counts as converged")
@@ -122,181 +115,166 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--lr-sgd", type=float, default=0.1, help="gradient-descent step (0.1)")
     p.add_argument("--lr-adam", type=float, default=0.01, help="Adam step (0.01)")
     args = _common.parse(p, argv)
-    steps = args.steps or (1000 if args.quick else 3000)
-    if steps < 10:
-        p.error(f"--steps {steps} must be >= 10")
+    args.steps = args.steps or (1000 if args.quick else 3000)
+    if args.steps < 10:
+        p.error(f"--steps {args.steps} must be >= 10")
     if not 0 < args.target < LN2:
         p.error(f"--target {args.target} must be in (0, ln 2) (ln 2 is chance level)")
     for flag in ("lr_sgd", "lr_adam"):
         if not getattr(args, flag) > 0:
             p.error(f"--{flag.replace('_', '-')} must be > 0")
+    return args
 
-    report = _common.Report(
-        NAME,
-        "Initialization playground: 2-10-5-1 network on two circles",
-        "Zero/constant init keeps hidden units identical through training; too-small init "
-        "learns slowly; too-large init diverges or oscillates; Xavier converges fastest.",
-        "deeplearning.ai AI Notes, 'Initializing neural networks' (Katanforoosh & Kunin, 2019), "
-        "and the deeplearning.ai course notebook 'Initialization' (make_circles, 2-10-5-1)",
-        args,
-    )
-    x, y = dataset()
-    sizes = (2, 10, 5, 1)
-    act = {"tanh": jnp.tanh, "relu": jax.nn.relu}[args.activation]
-    table = inits()
-    labels = list(table)
-    keys = jax.random.split(jax.random.key(4), args.seeds)
-    stacked = [
-        _common.init_jit(jax.vmap(lambda k, i=table[n]: init_params(i, k, sizes)), args)(keys)
-        for n in labels
-    ]
-    params = jax.tree.map(lambda *a: jnp.concatenate(a), *stacked)
-    optimizers = {
-        f"gradient descent (lr {args.lr_sgd})": optax.sgd(args.lr_sgd),
-        f"Adam (lr {args.lr_adam})": optax.adam(args.lr_adam),
-    }
-    n, S = len(labels), args.seeds
-    summary: dict = {"steps": steps, "target": args.target, "activation": args.activation}
-    verdicts = {}
-    plt = _common.pyplot()
-    fig, axes = plt.subplots(1, len(optimizers), figsize=(11, 3.8), sharey=True)
-    colors = plt.get_cmap("tab10")
-    for ax, (oname, opt) in zip(axes, optimizers.items(), strict=True):
-        losses, spreads = train_all(params, x, y, act, opt, steps)
-        losses = np.asarray(losses).reshape(n, S, steps)
-        spreads = np.asarray(spreads).reshape(n, S, steps)
-        rows, per = [], {}
-        for i, label in enumerate(labels):
-            li = losses[i]
-            finite = np.isfinite(li)
-            st = steps_to(np.where(finite, li, np.inf), args.target)
-            ups = (np.diff(li, axis=1) > 0).mean(axis=1)  # fraction of steps where loss rose
-            per[label] = {
-                "steps_to_target": st,
-                "initial_loss": li[:, 0],
-                "final_loss": li[:, -1],
-                "mean_loss": li.mean(axis=1),
-                "up_fraction": ups,
-                "max_unit_spread": spreads[i].max(axis=1),
-                "nonfinite": ~finite.all(axis=1),
-            }
-            rows.append(
-                [
-                    label,
-                    _common.spread(li[:, 0]),
-                    _common.spread(li[:, -1]),
-                    _common.spread(st),
-                    f"{int((st < steps).sum())}/{S}",
-                    _common.spread(ups),
-                    float(spreads[i].max()),
-                ]
-            )
-            med = np.median(li, axis=0)
-            lo, hi = np.quantile(li, [0.1, 0.9], axis=0)
-            ax.plot(med, color=colors(i), label=label, lw=1.2)
-            ax.fill_between(np.arange(steps), lo, hi, color=colors(i), alpha=0.15, lw=0)
-        ax.set_title(f"{oname}: median, 10-90% of {S} seeds", fontsize=9)
-        ax.set_xlabel("step")
-        ax.set_yscale("log")
-        report.table(
-            f"{oname}, {steps} full-batch steps, {S} seeds (mean ± std over seeds)",
-            [
-                "init",
-                "initial loss",
-                "final loss",
-                f"steps to loss < {args.target}",
-                "reached",
-                "fraction of steps loss rose",
-                "max unit spread",
-            ],
-            rows,
-        )
 
-        # The claim's parts, each on the per-seed numbers.
-        symmetric = all(float(per[s]["max_unit_spread"].max()) == 0.0 for s in SYMMETRIC)
-        others = [lab for lab in labels if lab not in SYMMETRIC]
-        broken = all(float(per[lab]["max_unit_spread"].min()) > 0 for lab in others)
-        xs = per[XAVIER]["steps_to_target"]
-        small = per[SMALL]["steps_to_target"]
-        slow = bool(np.all(small > xs.max())) or welch_p(xs, small) < 0.01
-        large = per[LARGE]
-        oscillates = bool(
-            welch_p(per[XAVIER]["up_fraction"], large["up_fraction"]) < 0.01
+def per_init(losses: np.ndarray, spreads: np.ndarray, args) -> dict[str, dict[str, np.ndarray]]:
+    """Per init, per seed: the numbers the claim is judged on, from the step losses and unit
+    spreads (inits, seeds, steps)."""
+    per = {}
+    for label, li, sp in zip(inits(), losses, spreads, strict=True):
+        finite = np.isfinite(li)
+        per[label] = {
+            "steps_to_target": steps_to(np.where(finite, li, np.inf), args.target),
+            "initial_loss": li[:, 0],
+            "final_loss": li[:, -1],
+            "mean_loss": li.mean(axis=1),
+            "up_fraction": (np.diff(li, axis=1) > 0).mean(axis=1),  # steps where loss rose
+            "max_unit_spread": sp.max(axis=1),
+            "nonfinite": ~finite.all(axis=1),
+        }
+    return per
+
+
+def judge(per: dict) -> tuple[dict, dict, dict, dict]:
+    """The claim's parts, each on the per-seed numbers of one optimizer: the verdict, the mean
+    steps to target, and one-sided Welch p-values of Xavier faster than each init and of each
+    init (faster on average) faster than Xavier."""
+    labels = list(per)
+    xs = per[XAVIER]["steps_to_target"]
+    large = per[LARGE]
+    means = {lab: float(per[lab]["steps_to_target"].mean()) for lab in labels}
+    fastest = min(means, key=means.get)
+    others = [lab for lab in labels if lab not in SYMMETRIC]
+    verdict = {
+        "symmetric_units_identical": all(
+            float(per[s]["max_unit_spread"].max()) == 0.0 for s in SYMMETRIC
+        ),
+        "random_units_distinct": all(
+            float(per[lab]["max_unit_spread"].min()) > 0 for lab in others
+        ),
+        "too_small_slower_than_xavier": bool(np.all(per[SMALL]["steps_to_target"] > xs.max()))
+        or _common.welch_less(xs, per[SMALL]["steps_to_target"]) < 0.01,
+        "too_large_oscillates": bool(
+            _common.welch_less(per[XAVIER]["up_fraction"], large["up_fraction"]) < 0.01
             or large["nonfinite"].any()
-        )
-        starts_off = bool(large["initial_loss"].min() > 2 * per[XAVIER]["initial_loss"].max())
-        means = {lab: float(per[lab]["steps_to_target"].mean()) for lab in labels}
-        fastest = min(means, key=means.get)
-        rivals = {lab: welch_p(xs, per[lab]["steps_to_target"]) for lab in labels if lab != XAVIER}
-        xavier_fastest = fastest == XAVIER
-        beaten_by = {
-            lab: welch_p(per[lab]["steps_to_target"], xs)
-            for lab in labels
-            if lab != XAVIER and means[lab] < means[XAVIER]
-        }
-        verdicts[oname] = {
-            "symmetric_units_identical": symmetric,
-            "random_units_distinct": broken,
-            "too_small_slower_than_xavier": slow,
-            "too_large_oscillates": oscillates,
-            "too_large_starts_far_off": starts_off,
-            "xavier_fastest": xavier_fastest,
-            "fastest": fastest,
-        }
-        summary[oname] = {
-            "verdict": verdicts[oname],
-            "mean_steps_to_target": means,
-            "p_xavier_faster_than": rivals,
-            "p_faster_than_xavier": beaten_by,
-            "per_init": {
-                lab: {
-                    k: _common.spread(v.astype(np.float64))
-                    for k, v in d.items()
-                    if k not in ("nonfinite",)
-                }
-                for lab, d in per.items()
-            },
-        }
-        lines = [
-            f"- zero/constant: hidden units identical at every step of every seed: "
-            f"{_common.fmt(symmetric)} (random inits: units distinct: {_common.fmt(broken)})",
-            f"- too small slower than Xavier (Welch p < 0.01 or every seed slower): "
-            f"{_common.fmt(slow)}",
-            f"- too large starts > 2x Xavier's loss on every seed: {_common.fmt(starts_off)}; "
-            f"loss rises on more steps than Xavier's (p < 0.01): {_common.fmt(oscillates)}",
-            f"- fastest by mean steps to target: {fastest}"
-            + (
-                ""
-                if xavier_fastest
-                else "; faster than Xavier: "
-                + ", ".join(
-                    f"{lab} ({means[lab]:.0f} vs {means[XAVIER]:.0f} steps, one-sided "
-                    f"p = {_common.fmt(pv, 2)})"
-                    for lab, pv in beaten_by.items()
-                )
-            ),
-        ]
-        report.text(f"Parts of the claim, {oname}", "\n".join(lines))
-    axes[0].set_ylabel("training loss (log)")
-    axes[-1].legend(fontsize=6, loc="lower left")
-    report.figure(fig, "cost_curves")
+        ),
+        "too_large_starts_far_off": bool(
+            large["initial_loss"].min() > 2 * per[XAVIER]["initial_loss"].max()
+        ),
+        "xavier_fastest": fastest == XAVIER,
+        "fastest": fastest,
+    }
+    rivals = {
+        lab: _common.welch_less(xs, per[lab]["steps_to_target"]) for lab in labels if lab != XAVIER
+    }
+    beaten_by = {
+        lab: _common.welch_less(per[lab]["steps_to_target"], xs)
+        for lab in labels
+        if lab != XAVIER and means[lab] < means[XAVIER]
+    }
+    return verdict, means, rivals, beaten_by
 
-    v = list(verdicts.values())
+
+def report_optimizer(report, oname, per, losses, spreads, args) -> dict:
+    """The table and the claim's parts for one optimizer; its summary entry."""
+    S, steps = args.seeds, args.steps
+    rows = [
+        [
+            label,
+            _common.spread(li[:, 0]),
+            _common.spread(li[:, -1]),
+            _common.spread(d["steps_to_target"]),
+            f"{int((d['steps_to_target'] < steps).sum())}/{S}",
+            _common.spread(d["up_fraction"]),
+            float(sp.max()),
+        ]
+        for (label, d), li, sp in zip(per.items(), losses, spreads, strict=True)
+    ]
+    report.table(
+        f"{oname}, {steps} full-batch steps, {S} seeds (mean ± std over seeds)",
+        [
+            "init",
+            "initial loss",
+            "final loss",
+            f"steps to loss < {args.target}",
+            "reached",
+            "fraction of steps loss rose",
+            "max unit spread",
+        ],
+        rows,
+    )
+    verdict, means, rivals, beaten_by = judge(per)
+    lines = [
+        f"- zero/constant: hidden units identical at every step of every seed: "
+        f"{_common.fmt(verdict['symmetric_units_identical'])} (random inits: units distinct: "
+        f"{_common.fmt(verdict['random_units_distinct'])})",
+        f"- too small slower than Xavier (Welch p < 0.01 or every seed slower): "
+        f"{_common.fmt(verdict['too_small_slower_than_xavier'])}",
+        f"- too large starts > 2x Xavier's loss on every seed: "
+        f"{_common.fmt(verdict['too_large_starts_far_off'])}; loss rises on more steps than "
+        f"Xavier's (p < 0.01): {_common.fmt(verdict['too_large_oscillates'])}",
+        f"- fastest by mean steps to target: {verdict['fastest']}"
+        + (
+            ""
+            if verdict["xavier_fastest"]
+            else "; faster than Xavier: "
+            + ", ".join(
+                f"{lab} ({means[lab]:.0f} vs {means[XAVIER]:.0f} steps, one-sided "
+                f"p = {_common.fmt(pv, 2)})"
+                for lab, pv in beaten_by.items()
+            )
+        ),
+    ]
+    report.text(f"Parts of the claim, {oname}", "\n".join(lines))
+    return {
+        "verdict": verdict,
+        "mean_steps_to_target": means,
+        "p_xavier_faster_than": rivals,
+        "p_faster_than_xavier": beaten_by,
+        "per_init": {
+            lab: {k: _common.spread(v.astype(np.float64)) for k, v in d.items() if k != "nonfinite"}
+            for lab, d in per.items()
+        },
+    }
+
+
+def plot_losses(ax, oname: str, losses: np.ndarray, args) -> None:
+    colors = _common.pyplot().get_cmap("tab10")
+    for i, (label, li) in enumerate(zip(inits(), losses, strict=True)):
+        lo, hi = np.quantile(li, [0.1, 0.9], axis=0)
+        ax.plot(np.median(li, axis=0), color=colors(i), label=label, lw=1.2)
+        ax.fill_between(np.arange(args.steps), lo, hi, color=colors(i), alpha=0.15, lw=0)
+    ax.set_title(f"{oname}: median, 10-90% of {args.seeds} seeds", fontsize=9)
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+
+
+def overall(verdicts: dict, args) -> tuple[bool, bool, str]:
+    """Whether the symmetry, slow-small and oscillating-large parts hold under both
+    optimizers, whether Xavier is fastest under both, and the verdict's text."""
     sub = all(
         d["symmetric_units_identical"]
         and d["random_units_distinct"]
         and d["too_small_slower_than_xavier"]
         and d["too_large_oscillates"]
-        for d in v
+        for d in verdicts.values()
     )
-    xav = all(d["xavier_fastest"] for d in v)
-    report.held = sub and xav
+    xav = all(d["xavier_fastest"] for d in verdicts.values())
     winners = "; ".join(f"{o}: {d['fastest']}" for o, d in verdicts.items())
     failed = {
         o: [k for k, ok in d.items() if ok is False and k != "xavier_fastest"]
         for o, d in verdicts.items()
     }
-    report.verdict = (
+    text = (
         ("symmetry, slow-small and oscillating-large parts hold; " if sub else "")
         + (
             ""
@@ -314,6 +292,50 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "gradients and features sooner at a fixed learning rate."
         )
     )
+    return sub, xav, text
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = arguments(argv)
+    report = _common.Report(NAME, TITLE, CLAIM, SOURCE, args)
+    x, y = dataset()
+    act = {"tanh": jnp.tanh, "relu": jax.nn.relu}[args.activation]
+    keys = jax.random.split(jax.random.key(4), args.seeds)
+    params = _train.concat(
+        [
+            _train.init_stacked(lambda k, i=init: init_params(i, k, SIZES), keys, args)
+            for init in inits().values()
+        ]
+    )
+    optimizers = {
+        f"gradient descent (lr {args.lr_sgd})": optax.sgd(args.lr_sgd),
+        f"Adam (lr {args.lr_adam})": optax.adam(args.lr_adam),
+    }
+    summary: dict = {"steps": args.steps, "target": args.target, "activation": args.activation}
+    fig, axes = _common.pyplot().subplots(1, len(optimizers), figsize=(11, 3.8), sharey=True)
+    for ax, (oname, opt) in zip(axes, optimizers.items(), strict=True):
+        run = _train.train_stacked(
+            lambda v, x: logits(v["params"], x, act),
+            {"params": params},
+            x,
+            y,
+            steps=args.steps,
+            optimizer=opt,
+            loss=bce,
+            trace=unit_spread,
+        )
+        shape = (len(inits()), args.seeds, args.steps)
+        losses, spreads = (np.asarray(a).reshape(shape) for a in (run.losses, run.trace))
+        summary[oname] = report_optimizer(
+            report, oname, per_init(losses, spreads, args), losses, spreads, args
+        )
+        plot_losses(ax, oname, losses, args)
+    axes[0].set_ylabel("training loss (log)")
+    axes[-1].legend(fontsize=6, loc="lower left")
+    report.figure(fig, "cost_curves")
+
+    sub, xav, report.verdict = overall({o: summary[o]["verdict"] for o in optimizers}, args)
+    report.held = sub and xav
     report.summary = {**summary, "parts_hold": sub, "xavier_fastest_everywhere": xav}
     return report.write()
 

@@ -18,10 +18,12 @@ Zero and prior bias share each seed's hidden init and data order, so they are co
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
 import _common
+import _train
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -31,6 +33,15 @@ import optax
 import jaxinit
 
 NAME = "prior_bias_imbalance"
+CLAIM = (
+    "With prior_bias, the initial mean softmax equals the class proportions; first-epoch "
+    "loss and steps to a target loss improve over a zero bias. The per-class logit "
+    "log(p/(1-p)) overweights the frequent classes under softmax."
+)
+SOURCE = (
+    "Karpathy 2019, 'A Recipe for Training Neural Networks' ('init well'); the logit formula "
+    "as used in blog posts on imbalanced classification"
+)
 RATIO = (10, 5, 5, 100, 100)
 WINDOW = 10
 BATCH = 64
@@ -72,38 +83,7 @@ def subset(ds, counts) -> tuple[np.ndarray, np.ndarray]:
     return ds.flat()[idx], ds.y[idx]
 
 
-def mean_ce(logits, y):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-
-def make_train(model, x, y, steps, lr):
-    n = x.shape[0]
-    opt = optax.adam(lr)
-
-    def loss_fn(params, xb, yb):
-        return mean_ce(model.apply({"params": params}, xb), yb)
-
-    def train(params, key):
-        # Epoch-wise shuffles, concatenated; one minibatch of BATCH per step.
-        epochs = -(-steps * BATCH // n)
-        perms = jax.jit(jax.vmap(lambda k: jax.random.permutation(k, n)))(
-            jax.random.split(key, epochs)
-        )
-        order = perms.reshape(-1)[: steps * BATCH].reshape(steps, BATCH)
-
-        def step(carry, idx):
-            params, state = carry
-            loss, g = jax.value_and_grad(loss_fn)(params, x[idx], y[idx])
-            updates, state = opt.update(g, state, params)
-            return (optax.apply_updates(params, updates), state), loss
-
-        _, losses = jax.lax.scan(step, (params, opt.init(params)), order)
-        return losses
-
-    return train
-
-
-def main(argv: Sequence[str] | None = None) -> dict:
+def arguments(argv: Sequence[str] | None) -> tuple[argparse.Namespace, _common.Data]:
     p = _common.parser(__doc__.splitlines()[0], seeds=30, quick_seeds=8, data=True)
     p.add_argument(
         "--scale",
@@ -120,51 +100,38 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ds = data.train
     # The largest scale whose counts the training set holds (60 on Fashion-MNIST, 1 on digits).
     fits = min(int(np.sum(ds.y == c)) // r for c, r in enumerate(RATIO))
-    scale = args.scale or min(fits, 10 if args.quick else 20)
-    epochs = args.epochs or (30 if data.name == "digits" else 3)
-    target = args.target
-    if not 1 <= scale <= fits:
+    args.scale = args.scale or min(fits, 10 if args.quick else 20)
+    args.epochs = args.epochs or (30 if data.name == "digits" else 3)
+    if not 1 <= args.scale <= fits:
         p.error(
-            f"--scale {scale} must be in [1, {fits}]: {data.label} has "
+            f"--scale {args.scale} must be in [1, {fits}]: {data.label} has "
             f"{', '.join(str(int(np.sum(ds.y == c))) for c in range(len(RATIO)))} training "
             f"images of classes 0-{len(RATIO) - 1}"
         )
-    if epochs < 1 or args.hidden < 1 or not args.lr > 0 or not target > 0:
+    if args.epochs < 1 or args.hidden < 1 or not args.lr > 0 or not args.target > 0:
         p.error("--epochs, --hidden, --lr and --target must be positive")
-    counts = tuple(scale * r for r in RATIO)
-    report = _common.Report(
-        NAME,
-        f"Class-prior output bias on imbalanced {data.label}",
-        "With prior_bias, the initial mean softmax equals the class proportions; first-epoch "
-        "loss and steps to a target loss improve over a zero bias. The per-class logit "
-        "log(p/(1-p)) overweights the frequent classes under softmax.",
-        "Karpathy 2019, 'A Recipe for Training Neural Networks' ('init well'); the logit formula "
-        "as used in blog posts on imbalanced classification",
-        args,
-        data,
-    )
-    x, y = subset(ds, counts)
-    x = (x - x.mean()) / x.std()
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    n = x.shape[0]
-    prop = np.asarray(counts, np.float64) / n
-    steps = epochs * n // BATCH
-    per_epoch = -(-n // BATCH)
-    keys = jax.random.split(jax.random.key(6), args.seeds)
-    variants = biases(counts)
+    return args, data
 
-    # Initial predictions: zero head kernel (the trained set-up) and Flax's default head.
-    rows, init_summary, errors = [], {}, {}
+
+def entropy(prop: np.ndarray) -> float:
+    """The entropy of the class proportions: the loss of predicting them."""
+    return float(-(prop * np.log(prop)).sum())
+
+
+def initial_softmax(report, x, counts, keys, args) -> tuple[dict, dict, dict]:
+    """The mean softmax at init of each bias, with a zero head kernel (the trained set-up) and
+    with Flax's default head. Returns the summary, the per-seed max |mean softmax - p| and the
+    zero-head variables of each bias, stacked, for training."""
+    prop = np.asarray(counts, np.float64) / x.shape[0]
+    rows, summary, errors, zero_head = [], {}, {}, {}
     for head_name, head in (
         ("zero head kernel", jaxinit.zeros()),
         ("default head (lecun_normal)", jaxinit.lecun_normal()),
     ):
-        for label, bias in variants.items():
+        for label, bias in biases(counts).items():
             model = Classifier(args.hidden, len(counts), bias, head)
-            params = _common.init_jit(
-                jax.vmap(lambda k, m=model: m.init(k, x[:1])["params"]), args
-            )(keys)
-            probs = jax.vmap(lambda pr, m=model: jax.nn.softmax(m.apply({"params": pr}, x)))(params)
+            variables = _train.init_stacked(model, keys, args, x)
+            probs = jax.vmap(lambda v, m=model: jax.nn.softmax(m.apply(v, x)))(variables)
             mean_p = np.asarray(probs.mean(axis=1), np.float64)  # (seeds, classes)
             err = np.abs(mean_p - prop[None, :]).max(axis=1)
             rows.append(
@@ -176,44 +143,50 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 ]
             )
             errors[f"{head_name}: {label}"] = err
-            init_summary[f"{head_name}: {label}"] = {
+            summary[f"{head_name}: {label}"] = {
                 "mean_softmax": mean_p.mean(axis=0),
                 "max_abs_error": _common.spread(err),
             }
+            if head_name == "zero head kernel":
+                zero_head[label] = variables
     report.table(
-        f"Initial mean softmax over the {n} images (proportions "
+        f"Initial mean softmax over the {x.shape[0]} images (proportions "
         + " ".join(f"{v:.4f}" for v in prop)
         + f"), {args.seeds} seeds",
         ["head kernel", "bias", "mean softmax (mean over seeds)", "max |mean softmax - p|"],
         rows,
     )
+    return summary, errors, zero_head
 
-    # Training: every (bias, seed) in one program.
-    model = Classifier(args.hidden, len(counts), jaxinit.zeros(), jaxinit.zeros())
-    stacked = [
-        jax.vmap(
-            lambda k, b=b: Classifier(args.hidden, len(counts), b, jaxinit.zeros()).init(k, x[:1])[
-                "params"
-            ]
-        )(keys)
-        for b in variants.values()
-    ]
-    params = jax.tree.map(lambda *a: jnp.concatenate(a), *stacked)
-    shuffle = jnp.concatenate([keys] * len(variants))
-    init_loss = jax.vmap(lambda pr: mean_ce(model.apply({"params": pr}, x), y))(params)
-    train = make_train(model, x, y, steps, args.lr)
-    step_losses = np.asarray(jax.jit(jax.vmap(train))(params, shuffle))
-    V, S = len(variants), args.seeds
-    step_losses = step_losses.reshape(V, S, steps)
+
+def train(report, variables, x, y, prop, keys, args) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Train every (bias, seed) in one program (seed ``i`` of every bias shares data order
+    ``keys[i]``) and tabulate. Returns per-bias results, the smoothed losses (biases, seeds,
+    steps - WINDOW + 1) and the initial losses (biases, seeds)."""
+    n, V, S = x.shape[0], len(variables), args.seeds
+    steps = args.epochs * n // BATCH
+    model = Classifier(args.hidden, len(RATIO), jaxinit.zeros(), jaxinit.zeros())
+    stacked = _train.concat(list(variables.values()))
+    init_loss = jax.vmap(lambda v: _train.cross_entropy(model.apply(v, x), y))(stacked)
+    run = _train.train_stacked(
+        model,
+        stacked,
+        x,
+        y,
+        jnp.concatenate([keys] * V),
+        steps=steps,
+        batch=BATCH,
+        optimizer=optax.adam(args.lr),
+    )
+    step_losses = np.asarray(run.losses).reshape(V, S, steps)
     # Training loss at step t: mean minibatch loss over steps t - WINDOW + 1 .. t.
-    kernel = np.ones(WINDOW) / WINDOW
-    smooth = np.apply_along_axis(lambda r: np.convolve(r, kernel, "valid"), -1, step_losses)
+    smooth = _common.moving_average(step_losses, WINDOW)
     init_loss = np.asarray(init_loss).reshape(V, S)
     results, rows = {}, []
-    for i, label in enumerate(variants):
+    for i, label in enumerate(variables):
         cl = smooth[i]
-        first = step_losses[i][:, :per_epoch].mean(axis=1)
-        below = cl < target
+        first = step_losses[i][:, : -(-n // BATCH)].mean(axis=1)
+        below = cl < args.target
         reach = np.where(below.any(axis=1), below.argmax(axis=1) + WINDOW, steps)
         results[label] = {
             "initial_loss": init_loss[i],
@@ -231,122 +204,132 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 _common.spread(cl[:, -1]),
             ]
         )
-    entropy = float(-(prop * np.log(prop)).sum())
     report.table(
-        f"Training, {steps} steps of {BATCH} ({epochs} epochs of {n} images), Adam lr {args.lr}, "
-        f"{S} seeds (mean ± std); entropy of p = {entropy:.4f}, ln 5 = {np.log(5):.4f}",
+        f"Training, {steps} steps of {BATCH} ({args.epochs} epochs of {n} images), Adam lr "
+        f"{args.lr}, {S} seeds (mean ± std); entropy of p = {entropy(prop):.4f}, ln 5 = "
+        f"{np.log(5):.4f}",
         [
             "bias",
             "initial loss",
             "first-epoch loss",
-            f"steps to loss < {target}",
+            f"steps to loss < {args.target}",
             "reached",
             "final loss",
         ],
         rows,
     )
+    return results, smooth, init_loss
 
-    # The claim.
-    exact_err_all = errors[f"zero head kernel: {PRIOR}"]
-    logit_p = init_summary[f"zero head kernel: {LOGIT}"]["mean_softmax"]
-    eps = float(jnp.finfo(jnp.float32).eps)
-    worst = float(np.max(exact_err_all))
-    matches = worst <= 8 * eps  # float32 rounding of log p and of the softmax
-    p_first = _common.paired_less(
-        results[PRIOR]["first_epoch_loss"], results[ZERO]["first_epoch_loss"]
-    )
-    p_steps = _common.paired_less(
-        results[PRIOR]["steps_to_target"], results[ZERO]["steps_to_target"]
-    )
-    lower_first = p_first < 0.01
-    fewer_steps = p_steps < 0.01
-    saved = results[ZERO]["steps_to_target"] - results[PRIOR]["steps_to_target"]
-    names = [
-        "prior_bias: initial mean softmax == proportions (to float32 rounding)",
-        "prior_bias: lower first-epoch loss than zero bias (paired t, p < 0.01)",
-        "prior_bias: fewer steps to target than zero bias (paired t, p < 0.01)",
-    ]
-    checks = {
-        names[0]: bool(matches),
-        names[1]: bool(lower_first),
-        names[2]: bool(fewer_steps),
-    }
-    report.table(
-        "The claim",
-        ["check", "held", "numbers"],
-        [
-            [
-                names[0],
-                matches,
-                f"max over seeds |mean softmax - p| = {worst:.2e} (8 eps = {8 * eps:.1e})",
-            ],
-            [
-                names[1],
-                lower_first,
-                f"{_common.spread(results[PRIOR]['first_epoch_loss'])} vs "
-                f"{_common.spread(results[ZERO]['first_epoch_loss'])}, p = {p_first:.1e}",
-            ],
-            [
-                names[2],
-                fewer_steps,
-                f"{_common.spread(results[PRIOR]['steps_to_target'])} vs "
-                f"{_common.spread(results[ZERO]['steps_to_target'])}, p = {p_steps:.1e}",
-            ],
-        ],
-    )
-    report.text(
-        "The logit formula under softmax",
-        f"log(p/(1-p)) as a softmax bias predicts {' '.join(f'{v:.4f}' for v in logit_p)} "
-        f"instead of {' '.join(f'{v:.4f}' for v in prop)}: the two frequent classes get "
-        f"{logit_p[3]:.4f} each instead of {prop[3]:.4f}, the rare ones "
-        f"{logit_p[1]:.4f} instead of {prop[1]:.4f}; its initial loss is "
-        f"{_common.spread(results[LOGIT]['initial_loss'])} vs "
-        f"{_common.spread(results[PRIOR]['initial_loss'])} for log p (the entropy, "
-        f"{entropy:.4f}).",
-    )
 
+def figure(report, smooth, init_loss, labels, counts, prop, args, data) -> None:
     plt = _common.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     t = np.arange(smooth.shape[-1]) + WINDOW
-    for i, label in enumerate(variants):
+    for i, label in enumerate(labels):
         cl = smooth[i]
         c = plt.get_cmap("tab10")(i)
         lo, hi = np.quantile(cl, [0.05, 0.95], axis=0)
         ax.fill_between(t, lo, hi, color=c, alpha=0.25, lw=0)
         ax.plot(t, cl.mean(axis=0), color=c, label=label)
         ax.scatter([0], [init_loss[i].mean()], color=c, s=12)
-    ax.axhline(entropy, color="grey", ls=":", lw=1, label="entropy of class prior")
-    ax.axhline(target, color="black", ls="--", lw=0.8, label=f"target {target}")
-    ax.axvline(per_epoch, color="grey", lw=0.6)
+    ax.axhline(entropy(prop), color="grey", ls=":", lw=1, label="entropy of class prior")
+    ax.axhline(args.target, color="black", ls="--", lw=0.8, label=f"target {args.target}")
+    ax.axvline(-(-sum(counts) // BATCH), color="grey", lw=0.6)  # end of epoch 1
     ax.set_xlabel("step (vertical line: end of epoch 1)")
     ax.set_ylabel(f"training loss (mean of last {WINDOW} minibatches)")
     ax.set_yscale("log")
-    ax.set_title(f"imbalanced {data.label} {counts}; band: 5-95% of {S} seeds", fontsize=9)
+    ax.set_title(f"imbalanced {data.label} {counts}; band: 5-95% of {args.seeds} seeds", fontsize=9)
     ax.legend(fontsize=7)
     report.figure(fig, "loss")
 
-    report.held = all(checks.values())
+
+def logit_text(logit_p, prop, results) -> str:
+    """What the per-class logit bias predicts under softmax, against the proportions."""
+    return (
+        f"log(p/(1-p)) as a softmax bias predicts {' '.join(f'{v:.4f}' for v in logit_p)} "
+        f"instead of {' '.join(f'{v:.4f}' for v in prop)}: the two frequent classes get "
+        f"{logit_p[3]:.4f} each instead of {prop[3]:.4f}, the rare ones "
+        f"{logit_p[1]:.4f} instead of {prop[1]:.4f}; its initial loss is "
+        f"{_common.spread(results[LOGIT]['initial_loss'])} vs "
+        f"{_common.spread(results[PRIOR]['initial_loss'])} for log p (the entropy, "
+        f"{entropy(prop):.4f})."
+    )
+
+
+def steps_saved(results: dict) -> np.ndarray:
+    """Per seed, the steps to the target that prior_bias saves over a zero bias."""
+    return results[ZERO]["steps_to_target"] - results[PRIOR]["steps_to_target"]
+
+
+def claim(report, results: dict, errors: dict, args) -> tuple[dict[str, bool], float, float]:
+    """The checks (table, held, verdict); returns them and the paired p-values of the
+    first-epoch loss and of the steps to target."""
+
+    def spreads(what):
+        return f"{_common.spread(results[PRIOR][what])} vs {_common.spread(results[ZERO][what])}"
+
+    worst = float(np.max(errors[f"zero head kernel: {PRIOR}"]))
+    eps = float(jnp.finfo(jnp.float32).eps)
+    p_first, p_steps = (
+        _common.paired_less(results[PRIOR][k], results[ZERO][k])
+        for k in ("first_epoch_loss", "steps_to_target")
+    )
+    checks = report.checks(
+        {
+            "prior_bias: initial mean softmax == proportions (to float32 rounding)": (
+                worst <= 8 * eps,  # float32 rounding of log p and of the softmax
+                f"max over seeds |mean softmax - p| = {worst:.2e} (8 eps = {8 * eps:.1e})",
+            ),
+            "prior_bias: lower first-epoch loss than zero bias (paired t, p < 0.01)": (
+                p_first < 0.01,
+                f"{spreads('first_epoch_loss')}, p = {p_first:.1e}",
+            ),
+            "prior_bias: fewer steps to target than zero bias (paired t, p < 0.01)": (
+                p_steps < 0.01,
+                f"{spreads('steps_to_target')}, p = {p_steps:.1e}",
+            ),
+        }
+    )
     report.verdict = (
         f"initial mean softmax = p to {worst:.1e}; first-epoch loss "
-        f"{_common.spread(results[PRIOR]['first_epoch_loss'])} vs "
-        f"{_common.spread(results[ZERO]['first_epoch_loss'])} (zero bias); steps to loss "
-        f"{target}: {_common.spread(results[PRIOR]['steps_to_target'])} vs "
-        f"{_common.spread(results[ZERO]['steps_to_target'])} (saves "
-        f"{_common.spread(saved)} steps per seed)."
-        + ("" if report.held else " Failed: " + "; ".join(k for k, v in checks.items() if not v))
+        f"{spreads('first_epoch_loss')} (zero bias); steps to loss {args.target}: "
+        f"{spreads('steps_to_target')} (saves {_common.spread(steps_saved(results))} steps per "
+        "seed)." + report.failed(checks)
     )
+    return checks, p_first, p_steps
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args, data = arguments(argv)
+    counts = tuple(args.scale * r for r in RATIO)
+    report = _common.Report(
+        NAME, f"Class-prior output bias on imbalanced {data.label}", CLAIM, SOURCE, args, data
+    )
+    x, y = subset(data.train, counts)
+    x = jnp.asarray((x - x.mean()) / x.std())
+    n, y = x.shape[0], jnp.asarray(y)
+    prop = np.asarray(counts, np.float64) / n
+    keys = jax.random.split(jax.random.key(6), args.seeds)
+    init_summary, errors, variables = initial_softmax(report, x, counts, keys, args)
+    results, smooth, init_loss = train(report, variables, x, y, prop, keys, args)
+
+    checks, p_first, p_steps = claim(report, results, errors, args)
+    logit_p = init_summary[f"zero head kernel: {LOGIT}"]["mean_softmax"]
+    report.text("The logit formula under softmax", logit_text(logit_p, prop, results))
+    figure(report, smooth, init_loss, list(variables), counts, prop, args, data)
+
     report.summary = {
         "counts": counts,
-        "epochs": epochs,
+        "epochs": args.epochs,
         "proportions": prop,
-        "steps": steps,
-        "target": target,
+        "steps": args.epochs * n // BATCH,
+        "target": args.target,
         "checks": checks,
         "initial": init_summary,
         "training": results,
         "p_first_epoch": p_first,
         "p_steps": p_steps,
-        "steps_saved": _common.spread(saved),
+        "steps_saved": _common.spread(steps_saved(results)),
         "logit_formula_softmax": logit_p,
     }
     return report.write()
