@@ -3,11 +3,13 @@ histograms at initialization are healthy with Xavier, saturate at +-1 with stand
 and collapse to 0 with too-small weights.
 
 A batch of standardized Fashion-MNIST training images goes through five Dense + tanh layers
-(784 -> width x 5, zero biases). Without Fashion-MNIST, ``--quick`` runs on scikit-learn's 8x8
-digits (64 -> width x 5; see ``_common.load_data``), standardized the same way. For every seed
+(``jaxinit.models.MLP``: 784 -> width x 5, zero biases). Without Fashion-MNIST, ``--quick``
+runs on scikit-learn's 8x8 digits (64 -> width x 5; see ``_common.load_data``), standardized
+the same way. For every seed
 (all seeds in one jitted ``vmap``) we record each layer's activation histogram, its standard
-deviation and its saturated fraction ``P(|a| > 0.99)``, and put the mean-field prediction
-(``jaxinit.predict``) beside the measured std.
+deviation and its saturated fraction ``P(|a| > 0.99)`` (``jaxinit.measure`` with these
+statistics of each Dense output's tanh), and put the mean-field prediction (``jaxinit.predict``,
+sigma_w from each initializer's variance law) beside the measured std.
 
 Operational claim, checked on every seed: standard normal has more than half of the units of
 every layer saturated; too small has a std that falls by at least half at every layer (so it
@@ -20,6 +22,7 @@ average includes fan_out), and at width 256 layer 1 reaches 5.1% saturated.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
@@ -29,97 +32,85 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxinit
+from jaxinit import meanfield, models
 
 NAME = "glorot_tanh_histograms"
+TITLE = "tanh activation histograms: Xavier vs standard normal vs too small"
+SOURCE = (
+    "Glorot & Bengio 2010, 'Understanding the difficulty of training deep feedforward neural "
+    "networks' (activation histograms, normalized init); deeplearning.ai AI Notes, "
+    "'Initializing neural networks'"
+)
 DEPTH = 5
 SAT = 0.99
 NBINS = 50
 BINS = np.linspace(-1.0, 1.0, NBINS + 1)
+XAVIER, NORMAL, SMALL = (
+    "Xavier U(+-sqrt(6/(n_in+n_out)))",
+    "standard normal N(0, 1)",
+    "too small N(0, 0.01^2)",
+)
+INITS = {
+    XAVIER: jaxinit.glorot_uniform(),
+    NORMAL: jaxinit.normal(1.0),
+    SMALL: jaxinit.normal(0.01),
+}
 
 
-def inits() -> dict[str, tuple[jaxinit.Initializer, callable]]:
-    """Label -> (initializer, sigma_w^2 = fan_in * Var(w) as a function of (fan_in, fan_out))."""
-    return {
-        "Xavier U(+-sqrt(6/(n_in+n_out)))": (
-            jaxinit.glorot_uniform(),
-            lambda n_in, n_out: 2 * n_in / (n_in + n_out),
-        ),
-        "standard normal N(0, 1)": (jaxinit.normal(1.0), lambda n_in, n_out: float(n_in)),
-        "too small N(0, 0.01^2)": (jaxinit.normal(0.01), lambda n_in, n_out: 1e-4 * n_in),
-    }
+def _histogram(h: jax.Array) -> jax.Array:
+    """Counts of the tanh outputs of the Dense output ``h`` in the :data:`BINS`."""
+    idx = jnp.clip(jnp.floor((jnp.tanh(h) + 1) / 2 * NBINS).astype(jnp.int32), 0, NBINS - 1)
+    return jnp.bincount(idx.ravel(), length=NBINS)
 
 
-XAVIER, NORMAL, SMALL = inits()
+# Statistics of each layer's tanh output, from its Dense output (what jaxinit.measure observes).
+TANH_STATS = {
+    "std": lambda h: jnp.tanh(h).std(),
+    "saturated": lambda h: (jnp.abs(jnp.tanh(h)) > SAT).mean(),
+    "histogram": _histogram,
+}
 
 
-def forward_stats(init, key, x, width):
-    """Per-layer histogram counts, std and saturated fraction for one seed."""
-    sizes = (x.shape[1],) + (width,) * DEPTH
-    keys = jax.random.split(key, DEPTH)
-    h = x
-    hists, stds, sats = [], [], []
-    for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:], strict=True):
-        h = jnp.tanh(h @ init(k, (n_in, n_out)))
-        idx = jnp.clip(jnp.floor((h + 1) / 2 * NBINS).astype(jnp.int32), 0, NBINS - 1)
-        hists.append(jnp.bincount(idx.ravel(), length=NBINS))
-        stds.append(h.std())
-        sats.append((jnp.abs(h) > SAT).mean())
-    return jnp.stack(hists), jnp.stack(stds), jnp.stack(sats)
-
-
-def predicted_std(sigma2, n_in: int, width: int) -> np.ndarray:
-    """Mean-field std of each tanh layer's output, layer by layer with jaxinit.predict."""
-    out, m2 = [], 1.0  # standardized inputs: E[x^2] = 1
-    for layer in range(DEPTH):
-        fan_in = n_in if layer == 0 else width
-        p = jaxinit.predict("tanh", 1, sigma_w=float(np.sqrt(sigma2(fan_in, width))), input_var=m2)
-        out.append(float(p.post_std[0]))
-        m2 = float(p.post_std[0] ** 2 + p.post_mean[0] ** 2)
-    return np.asarray(out)
-
-
-def main(argv: Sequence[str] | None = None) -> dict:
+def arguments(argv: Sequence[str] | None) -> tuple[argparse.Namespace, _common.Data]:
     p = _common.parser(__doc__.splitlines()[0], seeds=30, quick_seeds=8, data=True)
     p.add_argument("--width", type=int, default=None, help="hidden width (default 1000)")
     p.add_argument("--batch", type=int, default=None, help="images per seed (default 500; 256)")
     args = _common.parse(p, argv)
-    width = args.width or 1000  # Glorot & Bengio's width, quick or not
-    batch = args.batch or (256 if args.quick else 500)
-    if width < 2 or batch < 2:
+    args.width = args.width or 1000  # Glorot & Bengio's width, quick or not
+    args.batch = args.batch or (256 if args.quick else 500)
+    if args.width < 2 or args.batch < 2:
         p.error("--width and --batch must be >= 2")
     data = _common.load_data(args)
-    report = _common.Report(
-        NAME,
-        "tanh activation histograms: Xavier vs standard normal vs too small",
-        f"In a 5-layer tanh MLP on {data.label}, Xavier keeps every layer's activations spread "
-        "inside (-1, 1); standard-normal weights saturate them at +-1; too-small weights "
-        "collapse them to 0.",
-        "Glorot & Bengio 2010, 'Understanding the difficulty of training deep feedforward neural "
-        "networks' (activation histograms, normalized init); deeplearning.ai AI Notes, "
-        "'Initializing neural networks'",
-        args,
-        data,
-    )
-    ds = data.train.standardized()
-    if batch > ds.x.shape[0]:
-        p.error(f"--batch {batch} exceeds the {ds.x.shape[0]} training images")
-    idx = np.random.default_rng(5).choice(ds.x.shape[0], batch, replace=False)
-    x = jnp.asarray(ds.flat()[idx])
-    keys = jax.random.split(jax.random.key(5), args.seeds)
+    if args.batch > data.train.x.shape[0]:
+        p.error(f"--batch {args.batch} exceeds the {data.train.x.shape[0]} training images")
+    return args, data
 
-    table = inits()
+
+def measure(x: jax.Array, args: argparse.Namespace) -> list[dict[str, np.ndarray]]:
+    """Per init, the :data:`TANH_STATS` of each layer of ``jaxinit.models.MLP`` (zero biases)
+    on ``x``, ``(seeds, layers[, bins])``: every init and seed in one jitted ``vmap``."""
+    nets = [models.MLP(DEPTH, args.width, jnp.tanh, init) for init in INITS.values()]
 
     @jax.jit
     @jax.vmap
-    def run(key):  # every init in one program (one compilation)
-        return [forward_stats(init, key, x, width) for init, _ in table.values()]
+    def run(key):
+        return [jaxinit.measure(m, m.init(key, x[:1]), x, stats=TANH_STATS) for m in nets]
 
-    measured = run(keys)
-    results, rows, summary = {}, [], {}
-    for (label, (_, sigma2)), stats in zip(table.items(), measured, strict=True):
-        hists, stds, sats = (np.asarray(a) for a in stats)
-        pred = predicted_std(sigma2, x.shape[1], width)
-        results[label] = (hists, stds, sats, pred)
+    out = run(jax.random.split(jax.random.key(5), args.seeds))
+    return [{s: np.stack([m[p][s] for p in m.paths], axis=1) for s in TANH_STATS} for m in out]
+
+
+def predicted_std(init, n_in: int, width: int) -> np.ndarray:
+    """Mean-field std of each tanh layer's output for standardized inputs (E[x^2] = 1), each
+    layer's sigma_w from ``init``'s variance law at that layer's fans."""
+    fans = [(n_in if layer == 0 else width, width) for layer in range(DEPTH)]
+    sigma_w = [meanfield.sigma_w(init, *f) for f in fans]
+    return jaxinit.predict("tanh", DEPTH, sigma_w=sigma_w, input_var=1.0).post_std
+
+
+def layer_table(report, results, args, data) -> dict:
+    rows, summary = [], {}
+    for label, (_, stds, sats, pred) in results.items():
         for layer in range(DEPTH):
             rows.append(
                 [
@@ -136,47 +127,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "saturated_fraction": [_common.spread(sats[:, i]) for i in range(DEPTH)],
         }
     report.table(
-        f"Per-layer activations at init on {data.label}, width {width}, {batch} images, "
-        f"{args.seeds} seeds (mean ± std over seeds)",
+        f"Per-layer activations at init on {data.label}, width {args.width}, {args.batch} "
+        f"images, {args.seeds} seeds (mean ± std over seeds)",
         ["init", "layer", "std", "mean-field std", f"P(|a| > {SAT})"],
         rows,
     )
+    return summary
 
-    # The claim on every seed.
-    _, _, sat_n, _ = results[NORMAL]
-    _, s_s, _, _ = results[SMALL]
-    _, s_x, sat_x, _ = results[XAVIER]
-    saturates = bool((sat_n > 0.5).all())
-    ratio_s = s_s[:, 1:] / s_s[:, :-1]  # per-layer factor of the std
-    collapses = bool((ratio_s <= 0.5).all())
-    healthy = bool((sat_x < 0.05).all() and (s_x >= 0.1).all())
-    checks = {
-        "standard normal: > 50% saturated in every layer": saturates,
-        "too small: std at least halves at every layer": collapses,
-        "Xavier: < 5% saturated and std >= 0.1 in every layer": healthy,
-    }
-    report.table(
-        f"The claim, on every one of {args.seeds} seeds",
-        ["check", "held", "worst seed"],
-        [
-            [
-                "standard normal: > 50% saturated in every layer",
-                saturates,
-                f"min P(sat) = {sat_n.min():.3f}",
-            ],
-            [
-                "too small: std at least halves at every layer",
-                collapses,
-                f"max std_(l+1)/std_l = {ratio_s.max():.3f}",
-            ],
-            [
-                "Xavier: < 5% saturated and std >= 0.1 in every layer",
-                healthy,
-                f"max P(sat) = {sat_x.max():.4f}, min std = {s_x.min():.3f}",
-            ],
-        ],
-    )
 
+def figures(report, results, args, data) -> None:
     plt = _common.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     centers = (BINS[:-1] + BINS[1:]) / 2
@@ -194,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ax.set_xlabel("tanh activation")
     axes[0].set_ylabel("density (log); band: 5-95% of seeds")
     axes[-1].legend(fontsize=7)
-    fig.suptitle(f"tanh activations at init, {batch} images of {data.label}", fontsize=10)
+    fig.suptitle(f"tanh activations at init, {args.batch} images of {data.label}", fontsize=10)
     report.figure(fig, "histograms")
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -213,7 +172,30 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ax.legend(fontsize=6)
     report.figure(fig, "std")
 
-    report.held = all(checks.values())
+
+def claim(report, results: dict, args) -> dict[str, bool]:
+    """The claim on every seed: the checks (table, held, verdict)."""
+    sat_n, s_s = results[NORMAL][2], results[SMALL][1]
+    _, s_x, sat_x, _ = results[XAVIER]
+    ratio_s = s_s[:, 1:] / s_s[:, :-1]  # per-layer factor of the std
+    checks = report.checks(
+        {
+            "standard normal: > 50% saturated in every layer": (
+                bool((sat_n > 0.5).all()),
+                f"min P(sat) = {sat_n.min():.3f}",
+            ),
+            "too small: std at least halves at every layer": (
+                bool((ratio_s <= 0.5).all()),
+                f"max std_(l+1)/std_l = {ratio_s.max():.3f}",
+            ),
+            "Xavier: < 5% saturated and std >= 0.1 in every layer": (
+                bool((sat_x < 0.05).all() and (s_x >= 0.1).all()),
+                f"max P(sat) = {sat_x.max():.4f}, min std = {s_x.min():.3f}",
+            ),
+        },
+        heading=f"The claim, on every one of {args.seeds} seeds",
+        evidence="worst seed",
+    )
     report.verdict = (
         f"on all {args.seeds} seeds: standard normal saturates "
         f"{sat_n.mean(axis=0).min():.0%}-{sat_n.mean(axis=0).max():.0%} of each layer (mean); too "
@@ -223,9 +205,40 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if report.held
         else "failed: " + ", ".join(k for k, v in checks.items() if not v)
     )
+    return checks
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args, data = arguments(argv)
+    report = _common.Report(
+        NAME,
+        TITLE,
+        f"In a 5-layer tanh MLP on {data.label}, Xavier keeps every layer's activations spread "
+        "inside (-1, 1); standard-normal weights saturate them at +-1; too-small weights "
+        "collapse them to 0.",
+        SOURCE,
+        args,
+        data,
+    )
+    ds = data.train.standardized()
+    idx = np.random.default_rng(5).choice(ds.x.shape[0], args.batch, replace=False)
+    x = jnp.asarray(ds.flat()[idx])
+    results = {
+        label: (
+            st["histogram"],
+            st["std"],
+            st["saturated"],
+            predicted_std(init, x.shape[1], args.width),
+        )
+        for (label, init), st in zip(INITS.items(), measure(x, args), strict=True)
+    }
+    summary = layer_table(report, results, args, data)
+
+    checks = claim(report, results, args)
+    figures(report, results, args, data)
     report.summary = {
-        "width": width,
-        "batch": batch,
+        "width": args.width,
+        "batch": args.batch,
         "input_dim": int(x.shape[1]),
         "checks": checks,
         **summary,
