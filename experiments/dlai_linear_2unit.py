@@ -12,6 +12,7 @@ every seed.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
@@ -51,7 +52,7 @@ def measure(scale: float, depth: int, x: jax.Array) -> tuple[np.ndarray, np.ndar
     return np.asarray(acts), np.asarray(grads)
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     p = _common.parser(__doc__.splitlines()[0], seeds=1000, quick_seeds=100, min_seeds=1)
     p.add_argument("--depth", type=int, default=9, help="number of layers L (default 9)")
     args = _common.parse(p, argv)
@@ -60,65 +61,36 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"--depth {args.depth} must be in [2, {MAX_DEPTH}]: beyond that 1.5^L x needs more "
             "than float32's 24 mantissa bits, and the check is for exact equality"
         )
-    L = args.depth
-    report = _common.Report(
-        NAME,
-        "Exploding and vanishing signal in a 2-unit linear chain",
-        f"With every W = 1.5 I (0.5 I) in a {L}-layer, 2-unit linear network, activations and "
-        f"backpropagated gradients grow as 1.5^(L-1) (shrink as 0.5^(L-1)), exactly.",
-        "deeplearning.ai AI Notes, 'Initializing neural networks' (Katanforoosh & Kunin, 2019), "
-        "the 9-layer example",
-        args,
-    )
-    # One input per seed: dyadic numbers keep every product exact in float32.
-    k = jax.random.randint(jax.random.key(2019), (args.seeds, 2), -16, 17)
+    return args
+
+
+def inputs(seeds: int) -> jax.Array:
+    """One input per seed, (seeds, 2): dyadic numbers k / 4, 0 < |k| <= 16, so that every
+    product is exact in float32."""
+    k = jax.random.randint(jax.random.key(2019), (seeds, 2), -16, 17)
     k = jnp.where(k == 0, 1, k)  # a zero input would make the ratio 0/0
-    x = k.astype(jnp.float32) / 4
+    return k.astype(jnp.float32) / 4
 
-    rows, curves, exact, summary = [], {}, {}, {}
-    for s in SCALES:
-        acts, grads = measure(s, L, x)
-        layers = np.arange(1, L + 1)
-        want_act = np.float32(s) ** layers.astype(np.float32)  # a_l / x = s^l
-        want_grad = np.float32(s) ** (L - layers).astype(np.float32)  # dy/da_l = s^(L-l)
-        act_ratio = acts / np.asarray(x)[None]
-        exact_act = bool(np.all(acts == want_act[:, None, None] * np.asarray(x)[None]))
-        exact_grad = bool(np.all(grads == want_grad[:, None, None]))
-        exact[s] = exact_act and exact_grad
-        hidden = act_ratio[L - 2]  # a_{L-1} / x, every seed and unit
-        first_grad = grads[0]  # dy/da_1
-        curves[s] = (np.abs(acts).mean(axis=(1, 2)), np.abs(grads).mean(axis=(1, 2)))
-        target = s ** (L - 1)
-        rows.append(
-            [
-                s,
-                f"{s}^{L - 1} = {target:.10g}",
-                f"{hidden.min():.10g} .. {hidden.max():.10g}",
-                f"{first_grad.min():.10g} .. {first_grad.max():.10g}",
-                exact_act,
-                exact_grad,
-            ]
-        )
-        summary[f"scale_{s}"] = {
-            "target": target,
-            "a_last_hidden_over_x": [float(hidden.min()), float(hidden.max())],
-            "grad_first_layer": [float(first_grad.min()), float(first_grad.max())],
-            "every_layer_exact_activations": exact_act,
-            "every_layer_exact_gradients": exact_grad,
-        }
-    report.table(
-        f"a_(L-1)/x and dy/da_1 over {args.seeds} seeds (min .. max), L = {L}",
-        [
-            "W",
-            "predicted",
-            "a_(L-1) / x",
-            "dy/da_1",
-            "all a_l == s^l x",
-            "all dy/da_l == s^(L-l)",
-        ],
-        rows,
-    )
 
+def compare(s: float, acts: np.ndarray, grads: np.ndarray, x: np.ndarray) -> dict:
+    """The measured activations and gradients of the ``W = s I`` chain against s^l x and
+    s^(L-l): the summary entry of that scale."""
+    L = acts.shape[0]
+    layers = np.arange(1, L + 1)
+    want_act = np.float32(s) ** layers.astype(np.float32)  # a_l / x = s^l
+    want_grad = np.float32(s) ** (L - layers).astype(np.float32)  # dy/da_l = s^(L-l)
+    hidden = (acts / x[None])[L - 2]  # a_{L-1} / x, every seed and unit
+    first_grad = grads[0]  # dy/da_1
+    return {
+        "target": s ** (L - 1),
+        "a_last_hidden_over_x": [float(hidden.min()), float(hidden.max())],
+        "grad_first_layer": [float(first_grad.min()), float(first_grad.max())],
+        "every_layer_exact_activations": bool(np.all(acts == want_act[:, None, None] * x[None])),
+        "every_layer_exact_gradients": bool(np.all(grads == want_grad[:, None, None])),
+    }
+
+
+def figure(report, curves: dict, L: int) -> None:
     plt = _common.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     layers = np.arange(1, L + 1)
@@ -131,7 +103,46 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ax.legend(fontsize=7)
     report.figure(fig, "curves")
 
-    report.held = all(exact.values())
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = arguments(argv)
+    L = args.depth
+    report = _common.Report(
+        NAME,
+        "Exploding and vanishing signal in a 2-unit linear chain",
+        f"With every W = 1.5 I (0.5 I) in a {L}-layer, 2-unit linear network, activations and "
+        f"backpropagated gradients grow as 1.5^(L-1) (shrink as 0.5^(L-1)), exactly.",
+        "deeplearning.ai AI Notes, 'Initializing neural networks' (Katanforoosh & Kunin, 2019), "
+        "the 9-layer example",
+        args,
+    )
+    x = inputs(args.seeds)
+    summary, curves = {}, {}
+    for s in SCALES:
+        acts, grads = measure(s, L, x)
+        summary[f"scale_{s}"] = compare(s, acts, grads, np.asarray(x))
+        curves[s] = (np.abs(acts).mean(axis=(1, 2)), np.abs(grads).mean(axis=(1, 2)))
+    report.table(
+        f"a_(L-1)/x and dy/da_1 over {args.seeds} seeds (min .. max), L = {L}",
+        ["W", "predicted", "a_(L-1) / x", "dy/da_1", "all a_l == s^l x", "all dy/da_l == s^(L-l)"],
+        [
+            [
+                s,
+                f"{s}^{L - 1} = {d['target']:.10g}",
+                "{:.10g} .. {:.10g}".format(*d["a_last_hidden_over_x"]),
+                "{:.10g} .. {:.10g}".format(*d["grad_first_layer"]),
+                d["every_layer_exact_activations"],
+                d["every_layer_exact_gradients"],
+            ]
+            for s, d in zip(SCALES, summary.values(), strict=True)
+        ],
+    )
+    figure(report, curves, L)
+
+    report.held = all(
+        d["every_layer_exact_activations"] and d["every_layer_exact_gradients"]
+        for d in summary.values()
+    )
     report.verdict = (
         f"for all {args.seeds} inputs and all {L} layers, float32 activations equal s^l x and "
         f"gradients equal s^(L-l) bit for bit: a_(L-1)/x = dy/da_1 = 1.5^{L - 1} = "
