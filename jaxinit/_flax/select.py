@@ -77,6 +77,20 @@ def pattern_predicate(patterns: object) -> Callable[[str, Any], bool] | None:
     return None
 
 
+def _compile(
+    spec: Any, default: Callable[[str, Any], bool], name: str, accepted: str
+) -> Callable[[str, Any], bool]:
+    """``spec`` (None, a pattern, patterns or a predicate) as a predicate ``(path, obj)``."""
+    if spec is None:
+        return default
+    matches = pattern_predicate(spec)
+    if matches is not None:
+        return matches
+    if callable(spec):
+        return lambda path, obj: bool(spec(path, obj))
+    raise TypeError(f"{name}={spec!r} is not supported; use {accepted}.")
+
+
 def compile_select(select: Select, *, name: str = "select") -> Callable[[str, Any], bool]:
     """``select`` (see the module docstring) as a predicate ``(path, module) -> bool``.
 
@@ -88,17 +102,12 @@ def compile_select(select: Select, *, name: str = "select") -> Callable[[str, An
       >>> [sel(p, None) for p in ("Dense_3", "Dense_3/x", "conv", "a/b/conv", "a/conv2")]
       [True, False, True, True, False]
     """
-    if select is None:
-        return lambda path, module: owns_kernel(module)
-    matches = pattern_predicate(select)
-    if matches is not None:
-        return matches
-    if callable(select):
-        return lambda path, module: bool(select(path, module))
-    raise TypeError(
-        f"{name}={select!r} is not supported; use None (every layer owning a kernel), a glob "
-        "pattern such as 'Dense_*' or '**/conv', a sequence of patterns, or a predicate "
-        "(path: str, module) -> bool."
+    return _compile(
+        select,
+        lambda path, module: owns_kernel(module),
+        name,
+        "None (every layer owning a kernel), a glob pattern such as 'Dense_*' or '**/conv', a "
+        "sequence of patterns, or a predicate (path: str, module) -> bool",
     )
 
 
@@ -126,15 +135,11 @@ def compile_where(where: Where, *, name: str = "where") -> Callable[[str, Any], 
       >>> [sel(p, None) for p in ("kernel", "a/b/kernel", "Dense_1/bias", "Dense_1", "a/bias")]
       [True, True, True, False, False]
     """
-    if where is None:
-        return lambda path, value: True
-    matches = pattern_predicate(where)
-    if matches is not None:
-        return matches
-    if callable(where):
-        return lambda path, value: bool(where(path, value))
-    raise TypeError(
-        f"{name}={where!r} is not supported; use None (every parameter), a glob pattern over "
-        "parameter paths such as '**/kernel' or 'Dense_*/bias', a sequence of patterns, or a "
-        "predicate (path: str, value: jax.Array) -> bool."
+    return _compile(
+        where,
+        lambda path, value: True,
+        name,
+        "None (every parameter), a glob pattern over parameter paths such as '**/kernel' or "
+        "'Dense_*/bias', a sequence of patterns, or a predicate (path: str, value: jax.Array) "
+        "-> bool",
     )
