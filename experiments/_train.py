@@ -223,30 +223,25 @@ def fastai_inits(
 
 
 def sgd_accuracy(
-    model: nn.Module,
-    variables: Any,
-    keys: jax.Array,
-    train: tuple[jax.Array, jax.Array],
-    test: tuple[jax.Array, jax.Array],
-    *,
-    steps: int,
-    batch: int,
-    lr: float,
+    model: nn.Module, variables: Any, keys: jax.Array, im: Any, args: argparse.Namespace
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Train a stack of ``inits * seeds`` models with SGD (momentum 0.9) on minibatches of
-    ``train``, seed ``i`` of every init sharing data order ``keys[i]``, and score them on
-    ``test``. Returns accuracy ``(inits, seeds)`` and step losses ``(inits, seeds, steps)``."""
+    """Train a stack of ``inits * seeds`` models with SGD (``args.lr``, momentum 0.9) for
+    ``args.steps`` minibatches of ``args.batch`` from ``im.x_train``, seed ``i`` of every init
+    sharing data order ``keys[i]``, and score them on ``im.x_eval`` (``im``: a
+    ``_common.Images``). Returns accuracy ``(inits, seeds)`` and step losses
+    ``(inits, seeds, steps)``."""
     seeds = keys.shape[0]
     inits = jax.tree.leaves(variables)[0].shape[0] // seeds
     run = train_stacked(
         model,
         variables,
-        *train,
+        im.x_train,
+        im.y_train,
         jnp.concatenate([keys] * inits),
-        steps=steps,
-        batch=batch,
-        optimizer=optax.sgd(lr, momentum=0.9),
+        steps=args.steps,
+        batch=args.batch,
+        optimizer=optax.sgd(args.lr, momentum=0.9),
         train=True,
     )
-    acc = accuracy_stacked(model, run.variables, *test, train=False)
-    return acc.reshape(inits, seeds), np.asarray(run.losses).reshape(inits, seeds, steps)
+    acc = accuracy_stacked(model, run.variables, im.x_eval, im.y_eval, train=False)
+    return acc.reshape(inits, seeds), np.asarray(run.losses).reshape(inits, seeds, args.steps)

@@ -217,16 +217,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     names, st = _train.measure_stacked(model, variables, im.x_probe)
     mean, std = (st[k].reshape(len(INITS), args.seeds, -1) for k in ("mean", "std"))
     init_table(report, names, mean, std, im.x_probe, data)
-    acc, losses = _train.sgd_accuracy(
-        model,
-        variables,
-        keys,
-        (im.x_train, im.y_train),
-        (im.x_eval, im.y_eval),
-        steps=args.steps,
-        batch=args.batch,
-        lr=args.lr,
-    )
+    acc, losses = _train.sgd_accuracy(model, variables, keys, im, args)
     accuracy_table(report, acc, losses, im.x_eval, args, data)
 
     checks, p_he_torch, p_lsuv_he = claim(report, std, acc, converged, args)

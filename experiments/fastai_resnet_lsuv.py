@@ -111,16 +111,7 @@ def run_setting(args, bn: bool, im: _common.Images, keys) -> tuple:
 
     model, variables, converged = _train.fastai_inits(make, keys, im.x_probe, im.x_lsuv, args)
     names, st = _train.measure_stacked(model, variables, im.x_probe, ("std",), train=False)
-    acc, losses = _train.sgd_accuracy(
-        model,
-        variables,
-        keys,
-        (im.x_train, im.y_train),
-        (im.x_eval, im.y_eval),
-        steps=args.steps,
-        batch=args.batch,
-        lr=args.lr,
-    )
+    acc, losses = _train.sgd_accuracy(model, variables, keys, im, args)
     std = st["std"].reshape(len(INITS), args.seeds, -1)
     return names, std, np.where(np.isfinite(acc), acc, 0.0), losses, converged
 

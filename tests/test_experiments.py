@@ -17,11 +17,15 @@ import os
 import pathlib
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from _data import require
 
+import jaxinit
 from jaxinit import data
+from jaxinit.models import MLP
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 LABELS = {"fashion-mnist": "Fashion-MNIST", "digits": "scikit-learn's digits"}
@@ -111,6 +115,23 @@ def test_spread_and_welch(load):
     rng = np.random.default_rng(0)
     a, b = rng.normal(0, 1, 50), rng.normal(1, 1, 50)
     assert common.welch_less(a, b) < 1e-3 < 0.999 < common.welch_less(b, a)
+
+
+def test_lsuv_stacked_equals_lsuv_per_seed(load):
+    # Claims 7 and 8 run LSUV on every seed's variables as one jax.vmap of jaxinit.lsuv; each
+    # slice must be what the seed's own call gives (vmap batches the reductions, so a few ulps).
+    train = load("_train")
+    model = MLP(depth=3, width=8, num_outputs=4)
+    x = jax.random.normal(jax.random.key(0), (16, 8))
+    variables = jax.vmap(lambda k: model.init(k, x[:1]))(jax.random.split(jax.random.key(1), 3))
+    stacked, converged = train.lsuv_stacked(model, variables, x)
+    assert converged
+    rtol = 10 * float(jnp.finfo(jnp.float32).eps)
+    for s in range(3):
+        one, report = jaxinit.lsuv(model, jax.tree.map(lambda a, s=s: a[s], variables), x)
+        assert bool(np.all(report.converged))
+        for got, want in zip(jax.tree.leaves(stacked), jax.tree.leaves(one), strict=True):
+            np.testing.assert_allclose(got[s], want, rtol=rtol)
 
 
 # --------------------------------------------------------------------------- claim 3
