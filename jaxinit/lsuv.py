@@ -21,7 +21,7 @@ from . import tree
 from ._checks import check_bool, check_finite, check_finite_batch, check_int, check_key
 from ._flax import adapter as fa
 from ._flax import kinds
-from ._flax.probe import LayerCall, intercept
+from ._flax.probe import LayerCall, capture, intercept
 from ._flax.select import Select, compile_select, hashable_select
 from .orthogonal import orthogonal
 
@@ -36,6 +36,9 @@ _F32 = jnp.float32
 # rounding noise of its mean, or below _TINY: rescaling it would blow its weights up ~1e8-fold.
 _DEAD_EPS = 16 * float(jnp.finfo(jnp.float32).eps)
 _TINY = math.sqrt(float(jnp.finfo(jnp.float32).tiny))
+# The finest tolerance a report can vouch for: float32 moments of a layer's output, and the
+# output of float32 parameters rescaled by g, are off by ~1e-6 relative.
+_TOL_FLOOR = 1e-5
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,7 +465,10 @@ def _report_paths(layers) -> tuple[str, ...]:
     )
 
 
-def _report(layers, stored, o: _Opts) -> LSUVReport:
+def _report(layers, stored, o: _Opts, measured: Mapping[str, Any] | None = None) -> LSUVReport:
+    """The report; with ``measured`` (path -> (mean, std) of the output on the returned
+    parameters), the statistics after are those measurements instead of the algebra."""
+
     def col(i):
         return jnp.concatenate([_slices(la, stored[la.path][i]) for la in layers])
 
@@ -483,6 +489,9 @@ def _report(layers, stored, o: _Opts) -> LSUVReport:
             )
 
         m1, s1, it = block_col(4, m1), block_col(5, s1), block_col(6, it)
+    if measured is not None:
+        m1 = jnp.concatenate([_slices(la, measured[la.path][0]) for la in layers])
+        s1 = jnp.concatenate([_slices(la, measured[la.path][1]) for la in layers])
     return LSUVReport(
         _report_paths(layers),
         it.astype(jnp.int32),
@@ -541,7 +550,23 @@ def _lsuv_pass(state, x, key, target, tol, max_iters, *, static, select, kwargs,
     layers, stored = _run(model, variables, x, select, kwargs, o)
     edits = [(_prefix(la.parts + la.target), la.bias, *stored[la.path][:2]) for la in layers]
     t = _rescale(t, edits, center)
-    return fa.update_model(static, model, t), _report(layers, stored, o)
+    measured = None
+    if _coarse(t, layers):
+        # The rescaled parameters were rounded to a dtype coarser than float32, so the exact
+        # algebra no longer describes them: measure the outputs they give.
+        variables = None if variables is None else t
+        _, measured = capture(model, variables, x, _moments, select=select, **kwargs)
+    return fa.update_model(static, model, t), _report(layers, stored, o, measured)
+
+
+def _coarse(target: Any, layers: Sequence[_Layer]) -> bool:
+    """Whether a rescaled kernel has a dtype coarser than float32 (bfloat16, float16, ...)."""
+    kernels = [_param_path(la.parts + la.target, "kernel") for la in layers]
+    eps32 = float(jnp.finfo(jnp.float32).eps)
+    return any(
+        jnp.issubdtype(w.dtype, jnp.inexact) and float(jnp.finfo(w.dtype).eps) > eps32
+        for w in tree.get(target, kernels).values()
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -633,8 +658,9 @@ def lsuv(
       model: a ``flax.linen.Module`` (then pass ``variables, x``) or ``flax.nnx.Module`` (then
         pass ``x``).
       target_std: wanted output std, finite and > 0.
-      tol: relative tolerance, finite and > 0: converged when ``|std / target_std - 1| <= tol``
-        (and ``|mean| <= tol * target_std`` with ``center``).
+      tol: relative tolerance, finite and >= 1e-5 (float32 statistics resolve no finer):
+        converged when ``|std / target_std - 1| <= tol`` (and ``|mean| <= tol * target_std``
+        with ``center``).
       max_iters: bound (int >= 1) on the rescaling steps of a selected block; affine layers
         need one.
       center: also make the mean 0 (fastai's variant) by shifting the bias. Layers without a
@@ -663,6 +689,13 @@ def lsuv(
     carry :data:`jaxinit.probe.COLLECTION`, as :class:`jaxinit.models.MLP` with ``scan=True``
     does) and for NNX stacks made by ``nnx.vmap`` and applied by ``nnx.scan``.
 
+    The statistics after are those of the returned parameters. For float32 (and float64)
+    parameters the algebra of an affine layer gives them exactly. Parameters of a coarser dtype
+    (bfloat16, float16) are rounded after rescaling, which moves a layer's std by up to a few
+    tenths of a percent, so for them the outputs are measured on the returned parameters (one
+    more forward pass), and a layer the rounding keeps outside ``tol`` is reported as not
+    converged.
+
     A layer called twice (shared weights) is normalized at its first call; later calls run with
     the rescaled parameters and are not normalized again. A layer the forward pass never calls
     is not normalized and not in the report. Dead layers (output std 0) are left unchanged and
@@ -681,6 +714,11 @@ def lsuv(
     """
     target_std = check_finite("lsuv", "target_std", target_std, positive=True)
     tol = check_finite("lsuv", "tol", tol, positive=True)
+    if tol < _TOL_FLOOR:
+        raise ValueError(
+            f"lsuv: tol={tol!r} is below {_TOL_FLOOR}, finer than float32 statistics of a "
+            f"layer's output resolve (their rounding alone is ~1e-6); use tol >= {_TOL_FLOOR}."
+        )
     max_iters = check_int("lsuv", "max_iters", max_iters, 1)
     center = check_bool("lsuv", "center", center)
     orthogonal_init = check_bool("lsuv", "orthogonal_init", orthogonal_init)

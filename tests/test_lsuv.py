@@ -459,6 +459,27 @@ def test_bf16_parameters_stay_bf16():
         assert abs(std_mean(out[p][0])[0] - 1) <= 2**-7, p
 
 
+def test_bf16_report_states_what_the_returned_parameters_give():
+    module = nn.Sequential(
+        [nn.Dense(64, param_dtype=jnp.bfloat16, dtype=jnp.float32) for _ in range(6)]
+    )
+    x = normal((256, 64))
+    new, report = jaxinit.lsuv(module, init(module, x), x)
+    out = linen_outputs(module, new, x)
+    measured = np.array([std_mean(out[p][0])[0] for p in report.paths])
+    # the report measures what the rounded bf16 parameters give (float32 moments: 1e-6)
+    np.testing.assert_allclose(report.std_after, measured, rtol=1e-5)
+    np.testing.assert_array_equal(report.converged, np.abs(measured - 1) <= 1e-3)
+    # and the rounding is big enough here that some layers miss tol=1e-3
+    assert not report.all_converged
+
+
+def test_a_tol_finer_than_float32_resolves_is_refused():
+    module, x = SMALL, normal(SMALL_X)
+    with pytest.raises(ValueError, match=r"lsuv: tol=1e-12 is below 1e-05"):
+        jaxinit.lsuv(module, init(module, x), x, tol=1e-12)
+
+
 def test_remat_layers():
     # per-layer values travel in Flax state, not Python lists, so nothing leaks out of remat
     x = normal(SMALL_X)
