@@ -227,16 +227,6 @@ def test_linen_lsuv_under_jit_and_vmap_over_seeds():
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
 
 
-def test_a_list_select_is_compiled_once():
-    module, x = SMALL, normal(SMALL_X)
-    variables = init(module, x)
-    jaxinit.lsuv(module, variables, x, select=["Dense_0", "Dense_2"])
-    with log_compilations() as compiled:
-        _, report = jaxinit.lsuv(module, variables, x, select=["Dense_0", "Dense_2"])
-    assert compiled == []
-    assert report.paths == ("Dense_0", "Dense_2")
-
-
 def test_unhashable_module_is_cached_by_identity():
     module = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(4)])  # holds a list
     x = normal((16, 8))
