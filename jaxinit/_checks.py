@@ -23,7 +23,9 @@ __all__ = [
     "check_finite_batch",
     "check_int",
     "check_key",
+    "check_loss_inputs",
     "check_number",
+    "check_seed",
     "check_shape",
     "is_key",
     "is_typed_key",
@@ -103,23 +105,66 @@ def check_finite(
     return v
 
 
-def check_number(fn: str, arg: str, value: object, *, positive: bool = False) -> float:
-    """``value`` as a float if it is a real number (not a bool, not a string), finite and
-    > 0 with ``positive``, else >= 0; a ValueError otherwise."""
-    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
-        number = float(value)
-        if math.isfinite(number) and (number > 0 if positive else number >= 0):
+def _real_scalar(value: object) -> float | None:
+    """``value`` as a float if it is one real number: a Python or NumPy int or float, or a
+    0-d NumPy or JAX array of such a dtype (not a bool, not a string); else None."""
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, int | float | np.integer | np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray | jax.Array) and not isinstance(value, Tracer):
+        dtype = value.dtype
+        real = jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+        if value.ndim == 0 and real:
+            return float(value)
+    return None
+
+
+def check_number(
+    fn: str,
+    arg: str,
+    value: object,
+    *,
+    positive: bool = False,
+    signed: bool = False,
+    most: float = math.inf,
+) -> float:
+    """``value`` as a float if it is one real number (a Python or NumPy scalar, or a 0-d
+    array), finite, <= ``most`` in magnitude, and > 0 with ``positive``, any sign with
+    ``signed``, else >= 0; a ValueError otherwise."""
+    number = _real_scalar(value)
+    if number is not None and math.isfinite(number) and abs(number) <= most:
+        if signed or (number > 0 if positive else number >= 0):
             return number
-    what = "> 0" if positive else ">= 0"
-    raise ValueError(f"{fn}: {arg}={value!r} must be a finite number {what}.")
+    what = "" if signed else (" > 0" if positive else " >= 0")
+    bound = "" if math.isinf(most) else f" of magnitude <= {most:g}"
+    raise ValueError(f"{fn}: {arg}={short(value)} must be a finite number{what}{bound}.")
 
 
-def check_int(fn: str, arg: str, value: Any, least: int) -> int:
-    """``value`` as an int if it is an integer (not a bool) >= ``least``; a ValueError
-    otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
-        raise ValueError(f"{fn}: {arg}={value!r} must be an int >= {least}.")
+def check_int(fn: str, arg: str, value: Any, least: int, most: int | None = None) -> int:
+    """``value`` as an int if it is an integer (not a bool) >= ``least`` (and <= ``most``);
+    a ValueError otherwise."""
+    bad = isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least
+    if bad or (most is not None and value > most):
+        upper = "" if most is None else f" and <= {most}"
+        raise ValueError(f"{fn}: {arg}={short(value)} must be an int >= {least}{upper}.")
     return int(value)
+
+
+def check_seed(fn: str, key: Any) -> jax.Array:
+    """A single PRNG key from ``key``: an int seed in [0, 2**32) (larger ints would alias:
+    ``jax.random.key`` keeps 32 bits of the seed), a typed key of shape ``()`` or a raw
+    ``PRNGKey``."""
+    if isinstance(key, int | np.integer) and not isinstance(key, bool):
+        seed = check_int(fn, "key", key, 0, 2**32 - 1)
+        return jax.random.key(seed)
+    if getattr(key, "dtype", None) is None:
+        raise TypeError(
+            f"{fn}: key={short(key)} must be an int or a jax.random.key (one key; "
+            "jax.random.PRNGKey also works)."
+        )
+    key = check_key(fn, key, single=True)
+    return key if is_typed_key(key) else jax.random.wrap_key_data(jnp.asarray(key))
 
 
 def check_bool(fn: str, arg: str, value: Any) -> bool:
@@ -136,17 +181,59 @@ def check_callable(fn: str, arg: str, value: Any, expected: str) -> Callable[...
     return value
 
 
+def check_loss_inputs(fn: str, out: Any, labels: Any, *, custom_loss: bool) -> Any:
+    """The labels for a model whose (abstract) output is ``out``, checked for the default
+    loss: one array of logits, integer labels of shape ``out.shape[:-1]`` with values in
+    ``[0, classes)``. A custom loss takes any labels (float targets too) and any output."""
+    if custom_loss:
+        return labels if labels is None else jax.tree.map(jnp.asarray, labels)
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+        kind = type(out).__name__
+        raise TypeError(
+            f"{fn}: the model returns a {kind}, and the default loss needs one array of "
+            "logits; pass loss=lambda out, labels: <scalar> that reduces the output."
+        )
+    if labels is None:
+        return None
+    labels = jnp.asarray(labels)
+    want, classes = tuple(out.shape[:-1]), out.shape[-1]
+    if labels.shape != want or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(
+            f"{fn}: labels must be integers of shape {want} for the default loss (softmax "
+            f"cross-entropy over the last axis of the output, of shape {tuple(out.shape)}), "
+            f"each in [0, {classes}); got {labels.dtype} {labels.shape}. For other targets "
+            "pass loss=."
+        )
+    if labels.size and not isinstance(labels, Tracer):
+        values = np.asarray(labels)  # concrete, even inside a caller's jit
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high >= classes:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"{fn}: labels holds {bad}, outside [0, {classes}): the model's output has "
+                f"{classes} classes on its last axis."
+            )
+    return labels
+
+
 @jax.jit
 def _count_nonfinite(leaves: list[jax.Array]) -> jax.Array:
     return sum((jnp.sum(~jnp.isfinite(a)) for a in leaves), jnp.asarray(0))
 
 
 def check_finite_batch(fn: str, x: Any, *, arg: str = "x") -> None:
-    """A ValueError if a floating leaf of the batch ``x`` holds a NaN or inf.
+    """A ValueError if the batch ``x`` has an empty array, or a floating leaf of it holds a
+    NaN or inf.
 
     Counted where the data lives (on the device for jax arrays), so one number travels. A
     traced batch (the caller runs inside ``jit``/``vmap`` of the user's) cannot be checked
     here and is let through."""
+    for leaf in jax.tree.leaves(x):
+        if np.size(leaf) == 0:
+            raise ValueError(
+                f"{fn}: {arg} has an empty array of shape {np.shape(leaf)}; statistics need "
+                "at least one example."
+            )
     leaves = [
         leaf
         for leaf in jax.tree.leaves(x)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._checks import check_callable, check_finite_batch
+from ._checks import check_callable, check_finite_batch, check_loss_inputs
 from ._flax import adapter as fa
 from ._flax.probe import LayerCall, intercept
 from ._flax.select import Select, compile_select, hashable_select
@@ -91,6 +91,13 @@ class Measurement:
         leaves, loss = children
         it = iter(leaves)
         return cls({p: {n: next(it) for n in ns} for p, ns in zip(paths, names, strict=True)}, loss)
+
+
+def _model_output(out: Any, apply_kwargs: Mapping[str, Any]) -> Any:
+    """The model's output from what ``apply`` returned: with ``mutable=`` linen returns
+    ``(output, state)``."""
+    mutable = apply_kwargs.get("mutable", False)
+    return out[0] if mutable not in (False, None) else out
 
 
 def default_loss(out: jax.Array, labels: jax.Array | None) -> jax.Array:
@@ -203,11 +210,18 @@ def record_pass(
 
 
 def output_structure(
-    model: Any, variables: Any, x: Any, *, select: Select, apply_kwargs: Mapping[str, Any]
+    model: Any,
+    variables: Any,
+    x: Any,
+    *,
+    select: Select,
+    apply_kwargs: Mapping[str, Any],
+    model_output: list[Any] | None = None,
 ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], Any]]:
     """``{path: (stack shape, output shape, dtype)}`` of the selected layers, in forward order,
     from a shape-only pass (``jax.eval_shape``: nothing runs). The stack shape is ``()``, or
-    ``(iterations,)`` for a layer inside ``nn.scan``."""
+    ``(iterations,)`` for a layer inside ``nn.scan``. The model's own (abstract) output is
+    appended to ``model_output`` when given."""
     found: dict[str, tuple[tuple[int, ...], Any]] = {}
 
     def go(variables, x):
@@ -218,9 +232,14 @@ def output_structure(
                 call.store(jnp.zeros((), jnp.float32))
             return y
 
-        return intercept(model, variables, x, on_call, select=select, slots=True, **apply_kwargs)[1]
+        out, stored = intercept(
+            model, variables, x, on_call, select=select, slots=True, **apply_kwargs
+        )
+        return _model_output(out, apply_kwargs), stored
 
-    stored = jax.eval_shape(go, variables, x)
+    out, stored = jax.eval_shape(go, variables, x)
+    if model_output is not None:
+        model_output.append(out)
     return {p: (tuple(stored[p].shape), shape, dtype) for p, (shape, dtype) in found.items()}
 
 
@@ -262,8 +281,11 @@ def measure(
       select: Which layers: None (every layer owning a ``kernel``), a glob pattern, a sequence
         of patterns or a predicate ``(path, module) -> bool`` (see :mod:`jaxinit.probe`).
       labels: Integer class labels for the default loss (softmax cross-entropy over the last
-        axis of the output); without them the default loss is a fixed random projection.
-      loss: ``loss(output, labels) -> scalar`` in place of the default.
+        axis of the output), of shape ``output.shape[:-1]`` and each in ``[0, classes)``;
+        without them the default loss is a fixed random projection. With ``loss=``, any
+        targets that loss takes.
+      loss: ``loss(output, labels) -> scalar`` in place of the default (needed when the
+        model returns a tuple or a dict).
       **apply_kwargs: Passed to the model call (e.g. ``train=False``; ``mutable=`` for linen).
 
     Returns:
@@ -290,10 +312,15 @@ def measure(
     if loss is not None:
         check_callable("measure", "loss", loss, "a callable (output, labels) -> scalar")
     check_finite_batch("measure", x)
+    model_output: list[Any] = []
     stat_fns = resolve_stats(stats)
     compile_select(select, name="measure: select")
     select = hashable_select(select)
-    structure = output_structure(model, variables, x, select=select, apply_kwargs=apply_kwargs)
+    structure = output_structure(
+        model, variables, x, select=select, apply_kwargs=apply_kwargs, model_output=model_output
+    )
+    if any(n.startswith("grad_") for n in stat_fns) or labels is not None:
+        labels = check_loss_inputs("measure", model_output[0], labels, custom_loss=loss is not None)
     if not structure:
         raise ValueError(
             f"measure: no layer matched select={select!r}; the default selects every layer "
@@ -343,7 +370,7 @@ def run(
         out, stored = record_pass(
             model, variables, x, stat_fns, select=select, eps=e, apply_kwargs=apply_kwargs
         )
-        return loss_fn(out, labels), stored
+        return loss_fn(_model_output(out, apply_kwargs), labels), stored
 
     (value, stored), g = jax.value_and_grad(forward, has_aux=True)(eps)
     layers = {

@@ -15,7 +15,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from . import _measure
-from ._checks import check_callable, check_finite_batch, check_int
+from ._checks import (
+    check_callable,
+    check_finite_batch,
+    check_int,
+    check_loss_inputs,
+    check_seed,
+)
 from ._flax import adapter as fa
 from ._flax.probe import capture
 from ._flax.select import hashable_select
@@ -160,18 +166,6 @@ class LayerStats(NamedTuple):
         return f"{self.seeds} seeds\n" + "\n".join(line.rstrip() for line in lines)
 
 
-def _base_key(key: jax.Array | int) -> jax.Array:
-    if isinstance(key, int | np.integer) and not isinstance(key, bool):
-        return jax.random.key(int(key))
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"layer_stats: key must be a single key, got shape {key.shape}.")
-        return key
-    if isinstance(key, jax.Array | np.ndarray) and key.shape == (2,) and key.dtype == np.uint32:
-        return jax.random.wrap_key_data(jnp.asarray(key))
-    raise TypeError(f"layer_stats: key={key!r} must be an int or a jax.random.key.")
-
-
 def _kind(model: Any) -> str:
     if fa.is_linen(model):
         return "linen"
@@ -219,6 +213,13 @@ def _build(
         variables = spec.model.init(key, x[:1], **dict(spec.apply_kwargs))
         if after_init and spec.after_init is not None:
             variables = spec.after_init(variables, x)
+            if isinstance(variables, tuple) and variables and isinstance(variables[0], Mapping):
+                variables = variables[0]  # LSUV's (variables, report)
+            if not isinstance(variables, Mapping):
+                raise TypeError(
+                    "layer_stats: after_init must return the new linen variables (or LSUV's "
+                    f"(variables, report)); it returned a {type(variables).__name__}."
+                )
         return spec.model, variables
     model = spec.model(key)
     if after_init and spec.after_init is not None:
@@ -261,17 +262,24 @@ def _per_seed_fn(spec: _Spec) -> Callable:
 
 def _structure(
     spec: _Spec, key: jax.Array | jax.ShapeDtypeStruct, x: jax.Array | jax.ShapeDtypeStruct
-) -> tuple[tuple, int]:
-    """Selected layers' (path, stack shape, output shape, dtype) in forward order, and the
-    bytes of one seed's parameters, from an abstract (shape-only) build and forward pass. The
-    stack shape is ``()``, or ``(iterations,)`` for a layer inside ``nn.scan``."""
+) -> tuple[tuple, int, Any]:
+    """Selected layers' (path, stack shape, output shape, dtype) in forward order, the bytes
+    of one seed's parameters and the model's abstract output, from an abstract (shape-only)
+    build and forward pass. The stack shape is ``()``, or ``(iterations,)`` for a layer inside
+    ``nn.scan``."""
     found: dict[str, tuple[tuple[int, ...], tuple[int, ...], Any]] = {}
+    model_output: list[Any] = []
 
     def go(k, x):
         model, variables = _build(spec, k, x, after_init=False)
         found.update(
             _measure.output_structure(
-                model, variables, x, select=spec.select, apply_kwargs=dict(spec.apply_kwargs)
+                model,
+                variables,
+                x,
+                select=spec.select,
+                apply_kwargs=dict(spec.apply_kwargs),
+                model_output=model_output,
             )
         )
         return variables if spec.kind == "linen" else fa.split_model(model)[1]
@@ -279,7 +287,7 @@ def _structure(
     params = jax.eval_shape(go, key, x)
     nbytes = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(params))
     outputs = tuple((p, stack, shape, dtype) for p, (stack, shape, dtype) in found.items())
-    return outputs, nbytes
+    return outputs, nbytes, model_output[0]
 
 
 def _names(outputs: tuple) -> tuple[str, ...]:
@@ -292,11 +300,11 @@ def _names(outputs: tuple) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_structure(spec: _Spec, key: Any, x: Any) -> tuple[tuple, int]:
+def _cached_structure(spec: _Spec, key: Any, x: Any) -> tuple[tuple, int, Any]:
     return _structure(spec, key, x)
 
 
-def _get_structure(spec: _Spec, key: jax.Array, x: jax.Array) -> tuple[tuple, int]:
+def _get_structure(spec: _Spec, key: jax.Array, x: jax.Array) -> tuple[tuple, int, Any]:
     """:func:`_structure`, cached on everything it depends on (not the seed count), so that
     repeated calls with the same model and shapes skip the abstract trace."""
     abstract = (
@@ -454,8 +462,12 @@ def layer_stats(
       x: The input batch.
       seeds: Number of random initializations.
       key: Base key (or int seed) split into the per-seed keys.
-      labels: Integer class labels of ``x``, shape ``x.shape[:1]``, for the cross-entropy.
-      loss: Optional ``loss(out, labels) -> scalar`` replacing the default.
+      labels: For the default loss (softmax cross-entropy over the output's last axis):
+        integer class labels of shape ``output.shape[:-1]`` (``(batch,)`` for a classifier,
+        ``(batch, time)`` for a sequence model), each in ``[0, classes)``. With ``loss=``,
+        any targets that loss takes (float targets too).
+      loss: Optional ``loss(out, labels) -> scalar`` replacing the default (needed when the
+        model returns a tuple or a dict).
       select: Which layers to observe: None (every layer owning a ``kernel``), a predicate or
         a path pattern, as :mod:`jaxinit.probe` accepts.
       grads: Also compute the backward statistics (``grad_std``, ``loss``); False runs the
@@ -469,10 +481,10 @@ def layer_stats(
       mesh_axes: Mesh axis name(s) to split seeds over; default all of ``mesh``'s axes.
       apply_kwargs: Extra keyword arguments for the model call (e.g. ``{"train": False}``).
       after_init: A data-dependent step run on each seed's fresh parameters before they are
-        measured, inside the same program: linen ``after_init(variables, x) -> variables``,
-        NNX ``after_init(model, x)`` (in place). E.g. LSUV:
-        ``lambda v, x: jaxinit.lsuv(module, v, x)[0]`` (linen) or
-        ``lambda m, x: jaxinit.lsuv(m, x)`` (NNX).
+        measured, inside the same program: linen ``after_init(variables, x) -> variables``
+        (or ``(variables, anything)``, as :func:`jaxinit.lsuv` returns), NNX
+        ``after_init(model, x)`` (in place). E.g. LSUV: ``lambda v, x: jaxinit.lsuv(module,
+        v, x)`` (linen) or ``lambda m, x: jaxinit.lsuv(m, x)`` (NNX).
       compiler_options: XLA options for the program (``jax.jit(compiler_options=...)``). On
         CPU, :data:`FAST_COMPILE` (``{"xla_backend_optimization_level": 0}``) compiles
         small and medium models several times faster (7x on a small ResNet's init) but can run
@@ -504,20 +516,19 @@ def layer_stats(
     """
     kind = _kind(model)
     seeds = check_int("layer_stats", "seeds", seeds, 1)
-    base = _base_key(key)
+    base = check_seed("layer_stats", key)
+    if not isinstance(x, np.ndarray | jax.Array):
+        raise TypeError(
+            f"layer_stats: x must be one array, a batch with a leading axis; got a "
+            f"{type(x).__name__}. A model of several inputs can take them stacked or "
+            "concatenated in one array, or be wrapped to split one array."
+        )
     x = jnp.asarray(x)
-    if x.ndim < 1 or x.shape[0] < 1:
+    check_finite_batch("layer_stats", x)
+    if x.ndim < 1:
         raise ValueError(
             f"layer_stats: x must be a batch with a leading axis, got shape {x.shape}."
         )
-    check_finite_batch("layer_stats", x)
-    if labels is not None:
-        labels = jnp.asarray(labels)
-        if labels.shape != x.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
-            raise ValueError(
-                f"layer_stats: labels must be integers of shape {x.shape[:1]} (one per example), "
-                f"got {labels.dtype} {labels.shape}."
-            )
     if after_init is not None:
         check_callable("layer_stats", "after_init", after_init, "a callable")
     if loss is not None:
@@ -526,6 +537,13 @@ def layer_stats(
         raise TypeError(f"layer_stats: mesh={mesh!r} must be a jax.sharding.Mesh.")
     if mesh_axes is not None and mesh is None:
         raise ValueError("layer_stats: mesh_axes= needs mesh=.")
+    if mesh_axes is not None and not (
+        isinstance(mesh_axes, str)
+        or (isinstance(mesh_axes, Sequence) and all(isinstance(a, str) for a in mesh_axes))
+    ):
+        raise TypeError(
+            f"layer_stats: mesh_axes={mesh_axes!r} must be a mesh axis name or a sequence of names."
+        )
     axes: tuple[str, ...] = ()
     if mesh is not None:
         axes = (
@@ -557,7 +575,11 @@ def layer_stats(
         tuple(sorted((compiler_options or {}).items())),
         stats=measured,
     )
-    outputs, param_bytes = _get_structure(spec, base, x)
+    outputs, param_bytes, model_output = _get_structure(spec, base, x)
+    if grads or labels is not None:
+        labels = check_loss_inputs(
+            "layer_stats", model_output, labels, custom_loss=loss is not None
+        )
     if not outputs:
         raise ValueError(
             f"layer_stats: no layer matched select={select!r}; the default selects every "
@@ -591,7 +613,8 @@ def layer_stats(
         values["in_std"],
         values.get("grad_std"),
         loss_value,
-        {k: v for k, v in values.items() if k not in _FIELDS},
+        # in the order asked for: a jitted program returns its dicts sorted by key
+        {name: values[name] for name in _measure.resolve_stats(measured) if name not in _FIELDS},
     )
 
 
@@ -644,5 +667,5 @@ def layer_outputs(
         return tuple(outs.values())
 
     run = jax.jit(run, compiler_options=dict(compiler_options or {}) or None)
-    values = run(_base_key(key), x)
+    values = run(check_seed("layer_outputs", key), x)
     return {p: np.asarray(v) for p, v in zip(order, values, strict=True)}

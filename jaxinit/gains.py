@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import check_number
 from ._quadrature import evaluate64, gaussian_expectation
 from ._types import Activation, ActivationName
 
@@ -149,12 +150,7 @@ def gain_for(caller: str, activation: Activation, param: float | None = None) ->
                 "takes no parameter; only 'leaky_relu' (negative slope), 'elu' and "
                 "'celu' (alpha) do."
             )
-        if (
-            isinstance(param, bool)
-            or not isinstance(param, int | float)
-            or not math.isfinite(param)
-        ):
-            raise ValueError(f"{caller}: param={param!r} must be a finite number.")
+        param = check_number(caller, "param", param, signed=True)
     if activation in _TORCH_ONE:
         return 1.0
     if activation == "tanh":

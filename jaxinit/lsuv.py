@@ -209,16 +209,19 @@ def _prefix(parts: tuple[Any, ...]) -> str:
 def _moments(y: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Mean and population std over all elements, float32, as one variadic reduction (one read
     of ``y``, one kernel). Sums are taken around the first element, so that a large mean does
-    not cancel the variance."""
+    not cancel the variance, and of deviations scaled by ``1/sqrt(n)``, so that the sum of
+    squares is the mean square itself and overflows only where the variance does (a batch
+    at 1e18 has squares near 1e36, whose sum over many elements would pass float32's 3e38)."""
     y = y.astype(_F32)
     k = jax.lax.stop_gradient(y.reshape(-1)[0])
-    d = y - k
+    r = 1 / math.sqrt(y.size)
+    d = (y - k) * r
     zero = jnp.zeros((), _F32)
     s1, s2 = jax.lax.reduce(
         (d, d * d), (zero, zero), lambda a, b: (a[0] + b[0], a[1] + b[1]), tuple(range(y.ndim))
     )
-    s1, s2 = s1 / y.size, s2 / y.size
-    return k + s1, jnp.sqrt(jnp.maximum(s2 - s1 * s1, 0.0))
+    mean_d = s1 * r
+    return k + mean_d, jnp.sqrt(jnp.maximum(s2 - mean_d * mean_d, 0.0))
 
 
 def _alive(m, s):
@@ -719,7 +722,7 @@ def lsuv(
             f"lsuv: tol={tol!r} is below {_TOL_FLOOR}, finer than float32 statistics of a "
             f"layer's output resolve (their rounding alone is ~1e-6); use tol >= {_TOL_FLOOR}."
         )
-    max_iters = check_int("lsuv", "max_iters", max_iters, 1)
+    max_iters = check_int("lsuv", "max_iters", max_iters, 1, 2**31 - 1)  # an int32 counter
     center = check_bool("lsuv", "center", center)
     orthogonal_init = check_bool("lsuv", "orthogonal_init", orthogonal_init)
     if orthogonal_init:

@@ -53,6 +53,9 @@ __all__ = [
     "trace",
 ]
 
+# Bound on sigma_w and sigma_b: their squares (the maps' factors) stay finite in float64.
+_MOST_SIGMA = 1e150
+
 
 class State(NamedTuple):
     """The mean-field state of a signal between two layers.
@@ -148,7 +151,8 @@ def dense(sigma_w: float, sigma_b: float = 0.0) -> DenseMap:
       State(q=4.25, c=None, chi=4.0, mean=0.0)
     """
     return DenseMap(
-        check_number("dense", "sigma_w", sigma_w), check_number("dense", "sigma_b", sigma_b)
+        check_number("dense", "sigma_w", sigma_w, most=_MOST_SIGMA),
+        check_number("dense", "sigma_b", sigma_b, most=_MOST_SIGMA),
     )
 
 
@@ -384,7 +388,7 @@ def trace(network: Map, state: State | float = 1.0) -> tuple[Step, ...]:
       ([2.0, 2.0], [4.0, 1.0])
     """
     if not isinstance(state, State):
-        state = State(check_number("trace", "state", state))
+        state = State(check_number("trace", "state", state, most=_MOST_SIGMA**2))
     maps = network.maps if isinstance(network, Network) else (network,)
     steps = []
     for m in maps:
@@ -530,11 +534,11 @@ def predict(
             raise ValueError(
                 f"predict: sigma_w={sigma_w!r} must be one number or {depth} (one per layer)."
             )
-        sws = [check_number("predict", "sigma_w", v) for v in sigma_w]
+        sws = [check_number("predict", "sigma_w", v, most=_MOST_SIGMA) for v in sigma_w]
     else:
-        sws = [check_number("predict", "sigma_w", sigma_w)] * depth
-    sb = check_number("predict", "sigma_b", sigma_b)
-    q_in = check_number("predict", "input_var", input_var)
+        sws = [check_number("predict", "sigma_w", sigma_w, most=_MOST_SIGMA)] * depth
+    sb = check_number("predict", "sigma_b", sigma_b, most=_MOST_SIGMA)
+    q_in = check_number("predict", "input_var", input_var, most=_MOST_SIGMA**2)
     if widths is None:
         ratio = np.ones(depth)
     else:
@@ -623,7 +627,7 @@ def critical_sigma_w(
     with ``sigma_b = 0.1`` reaches ``chi = 1`` only at an unstable one and raises.
     """
     act = _activation_map("critical_sigma_w", activation, param)
-    sb2 = check_number("critical_sigma_w", "sigma_b", sigma_b) ** 2
+    sb2 = check_number("critical_sigma_w", "sigma_b", sigma_b, most=_MOST_SIGMA) ** 2
     d2, m2 = act._d2, act._m2  # the activation map's E[phi'^2] and E[phi^2] at q
 
     def done(value: float) -> float:

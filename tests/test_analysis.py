@@ -399,3 +399,9 @@ def test_more_statistics_by_name_and_function():
         jaxinit.layer_stats(MODEL, X, seeds=2, stats=("rmss",))
     with pytest.raises(ValueError, match=r"columns=\('dead',\) has \['dead'\]"):
         jaxinit.layer_stats(MODEL, X, seeds=2).table(columns=("dead",))
+
+
+def test_extra_statistics_keep_the_order_asked_for():
+    asked = ["rms", "abs_max", "grad_rms", "in_abs_mean"]
+    st = jaxinit.layer_stats(MODEL, X, seeds=2, key=KEY, stats=asked)
+    assert list(st.stats) == asked

@@ -1,0 +1,158 @@
+"""Bad or extreme input a user can pass gives a correct result or an error naming the argument,
+the value and what is accepted; references are computed here (NumPy, optax), never from
+jaxinit's own report."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxinit
+from jaxinit import models
+
+KEY = jax.random.key(0)
+X = jax.random.normal(jax.random.key(1), (32, 8))
+MLP = models.MLP(depth=3, width=16, num_outputs=5)
+VARIABLES = MLP.init(KEY, X)
+
+
+# --------------------------------------------------------------------------------------------
+# batches
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: jaxinit.lsuv(MLP, VARIABLES, x),
+        lambda x: jaxinit.measure(MLP, VARIABLES, x),
+        lambda x: jaxinit.layer_stats(MLP, x, seeds=2),
+    ],
+    ids=["lsuv", "measure", "layer_stats"],
+)
+def test_empty_and_non_finite_batches_are_named(call):
+    with pytest.raises(ValueError, match=r"x has an empty array of shape \(0, 8\)"):
+        call(X[:0])
+    with pytest.raises(ValueError, match=r"x contains 1 non-finite value\(s\) .* out of 256"):
+        call(X.at[3, 4].set(jnp.nan))
+
+
+def test_layer_stats_takes_one_array():
+    with pytest.raises(TypeError, match=r"layer_stats: x must be one array, .* got a dict"):
+        jaxinit.layer_stats(MLP, {"x": X}, seeds=2)
+
+
+def test_lsuv_of_a_batch_at_1e18_is_normalized():
+    big = X * 1e18
+    new, report = jaxinit.lsuv(MLP, VARIABLES, big)
+    assert report.all_converged and not report.dead.any()
+    # independent: float64 std of each layer's output on the returned weights
+    _, state = MLP.apply(new, big, capture_intermediates=True)
+    for path in report.paths:
+        y = np.asarray(state["intermediates"][path]["__call__"][0], np.float64)
+        assert abs(y.std() - 1) < 1e-4, path
+
+
+def test_lsuv_max_iters_must_fit_its_counter():
+    with pytest.raises(ValueError, match=r"max_iters=10000000000 must be an int >= 1 and <= "):
+        jaxinit.lsuv(MLP, VARIABLES, X, max_iters=10**10)
+
+
+# --------------------------------------------------------------------------------------------
+# labels, outputs and losses
+
+
+@pytest.mark.parametrize("bad", [5, -1])
+def test_labels_outside_the_classes_are_named(bad):
+    labels = jnp.zeros(32, jnp.int32).at[7].set(bad)
+    with pytest.raises(ValueError, match=rf"labels holds {bad}, outside \[0, 5\)"):
+        jaxinit.layer_stats(MLP, X, seeds=2, labels=labels)
+    with pytest.raises(ValueError, match=rf"measure: labels holds {bad}"):
+        jaxinit.measure(MLP, VARIABLES, X, stats=("grad_std",), labels=labels)
+
+
+class _Seq(nn.Module):
+    @nn.compact
+    def __call__(self, x):  # (B, T, F) -> (B, T, V)
+        return nn.Dense(7)(nn.relu(nn.Dense(16)(x)))
+
+
+def test_sequence_labels_take_the_output_shape_less_its_last_axis():
+    x = jax.random.normal(jax.random.key(2), (4, 6, 8))
+    labels = jax.random.randint(jax.random.key(3), (4, 6), 0, 7)
+    model = _Seq()
+    variables = model.init(KEY, x)
+    m = jaxinit.measure(model, variables, x, stats=("grad_std",), labels=labels)
+    logits = model.apply(variables, x)
+    want = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    np.testing.assert_allclose(m.loss, want, rtol=1e-6)
+    st = jaxinit.layer_stats(model, x, seeds=2, labels=labels)
+    assert st.loss is not None and np.isfinite(np.asarray(st.loss)).all()
+    with pytest.raises(ValueError, match=r"labels must be integers of shape \(4, 6\)"):
+        jaxinit.layer_stats(model, x, seeds=2, labels=labels[:, 0])
+
+
+def test_a_custom_loss_takes_float_targets():
+    targets = jax.random.normal(jax.random.key(4), (32, 5))
+    mse = lambda out, t: jnp.mean((out - t) ** 2)  # noqa: E731
+    m = jaxinit.measure(MLP, VARIABLES, X, stats=("grad_std",), labels=targets, loss=mse)
+    np.testing.assert_allclose(m.loss, mse(MLP.apply(VARIABLES, X), targets), rtol=1e-6)
+
+
+class _Pair(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(8)(x)
+        return h, nn.Dense(3)(h)
+
+
+def test_a_tuple_output_needs_a_loss():
+    model = _Pair()
+    with pytest.raises(TypeError, match=r"model returns a tuple.* pass loss="):
+        jaxinit.layer_stats(model, X, seeds=2)
+    st = jaxinit.layer_stats(model, X, seeds=2, loss=lambda out, _: jnp.sum(out[1] ** 2))
+    assert st.grad_std is not None and np.isfinite(np.asarray(st.grad_std)).all()
+
+
+def test_after_init_may_return_lsuv_tuple():
+    lsuv = jaxinit.layer_stats(MLP, X, seeds=2, after_init=lambda v, x: jaxinit.lsuv(MLP, v, x))
+    first = jaxinit.layer_stats(MLP, X, seeds=2, after_init=lambda v, x: jaxinit.lsuv(MLP, v, x)[0])
+    np.testing.assert_array_equal(lsuv.std, first.std)
+    np.testing.assert_allclose(lsuv.std, 1.0, atol=1e-4)
+    with pytest.raises(TypeError, match=r"after_init must return the new linen variables"):
+        jaxinit.layer_stats(MLP, X, seeds=2, after_init=lambda v, x: 3)
+
+
+# --------------------------------------------------------------------------------------------
+# keys and options
+
+
+def test_integer_seeds_beyond_32_bits_are_refused_not_aliased():
+    for key in (2**32, 2**40, 2**64, -1):
+        with pytest.raises(ValueError, match=rf"key={key} must be an int >= 0 and <= 4294967295"):
+            jaxinit.layer_stats(MLP, X, seeds=2, key=key)
+    top = jaxinit.layer_stats(MLP, X, seeds=2, key=2**32 - 1)
+    same = jaxinit.layer_stats(MLP, X, seeds=2, key=jax.random.key(2**32 - 1))
+    np.testing.assert_array_equal(top.std, same.std)
+
+
+def test_mesh_axes_must_be_names():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("seeds",))
+    with pytest.raises(TypeError, match=r"mesh_axes=5 must be a mesh axis name"):
+        jaxinit.layer_stats(MLP, X, seeds=2, mesh=mesh, mesh_axes=5)
+
+
+def test_scalars_may_be_zero_dimensional_arrays():
+    np.testing.assert_array_equal(
+        jaxinit.predict("relu", depth=3, sigma_w=jnp.array(1.5)).q,
+        jaxinit.predict("relu", depth=3, sigma_w=1.5).q,
+    )
+    assert jaxinit.gain("leaky_relu", np.float32(0.25)) == jaxinit.gain("leaky_relu", 0.25)
+
+
+def test_mean_field_scales_whose_squares_overflow_are_named():
+    with pytest.raises(ValueError, match=r"predict: sigma_w=1e\+200 must be a finite number"):
+        jaxinit.predict("relu", depth=3, sigma_w=1e200)
