@@ -197,6 +197,41 @@ def test_the_core_never_imports_the_app_layer():
                 assert docstring or dunder_all, f"{path.name}:{node.lineno}"
 
 
+def _runtime_imports(path: pathlib.Path) -> list[tuple[int, str]]:
+    """Top-level module names imported by ``path`` when it runs: imports under ``if
+    TYPE_CHECKING:`` (for static checkers only) are left out."""
+    tree = ast.parse(path.read_text(), str(path))
+    skipped = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+        for stmt in node.body
+        for inner in ast.walk(stmt)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name.split(".")[0]) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.append((node.lineno, node.module.split(".")[0]))
+    return found
+
+
+def test_only_the_flax_boundary_and_the_app_layer_import_flax():
+    allowed = ("_flax", "app")
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports flax"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.relative_to(PACKAGE).parts[0] not in allowed
+        for line, module in _runtime_imports(path)
+        if module == "flax"
+    ]
+    assert not bad, "\n".join(bad)
+    assert any(m == "flax" for _, m in _runtime_imports(PACKAGE / "_flax" / "adapter.py"))
+
+
 def test_the_command_is_the_app_main():
     tomllib = pytest.importorskip("tomllib", reason="tomllib is in Python >= 3.11")
     project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
