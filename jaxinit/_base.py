@@ -40,6 +40,11 @@ def resolve_dtype(
     if any_dtype:
         return dt
     if jnp.issubdtype(dt, jnp.floating):
+        if not float(jnp.finfo(dt).min) < 0:
+            raise TypeError(
+                f"{name}: dtype={dt} has no negative values or zero (an exponent-only "
+                f"scale format), so it cannot hold weights; use {_ACCEPTED_DTYPES}."
+            )
         return dt
     if jnp.issubdtype(dt, jnp.complexfloating):
         if complex_ok:
@@ -277,8 +282,12 @@ def dtype_interval(
     a sample inside the interval in the output dtype, where rounding could push it onto or past
     a bound."""
     dt = real_dtype(dtype)
-    a, b = np.asarray(lo).astype(dt), np.asarray(hi).astype(dt)
-    up, down = np.asarray(np.inf).astype(dt), np.asarray(-np.inf).astype(dt)
+    # Infinite bounds become the dtype's largest finite values: float8 types have no inf
+    # (casting one gives NaN, and a NaN bound would make every sample NaN).
+    top = float(jnp.finfo(dt).max)
+    a = np.asarray(min(max(lo, -top), top)).astype(dt)
+    b = np.asarray(min(max(hi, -top), top)).astype(dt)
+    up, down = np.asarray(top).astype(dt), np.asarray(-top).astype(dt)
     if float(a) < lo or (open_lo and float(a) == lo):
         a = np.nextafter(a, up)
     if float(b) > hi or (open_hi and float(b) == hi):

@@ -156,3 +156,35 @@ def test_scalars_may_be_zero_dimensional_arrays():
 def test_mean_field_scales_whose_squares_overflow_are_named():
     with pytest.raises(ValueError, match=r"predict: sigma_w=1e\+200 must be a finite number"):
         jaxinit.predict("relu", depth=3, sigma_w=1e200)
+
+
+# --------------------------------------------------------------------------------------------
+# low-precision dtypes
+
+_FLOAT8 = [jnp.float8_e4m3fn, jnp.float8_e4m3fnuz, jnp.float8_e5m2, jnp.bfloat16, jnp.float16]
+_CLIPPED = {
+    "uniform": (jaxinit.uniform(), 1 / np.sqrt(3)),
+    "he_uniform": (jaxinit.he_uniform(), np.sqrt(2 / 64)),
+    "glorot_uniform": (jaxinit.glorot_uniform(), np.sqrt(2 / 128)),
+    "torch_default": (jaxinit.torch_default(), np.sqrt(1 / (3 * 64))),
+    "truncated_normal": (jaxinit.truncated_normal(0.5), 0.5 * 0.8796256610),
+    "truncated_normal(-inf, inf)": (jaxinit.truncated_normal(0.5, -np.inf, np.inf), 0.5),
+}
+
+
+@pytest.mark.parametrize("dtype", _FLOAT8, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", list(_CLIPPED))
+def test_clipped_initializers_in_low_precision_have_the_law_std(dtype, name):
+    init, want = _CLIPPED[name]
+    w = np.asarray(init(KEY, (64, 64), dtype), np.float64)
+    assert np.isfinite(w).all()
+    # 4096 draws: the sample std's standard error is below 2% of sigma for these laws; rounding
+    # to the dtype's mantissa (3 bits for e4m3) moves each value by at most 1/16 relative
+    mantissa = jnp.finfo(dtype).nmant
+    tol = 5 * 0.02 + 2.0 ** -(mantissa + 1)
+    assert abs(w.std() / want - 1) <= tol, (w.std(), want)
+
+
+def test_a_dtype_without_negative_values_is_refused():
+    with pytest.raises(TypeError, match=r"dtype=float8_e8m0fnu has no negative values or zero"):
+        jaxinit.uniform()(KEY, (4, 4), jnp.float8_e8m0fnu)
