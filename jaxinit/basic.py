@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special
 import numpy as np
 
 from ._base import (
@@ -188,6 +189,9 @@ def _cdf(x: float) -> float:
 
 def truncated_moments(lower: float, upper: float) -> tuple[float, float]:
     """Mean and standard deviation of N(0, 1) truncated to (lower, upper)."""
+    if lower >= 0:  # the upper tail, by symmetry from the lower one (no 1 - ... cancelling)
+        mean, std = truncated_moments(-upper, -lower)
+        return -mean, std
     z = _cdf(upper) - _cdf(lower)
     pa, pb = _phi(lower), _phi(upper)
     mean = (pa - pb) / z
@@ -216,7 +220,43 @@ def draw_truncated(
         r = jnp.sqrt(-jnp.log1p(-u * -math.expm1(-upper * upper)))
         theta = random_uniform(kp, shape, real, 0.0, 2 * math.pi)
         return (r * jnp.exp(1j * theta)).astype(sd)
-    return random_truncated_normal(key, lower, upper, shape, sd)
+    if lower < 0 < upper:
+        return random_truncated_normal(key, lower, upper, shape, sd)
+    return _one_sided_truncated(key, lower, upper, shape, sd)
+
+
+def _one_sided_truncated(
+    key: jax.Array, lower: float, upper: float, shape: tuple[int, ...], sd: np.dtype
+) -> jax.Array:
+    """N(0, 1) cut to an interval on one side of 0, by the inverse CDF of its lower tail: a
+    cut at [5.5, inf) is sampled as minus a cut at (-inf, -5.5], whose CDF values (1.9e-8
+    and 0) are exact in float32, where the upper tail's (1 - 1.9e-8 and 1) round to 1 and
+    collapse the interval."""
+    flip = lower >= 0
+    lo, hi = (-upper, -lower) if flip else (lower, upper)
+    p_lo, p_hi = _cdf(lo), _cdf(hi)
+    tiny = float(jnp.finfo(sd).tiny)
+    if p_hi < 2**10 * tiny:
+        bound = lower if flip else upper
+        raise ValueError(
+            f"truncated_normal: a cut at {bound!r} standard deviations leaves a probability "
+            f"of {p_hi:.3g} beyond it, below what {sd.name} sampling resolves; use a cut "
+            f"within {-_tail_limit(tiny):.0f} standard deviations of 0."
+        )
+    u = random_uniform(key, shape, sd, p_lo, p_hi)
+    # a draw at p_lo = 0 would be -inf: keep u inside the open interval
+    u = jnp.maximum(u, jnp.asarray(max(p_lo, tiny), sd))
+    z = jax.scipy.special.ndtri(u)
+    return -z if flip else z
+
+
+def _tail_limit(tiny: float) -> float:
+    """The most negative x whose lower-tail probability is still >= 2**10 * tiny."""
+    lo, hi = -40.0, 0.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _cdf(mid) < 2**10 * tiny else (lo, mid)
+    return hi
 
 
 @factory

@@ -188,3 +188,31 @@ def test_clipped_initializers_in_low_precision_have_the_law_std(dtype, name):
 def test_a_dtype_without_negative_values_is_refused():
     with pytest.raises(TypeError, match=r"dtype=float8_e8m0fnu has no negative values or zero"):
         jaxinit.uniform()(KEY, (4, 4), jnp.float8_e8m0fnu)
+
+
+# --------------------------------------------------------------------------------------------
+# truncation in the far tail
+
+
+@pytest.mark.parametrize(
+    ("lower", "upper"),
+    [(5.5, 1e6), (6.0, np.inf), (10.0, 11.0), (-3.0, -2.5), (0.0, 2.0), (-np.inf, -7.0)],
+)
+def test_one_sided_truncation_matches_scipy(lower, upper):
+    from scipy import stats
+
+    n = 20_000
+    init = jaxinit.truncated_normal(1.0, lower, upper)
+    w = np.asarray(init(KEY, (n,)), np.float64)
+    ref = stats.truncnorm(lower, upper)
+    assert lower < w.min() and w.max() < upper
+    # 5 standard errors of the sample mean and of the sample std (the std's doubled: a
+    # truncated law's kurtosis differs from the normal's, which sqrt(2n) assumes)
+    assert abs(w.mean() - ref.mean()) <= 5 * ref.std() / np.sqrt(n)
+    assert abs(w.std() - ref.std()) <= 5 * ref.std() / np.sqrt(2 * n) * 2
+    np.testing.assert_allclose(init.variance(1, 1), ref.var(), rtol=1e-9)
+
+
+def test_a_cut_beyond_what_float32_resolves_is_refused():
+    with pytest.raises(ValueError, match=r"a cut at 14.0 standard deviations .* within 12"):
+        jaxinit.truncated_normal(1.0, 14.0, np.inf)(KEY, (4,))
