@@ -133,16 +133,32 @@ def breakdown(name: str, cfg: dict[str, Any], repeats: int) -> dict[str, float]:
     def reduce_and_scale(v, x):
         return jaxinit.probe.apply_with_hook(module, v, x, lambda path, y: y / jnp.std(y))
 
+    write = jax.jit(lambda v: jaxinit.tree.scale(v, "**", 1.001))
+    write_donated = jax.jit(lambda v: jaxinit.tree.scale(v, "**", 1.001), donate_argnums=0)
+    forward, reduced, scaled = (jax.jit(f) for f in (module.apply, reduce_only, reduce_and_scale))
     programs = {
-        "forward": jax.jit(module.apply),
-        "forward + reduce": jax.jit(reduce_only),
-        "forward + reduce + scale output": jax.jit(reduce_and_scale),
-        "LSUV": lambda v, x: jaxinit.lsuv(module, v, x),
+        "forward": lambda v: forward(v, x),
+        "forward + reduce": lambda v: reduced(v, x),
+        "forward + reduce + scale output": lambda v: scaled(v, x),
+        "rescale every parameter": write,
+        "rescale every parameter, donated": write_donated,
+        "LSUV": lambda v: jaxinit.lsuv(module, v, x),
+        "LSUV, donated": lambda v: jaxinit.lsuv(module, v, x, donate=True),
     }
     out = {}
     for label, fn in programs.items():
-        jax.block_until_ready(fn(variables, x))
-        out[label] = _median_time(lambda fn=fn: fn(variables, x), repeats)
+        donated = "donated" in label
+        # a donated call consumes its argument: each call gets its own copy, made untimed
+        copies = [jax.tree.map(jnp.copy, variables) for _ in range(repeats + 1 if donated else 1)]
+        jax.block_until_ready(fn(copies.pop() if donated else copies[0]))
+        times = []
+        for _ in range(repeats):
+            arg = copies.pop() if donated else copies[0]
+            jax.block_until_ready(arg)
+            t = time.perf_counter()
+            jax.block_until_ready(fn(arg))
+            times.append(time.perf_counter() - t)
+        out[label] = statistics.median(times)
     return out
 
 

@@ -6,7 +6,6 @@ fastai's mean-centred variant (``center=True``). Built on :mod:`jaxinit.probe`.
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
 import types
@@ -541,7 +540,6 @@ def _orthogonalize(target: Any, layers: Sequence[_Layer], key: jax.Array) -> Any
 # the jitted pass (one program per model structure, input shapes and static options)
 
 
-@functools.partial(jax.jit, static_argnames=("static", "select", "kwargs", "center", "ortho"))
 def _lsuv_pass(state, x, key, target, tol, max_iters, *, static, select, kwargs, center, ortho):
     select, kwargs = select.obj, dict(kwargs)
     o = _Opts(target, tol, max_iters, center)
@@ -560,6 +558,15 @@ def _lsuv_pass(state, x, key, target, tol, max_iters, *, static, select, kwargs,
         variables = None if variables is None else t
         _, measured = capture(model, variables, x, _moments, select=select, **kwargs)
     return fa.update_model(static, model, t), _report(layers, stored, o, measured)
+
+
+_STATIC = ("static", "select", "kwargs", "center", "ortho")
+_PASSES = {
+    False: jax.jit(_lsuv_pass, static_argnames=_STATIC),
+    # The parameters' buffers are reused for the result: no new allocation (and no page
+    # faults on fresh memory), and each kernel is rescaled where it lies.
+    True: jax.jit(_lsuv_pass, static_argnames=_STATIC, donate_argnums=0),
+}
 
 
 def _coarse(target: Any, layers: Sequence[_Layer]) -> bool:
@@ -602,6 +609,7 @@ def lsuv(
     center: bool = ...,
     orthogonal_init: bool = ...,
     key: jax.Array | None = ...,
+    donate: bool = ...,
     select: Select = ...,
     **kwargs: Any,
 ) -> tuple[Any, LSUVReport]: ...
@@ -619,6 +627,7 @@ def lsuv(
     center: bool = ...,
     orthogonal_init: bool = ...,
     key: jax.Array | None = ...,
+    donate: bool = ...,
     select: Select = ...,
     **kwargs: Any,
 ) -> LSUVReport: ...
@@ -633,6 +642,7 @@ def lsuv(
     center: bool = False,
     orthogonal_init: bool = False,
     key: jax.Array | None = None,
+    donate: bool = False,
     select: Select = None,
     **kwargs: Any,
 ) -> tuple[Any, LSUVReport] | LSUVReport:
@@ -671,6 +681,11 @@ def lsuv(
       orthogonal_init: first replace every rescaled kernel by a Haar-random orthogonal one
         (Mishkin & Matas), each with its own key from ``key``.
       key: PRNG key, required with ``orthogonal_init`` (and only then).
+      donate: Reuse the buffers of the given parameters for the result (``jax.jit``'s
+        ``donate_argnums``): linen ``variables`` (their ``params``) cannot be used afterwards;
+        for NNX the model's own parameter arrays are replaced, so arrays read from it before
+        the call become invalid. It saves allocating a second copy of the parameters, which
+        on CPU is a large part of the pass's cost for big models (see BENCHMARKS.md).
       select: which layers (see :mod:`jaxinit.probe`): None = every layer owning a kernel, a
         glob pattern (``"block*"``), a sequence of patterns, or a predicate ``(path, module)``.
         Selected layers must not be nested.
@@ -725,6 +740,7 @@ def lsuv(
     max_iters = check_int("lsuv", "max_iters", max_iters, 1, 2**31 - 1)  # an int32 counter
     center = check_bool("lsuv", "center", center)
     orthogonal_init = check_bool("lsuv", "orthogonal_init", orthogonal_init)
+    donate = check_bool("lsuv", "donate", donate)
     if orthogonal_init:
         if key is None:
             raise ValueError(
@@ -745,7 +761,7 @@ def lsuv(
     variables, x = fa.model_args("lsuv", model, args)
     check_finite_batch("lsuv", x)
     split, state = fa.split_model(model, variables)
-    result, report = _lsuv_pass(state, x, key, *dyn, static=split, **static)
+    result, report = _PASSES[donate](state, x, key, *dyn, static=split, **static)
     if variables is not None:
         return result, report
     fa.apply_params(model, result)

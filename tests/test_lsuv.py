@@ -763,3 +763,18 @@ def test_token_model_with_embed_and_attention():
         new["params"]["embed"]["embedding"],
         module.init(KEY, tokens)["params"]["embed"]["embedding"],
     )
+
+
+def test_donated_parameters_give_the_same_result():
+    module, x = SMALL, normal(SMALL_X)
+    variables = init(module, x)
+    want, want_report = jaxinit.lsuv(module, variables, x)
+    copy = jax.tree.map(jnp.copy, variables)
+    got, report = jaxinit.lsuv(module, copy, x, donate=True)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    np.testing.assert_array_equal(report.std_after, want_report.std_after)
+    # NNX: the model's own arrays are reused; BatchNorm-free model, same result as undonated
+    a, b = small_nnx(), small_nnx()
+    jaxinit.lsuv(a, x)
+    jaxinit.lsuv(b, x, donate=True)
+    jax.tree.map(np.testing.assert_array_equal, nnx.state(a), nnx.state(b))

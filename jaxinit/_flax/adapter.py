@@ -364,10 +364,11 @@ def merge_model(static: Static, state: Any) -> tuple[Any, Any]:
 def update_model(static: Static, model: Any, target: Any) -> Any:
     """What a jitted pass returns after editing the :mod:`jaxinit.tree` ``target`` of a
     merged model: linen, the variables (frozen again if they came frozen); NNX, the model's
-    parameter state, for :func:`apply_params` outside the jit."""
+    whole state (its other variables unchanged, so that a pass that donated the state gives
+    every array back), for :func:`apply_params` outside the jit."""
     if static.kind == "linen":
         return FrozenDict(target) if static.frozen else target
-    return nnx.state(model, nnx.Param)
+    return nnx.state(model)
 
 
 def apply_params(model: Any, params: Any) -> None:
