@@ -313,11 +313,9 @@ def n_out_axes(module: Any) -> int:
     (DenseGeneral/LinearGeneral and Einsum read their configuration); 1 for layers outside it.
     """
     w = weight_for(module, "kernel")
-    if w is None:
+    if w is None or not owns_kernel(module):
         return 1
-    axes = _tuple(w.out_axis)
-    ndim = np.ndim(own_param(module, "kernel")) if owns_kernel(module) else max(-min(axes), 1)
-    trailing = sorted(a % ndim for a in axes) if ndim else []
-    if trailing and trailing == list(range(ndim - len(trailing), ndim)):
-        return len(trailing)
-    return 1
+    ndim = np.ndim(own_param(module, "kernel"))
+    outs = sorted(a % ndim for a in _tuple(w.out_axis))
+    # the orthogonal pre-init reshapes a kernel to (inputs, outputs): outputs must trail
+    return len(outs) if outs and outs == list(range(ndim - len(outs), ndim)) else 1
