@@ -16,22 +16,30 @@ init-article convnet on a batch of 64 images 128 x 128 x 3 (N(0, 1) pixels). For
   column is skipped with a message;
 - ``--breakdown``: where LSUV's time goes (forward; + per-layer reduction; + output scaling;
   full LSUV, which also writes the rescaled parameters).
+- ``--profile``: a ``jax.profiler`` trace of the compiled LSUV program and of the forward,
+  read back with ``jax.profiler.ProfileData``: milliseconds per call for each kind of XLA
+  operation (matmul/conv, reductions, output scaling, parameter writes, scalar work) and for
+  the Python side.
 
 Prints a table and one JSON line (``{"bench": "lsuv", ...}``). ``--quick`` runs small versions
 (for CI). Usage: ``python experiments/bench_lsuv.py [--quick] [--repeats N] [--no-torch]
-[--torch-python PATH] [--breakdown]``.
+[--torch-python PATH] [--breakdown] [--profile]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
 import json
 import os
 import pathlib
 import platform
 import statistics
 import subprocess
+import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -162,6 +170,50 @@ def breakdown(name: str, cfg: dict[str, Any], repeats: int) -> dict[str, float]:
     return out
 
 
+def _op_kind(name: str) -> str | None:
+    """The kind of work an XLA:CPU thunk does, from its name in the trace (None: a
+    bookkeeping event, such as the executor waiting for its thunks)."""
+    if name.startswith(("ThunkExecutor", "end:", "Slinky", "Threadpool", "$", "np.")):
+        return None
+    if name.startswith(("ynn_fusion", "dot", "convolution", "onednn", "xnn")):
+        return "matmul / conv"
+    if name.startswith("PjitFunction"):  # the jitted call's Python side (nests the rest)
+        return "jit dispatch"
+    if name.startswith(("CommonPjRt", "ParseArguments")):
+        return None
+    return re.sub(r"\.\d+$", "", name)
+
+
+def profile(name: str, cfg: dict[str, Any], repeats: int) -> dict[str, dict[str, float]]:
+    """Milliseconds per call of each kind of operation, from a ``jax.profiler`` trace of
+    ``repeats`` calls (after warm-up) of LSUV and of the jitted forward."""
+    module, variables, x = _jax_model(name, cfg)
+    forward = jax.jit(module.apply)
+    programs = {
+        "forward": lambda: forward(variables, x),
+        "LSUV": lambda: jaxinit.lsuv(module, variables, x)[0],
+    }
+    out = {}
+    for label, fn in programs.items():
+        for _ in range(2):
+            jax.block_until_ready(fn())
+        with tempfile.TemporaryDirectory() as where:
+            with jax.profiler.trace(where):
+                for _ in range(repeats):
+                    jax.block_until_ready(fn())
+            (path,) = glob.glob(f"{where}/**/*.xplane.pb", recursive=True)
+            data = jax.profiler.ProfileData.from_file(path)
+        ms: collections.Counter[str] = collections.Counter()
+        for plane in data.planes:
+            for line in plane.lines:
+                for event in line.events:
+                    kind = _op_kind(event.name)
+                    if kind is not None:
+                        ms[kind] += event.duration_ns
+        out[label] = {k: v / 1e6 / repeats for k, v in ms.most_common()}
+    return out
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v * 1e3:.1f} ms" if v < 1 else f"{v:.2f} s"
@@ -181,6 +233,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument(
         "--breakdown", action="store_true", help="also time the parts of LSUV's work"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also trace LSUV and the forward (jax.profiler)"
     )
     args = parser.parse_args(argv)
     repeats = args.repeats if args.repeats is not None else (5 if args.quick else 7)
@@ -205,6 +260,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entry["pytorch"] = bench_torch(name, cfg, repeats, args.torch_python)
         if args.breakdown:
             entry["breakdown_s"] = breakdown(name, cfg, repeats)
+        if args.profile:
+            entry["profile_ms"] = profile(name, cfg, repeats)
         pt = entry["pytorch"]
         if isinstance(pt, dict):
             entry["first_call_vs_pytorch"] = entry["jaxinit"]["first_call_s"] / pt["lsuv_s"]
@@ -256,6 +313,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{label} {_fmt(t)} ({t / base:.2f}x)" for label, t in e["breakdown_s"].items()
             )
             print(f"breakdown {name}: {parts}")
+    for name, e in result["models"].items():
+        for label, kinds in e.get("profile_ms", {}).items():
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in kinds.items() if v >= 0.05)
+            print(f"profile {name}, {label} (ms per call): {parts}")
     for name, e in result["models"].items():
         if isinstance(e["pytorch"], str):
             print(f"PyTorch column for {name}: {e['pytorch']}")
