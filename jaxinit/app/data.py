@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -110,28 +111,40 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"IDX file {str(path)!r} does not exist.")
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise IDXError(f"{str(path)!r} is not a readable gzip file ({err}).") from err
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+            raise IDXError(
+                f"{str(path)!r} is not a readable gzip file: bad gzip stream ({err}). The file "
+                "is corrupt or truncated; fetch it again."
+            ) from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        hint = " (it looks gzipped: name it .gz)" if raw[:2] == b"\x1f\x8b" else ""
         raise IDXError(
-            f"{str(path)!r} is not an IDX file: it must start with two zero bytes, got "
-            f"{raw[:4].hex() or 'an empty file'}."
+            f"{str(path)!r} is not an IDX file (bad magic): it must start with two zero bytes, "
+            f"got {raw[:4].hex() or 'an empty file'}{hint}."
         )
     code, ndim = raw[2], raw[3]
     if code not in _IDX_TYPES:
-        raise IDXError(f"{str(path)!r}: unknown IDX type code 0x{code:02x}.")
+        known = ", ".join(f"0x{c:02x}" for c in _IDX_TYPES)
+        raise IDXError(f"{str(path)!r}: unknown IDX type code 0x{code:02x}; known: {known}.")
     header = 4 + 4 * ndim
     if ndim == 0 or len(raw) < header:
-        raise IDXError(f"{str(path)!r}: header for {ndim} dimensions is truncated or empty.")
+        raise IDXError(
+            f"{str(path)!r}: header for {ndim} dimensions is truncated or empty ({len(raw)} bytes)."
+        )
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     dtype = _IDX_TYPES[code]
+    # Python ints: the product of four u4 dimensions can exceed any fixed-width integer.
     want = header + math.prod(dims) * dtype.itemsize
     if len(raw) != want:
+        what = "truncated" if len(raw) < want else f"{len(raw) - want} bytes too long"
         raise IDXError(
             f"{str(path)!r}: header says dimensions {dims} of {dtype.name} ({want} bytes "
-            f"with the header) but the file holds {len(raw)} bytes; it is truncated or corrupt."
+            f"with the header) but the file holds {len(raw)} bytes; it is {what} or corrupt "
+            "(size mismatch)."
         )
     data = np.frombuffer(raw, dtype, offset=header).reshape(dims)
     return data.astype(dtype.newbyteorder("="))
@@ -175,12 +188,19 @@ def _load_idx_pair(name: str, split: str, data_dir: str | os.PathLike | None) ->
     stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
     paths = [_find(name, stem, dirs) for stem in stems]
     missing = [s for s, p in zip(stems, paths, strict=True) if p is None]
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise FileNotFoundError(
+            f"{name}: data_dir {str(data_dir)!r} is not a directory; it should hold "
+            f"{', '.join(stems)} (.gz or raw)."
+        )
     if missing:
         where = ", ".join(str(d) for d in dirs) or f"no folder ({ENV_ONLY}=1, {ENV_DIRS} unset)"
         debian = "apt-get install dataset-fashion-mnist, " if name == "fashion-mnist" else ""
+        nested = [d / name for d in dirs if (d / name).is_dir()] if data_dir is not None else []
+        inside = f" ({name}/ is inside: pass {str(nested[0])!r})" if nested else ""
         raise FileNotFoundError(
-            f"{name}: {', '.join(missing)} (.gz or raw) not found in {where}. To get it: "
-            f"{debian}set {ENV_DIRS} to a folder holding {name}/, or pass data_dir=."
+            f"{name}: {', '.join(missing)} (.gz or raw) not found in {where}{inside}. To get "
+            f"it: {debian}set {ENV_DIRS} to a folder holding {name}/, or pass data_dir=."
         )
     images, labels = (read_idx(p) for p in paths if p is not None)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
