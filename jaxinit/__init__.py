@@ -58,6 +58,9 @@ if TYPE_CHECKING:  # what static tools see; at run time these load lazily (``__g
     from .analysis import layer_stats as layer_stats
     from .lsuv import LSUVReport as LSUVReport
     from .lsuv import lsuv as lsuv
+    from .recipes import mup as mup
+    from .recipes.coord_check import CoordCheck as CoordCheck
+    from .recipes.coord_check import coord_check as coord_check
 
 # Public name -> (module, attribute); attribute None means the module itself.
 _LAZY: dict[str, tuple[str, str | None]] = {
@@ -71,12 +74,16 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "layer_stats": (".analysis", "layer_stats"),
     "LSUVReport": (".lsuv", "LSUVReport"),
     "lsuv": (".lsuv", "lsuv"),
+    "CoordCheck": (".recipes.coord_check", "CoordCheck"),
+    "coord_check": (".recipes.coord_check", "coord_check"),
+    "mup": (".recipes.mup", None),
     "Measurement": ("._measure", "Measurement"),
     "measure": ("._measure", "measure"),
 }
 
 __all__ = [
     "Band",
+    "CoordCheck",
     "Initializer",
     "LSUVReport",
     "LayerStats",
@@ -85,6 +92,7 @@ __all__ = [
     "__version__",
     "compute_fans",
     "constant",
+    "coord_check",
     "critical_sigma_w",
     "data",
     "delta_orthogonal",
@@ -104,6 +112,7 @@ __all__ = [
     "meanfield",
     "measure",
     "models",
+    "mup",
     "normal",
     "ones",
     "orthogonal",

@@ -1,0 +1,1 @@
+"""Parametrizations and recipes built on :mod:`jaxinit.tree` and :func:`jaxinit.measure`."""

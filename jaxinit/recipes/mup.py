@@ -1,0 +1,403 @@
+"""Width parametrizations: parameter roles, and SP / μP as init, learning-rate and weight-decay
+factors per role.
+
+A parametrization says how each parameter's initialization and learning rate scale with
+width, so that hyperparameters tuned on a narrow proxy transfer to a wide model (Tensor
+Programs V, Yang et al. 2022). It needs to know, for each parameter, which of its dimensions
+grow with width: :func:`roles` finds them by comparing the abstract shapes of a base and a
+delta model (as ``mup.set_base_shapes`` does), or takes them from path patterns.
+
+Roles, for a parameter whose target width is ``m`` times its base width along its infinite
+dimensions (``m_in`` along its fan-in, ``m_out`` along its fan-out):
+
+============  ==========================================  =====================
+role          which dimensions grow                        example
+============  ==========================================  =====================
+input         fan-out only                                 first Dense kernel
+embedding     fan-out only, named ``embedding``            ``nn.Embed``
+hidden        fan-in and fan-out                           inner Dense/Conv
+output        fan-in only                                  readout kernel
+vector        the one axis of a 1-D parameter              bias, norm scale
+fixed         none                                         readout bias
+============  ==========================================  =====================
+
+μP here is microsoft/mup's (``MuReadout``, ``MuSGD``, ``MuAdam``), with the readout's forward
+multiplier ``1/m_in`` folded into its kernel: ``W (x / m) = (W / m) x``. Training ``W / m``
+with the learning rate scaled by ``1/m`` (SGD: the gradient is ``m`` times larger and the
+step must be ``1/m`` as large, so ``m * (1/m²)``; Adam: scale-free in the gradient, so
+``1/m``) follows the same trajectory as mup's readout, so a plain Flax ``Dense`` serves as the
+readout and :func:`jaxinit.measure` sees the output mup sees. The factors (multiply the
+standard parametrization's init and learning rate), from ``mup/layer.py``, ``mup/optim.py``
+and ``mup/shape.py``:
+
+============  ===============  ===================  ===========  ===================
+role          init             SGD learning rate     Adam l.r.    coupled weight decay
+============  ===============  ===================  ===========  ===================
+input         1                ``m_out``             1            1 / (l.r. factor)
+embedding     1                ``m_out``             1            1 / (l.r. factor)
+hidden        1                ``m_out / m_in``      ``1/m_in``   1 / (l.r. factor)
+output        ``1/sqrt(m_in)`` ``1/m_in``            ``1/m_in``   1 / (l.r. factor)
+vector        1 (bias: below) ``m_out``             1            1 / (l.r. factor)
+fixed         1                1                     1            1
+============  ===============  ===================  ===========  ===================
+
+The bias of a layer whose kernel has a growing fan-in (the readout's included) is multiplied
+by ``sqrt(m_in)`` of that kernel (``mup.layer.rescale_linear_bias``, ``MuReadout``), so its
+variance stays that of the base model (a zero bias stays zero). The readout's bias is
+``fixed``: its learning rate is not scaled. At base width every factor is 1, so μP
+reproduces SP bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .. import tree
+from .._checks import check_number
+
+ROLES = ("input", "embedding", "hidden", "output", "vector", "fixed")
+PARAMETRIZATIONS = ("sp", "mup")
+OPTIMIZERS = ("sgd", "adam")
+
+
+class Role(NamedTuple):
+    """One parameter's role and how much its dimensions grew.
+
+    Attributes:
+      path: the parameter's path (as :func:`jaxinit.tree.paths` names it).
+      role: one of :data:`ROLES`.
+      shape, base_shape: the target's and the base model's shapes.
+      infinite: per axis, whether it grows with width.
+      m_in, m_out: width multipliers along the fan-in (all axes but the last) and the fan-out
+        (the last axis); 1 where nothing grows.
+    """
+
+    path: str
+    role: str
+    shape: tuple[int, ...]
+    base_shape: tuple[int, ...]
+    infinite: tuple[bool, ...]
+    m_in: float
+    m_out: float
+
+    @property
+    def width_mult(self) -> float:
+        """mup's ``width_mult``: the multiplier of the last growing axis (the fan-in of a
+        hidden kernel, the only growing axis otherwise)."""
+        if self.role in ("hidden", "output"):
+            return self.m_in
+        return self.m_out
+
+
+class Roles(Mapping[str, Role]):
+    """Roles by parameter path, in the target's path order; ``str(roles)`` is a table."""
+
+    def __init__(self, roles: Sequence[Role]):
+        self._roles = {r.path: r for r in roles}
+
+    def __getitem__(self, path: str) -> Role:
+        return self._roles[path]
+
+    def __iter__(self):
+        return iter(self._roles)
+
+    def __len__(self) -> int:
+        return len(self._roles)
+
+    def table(self, parametrization: str = "mup", optimizer: str = "sgd") -> str:
+        """A plain-text table: path, role, shape, base shape, multipliers, and the
+        ``parametrization``'s init and learning-rate factors for ``optimizer``."""
+        init = init_factors(self, parametrization)
+        lr = lr_factors(self, parametrization, optimizer)
+        head = ("path", "role", "shape", "base", "m_in", "m_out", "init x", f"{optimizer} lr x")
+        rows = [
+            (
+                r.path,
+                r.role,
+                "x".join(map(str, r.shape)),
+                "x".join(map(str, r.base_shape)),
+                f"{r.m_in:g}",
+                f"{r.m_out:g}",
+                f"{init[r.path]:.4g}",
+                f"{lr[r.path]:.4g}",
+            )
+            for r in self.values()
+        ]
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True))
+            for line in [head, *rows]
+        ]
+        return "\n".join(s.rstrip() for s in lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        return f"Roles({len(self)} parameters: {[r.role for r in self.values()]})"
+
+
+def _shapes(target: Any) -> dict[str, tuple[int, ...]]:
+    return {p: tuple(np.shape(w)) for p, w in tree.get(target, tree.paths(target)).items()}
+
+
+def _role_of(path: str, infinite: tuple[bool, ...]) -> str:
+    if not any(infinite):
+        return "fixed"
+    if len(infinite) == 1:
+        return "vector"
+    grows_in, grows_out = any(infinite[:-1]), infinite[-1]
+    if grows_in and grows_out:
+        return "hidden"
+    if grows_in:
+        return "output"
+    return "embedding" if path.rsplit("/", 1)[-1] == "embedding" else "input"
+
+
+def _mult(shape, base, axes) -> float:
+    return float(math.prod(shape[a] for a in axes) / math.prod(base[a] for a in axes))
+
+
+def roles(
+    base: Any,
+    delta: Any,
+    target: Any | None = None,
+    *,
+    patterns: Mapping[str, str] | None = None,
+) -> Roles:
+    """Each parameter's role, from which of its axes differ between ``base`` and ``delta``.
+
+    Args:
+      base: the base model's parameters, as :mod:`jaxinit.tree` takes them (linen variables or
+        an NNX model); abstract ones (``jax.eval_shape(module.init, ...)``,
+        ``nnx.eval_shape(...)``) cost nothing.
+      delta: the same model at another width: an axis whose size differs grows with width.
+      target: the model being parametrized (default ``base``): multipliers are its sizes over
+        the base's.
+      patterns: ``{glob: role}`` overriding the inferred role of the parameters a glob
+        matches (the grammar of :func:`jaxinit.tree.paths`), for layouts the shapes do not
+        decide (a readout whose output size also grows, an attention kernel with a head axis).
+
+    Kernels are taken in Flax's layout, fan-in axes first and the fan-out axis last (Dense
+    ``(in, out)``, Conv ``(*spatial, in, out)``, Embed ``(vocab, features)``).
+    """
+    target = base if target is None else target
+    b, d, t = _shapes(base), _shapes(delta), _shapes(target)
+    for name, other in (("delta", d), ("target", t)):
+        if set(other) != set(b):
+            extra = sorted(set(other) ^ set(b))[:5]
+            raise ValueError(
+                f"roles: {name} has different parameters from base (paths {extra} are in one "
+                "only); pass the same model at another width."
+            )
+    overrides: dict[str, str] = {}
+    for glob, role in (patterns or {}).items():
+        if role not in ROLES:
+            raise ValueError(f"roles: patterns[{glob!r}]={role!r}; a role is one of {ROLES}.")
+        try:
+            matched = tree.paths(target, glob)
+        except ValueError as err:  # matches nothing
+            raise ValueError(
+                f"roles: patterns key {glob!r} matches no parameter of {list(t)}."
+            ) from err
+        overrides.update(dict.fromkeys(matched, role))
+    out = []
+    for path, shape in t.items():
+        bs, ds = b[path], d[path]
+        if len(bs) != len(ds) or len(shape) != len(bs):
+            raise ValueError(
+                f"roles: parameter {path!r} has shapes {bs} (base), {ds} (delta) and {shape} "
+                "(target); the same number of axes is needed."
+            )
+        infinite = tuple(x != y for x, y in zip(bs, ds, strict=False))
+        role = overrides.get(path) or _role_of(path, infinite)
+        if sum(infinite) > 2 and path not in overrides:
+            raise ValueError(
+                f"roles: parameter {path!r} grows along {sum(infinite)} axes {bs} -> {ds}; "
+                "give its role with patterns={...}."
+            )
+        in_axes = [a for a in range(len(shape) - 1) if infinite[a]]
+        out_axes = [len(shape) - 1] if infinite and infinite[-1] else []
+        if len(shape) == 1:
+            in_axes, out_axes = [], [0] if infinite[0] else []
+        out.append(
+            Role(
+                path,
+                role,
+                shape,
+                bs,
+                infinite,
+                _mult(shape, bs, in_axes),
+                _mult(shape, bs, out_axes),
+            )
+        )
+    return Roles(out)
+
+
+def _check(parametrization: str, optimizer: str | None = None) -> None:
+    if parametrization not in PARAMETRIZATIONS:
+        raise ValueError(
+            f"parametrization={parametrization!r}; one of {PARAMETRIZATIONS} is accepted."
+        )
+    if optimizer is not None and optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer={optimizer!r}; one of {OPTIMIZERS} is accepted.")
+
+
+def _kernel_of(path: str, roles: Roles) -> Role | None:
+    """The role of the kernel beside the bias at ``path`` (None if there is none)."""
+    head = path.rsplit("/", 1)
+    if len(head) != 2 or head[1] != "bias":
+        return None
+    return roles.get(f"{head[0]}/kernel")
+
+
+def init_factors(roles: Roles, parametrization: str = "mup") -> dict[str, float]:
+    """The factor by which each parameter's standard (SP) initialization is multiplied."""
+    _check(parametrization)
+    out = {}
+    for r in roles.values():
+        f = 1.0
+        if parametrization == "mup":
+            if r.role == "output":
+                f = 1 / math.sqrt(r.m_in)
+            elif (k := _kernel_of(r.path, roles)) is not None:  # a bias: constant variance
+                f = math.sqrt(k.m_in)
+        out[r.path] = f
+    return out
+
+
+def lr_factors(
+    roles: Roles, parametrization: str = "mup", optimizer: str = "sgd"
+) -> dict[str, float]:
+    """The factor by which each parameter's learning rate is multiplied."""
+    _check(parametrization, optimizer)
+    out = {}
+    for r in roles.values():
+        f = 1.0
+        if parametrization == "mup":
+            if r.role in ("input", "embedding"):
+                f = r.m_out if optimizer == "sgd" else 1.0
+            elif r.role == "hidden":
+                f = r.m_out / r.m_in if optimizer == "sgd" else 1 / r.m_in
+            elif r.role == "output":
+                f = 1 / r.m_in
+            elif r.role == "vector":
+                f = r.m_out if optimizer == "sgd" else 1.0
+        out[r.path] = f
+    return out
+
+
+def parametrize(
+    target: Any,
+    roles: Roles,
+    parametrization: str = "mup",
+    *,
+    readout_zero_init: bool = False,
+) -> Any:
+    """``target`` (initialized in the standard parametrization) with each parameter multiplied
+    by its :func:`init_factors`; with ``readout_zero_init``, the output kernels and their
+    biases zeroed. Linen variables: returns new ones; NNX model: edited in place (returns
+    None), as :mod:`jaxinit.tree` does."""
+    factors = init_factors(roles, parametrization)
+    scaled = {p: f for p, f in factors.items() if f != 1.0}
+    out = target
+    if scaled:
+        res = tree.scale(out, list(scaled), scaled)
+        out = out if res is None else res
+    if readout_zero_init:
+        readout = [r.path for r in roles.values() if r.role == "output"]
+        readout += [p for p in roles if (k := _kernel_of(p, roles)) and k.role == "output"]
+        if not readout:
+            raise ValueError("parametrize: readout_zero_init=True but no parameter is an output.")
+        res = tree.zero(out, readout)
+        out = out if res is None else res
+    return out if isinstance(target, Mapping) else None
+
+
+def _scale_by_tree(factors: Any) -> optax.GradientTransformation:
+    def update(updates, state, params=None):
+        return jax.tree.map(lambda u, f: u * jnp.asarray(f, u.dtype), updates, factors), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def _key_name(k: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _factor_tree(params: Any, factors: Mapping[str, float]) -> Any:
+    """``params``' structure with each leaf replaced by its path's factor. ``params`` is what
+    the loss is differentiated with respect to: linen ``variables`` or ``variables["params"]``,
+    or an NNX ``nnx.State`` of parameters."""
+
+    def factor(path, _):
+        names = [_key_name(k) for k in path]
+        for start in range(len(names)):  # tolerate a leading collection name ("params")
+            for end in (len(names), len(names) - 1):  # and a trailing "value" (NNX)
+                p = "/".join(names[start:end])
+                if p in factors:
+                    return factors[p]
+        raise ValueError(
+            f"optimizer: parameter {'/'.join(names)!r} has no role; the roles were found for "
+            f"{list(factors)[:6]}... Build the roles from this model."
+        )
+
+    return jax.tree_util.tree_map_with_path(factor, params)
+
+
+def optimizer(
+    roles: Roles,
+    params: Any,
+    parametrization: str = "mup",
+    kind: str = "sgd",
+    *,
+    learning_rate: float,
+    weight_decay: float = 0.0,
+    **kwargs: Any,
+) -> optax.GradientTransformation:
+    """An optax optimizer (``kind``: SGD or Adam) with each parameter's learning rate multiplied
+    by its :func:`lr_factors` and, with ``weight_decay``, a coupled L2 decay (added to the
+    gradient, as ``torch.optim``'s ``weight_decay`` is) whose rate is divided by the same
+    factor, as mup does. ``params`` gives the pytree structure (an NNX model's
+    ``nnx.state(model, nnx.Param)``, or linen ``variables["params"]``); ``kwargs`` go to
+    ``optax.sgd``/``optax.adam`` (``momentum``, ``b1``, ``eps``, ...)."""
+    _check(parametrization, kind)
+    learning_rate = check_number("optimizer", "learning_rate", learning_rate, positive=True)
+    weight_decay = check_number("optimizer", "weight_decay", weight_decay)
+    lr = lr_factors(roles, parametrization, kind)
+    chain = []
+    if weight_decay:
+        decay = _factor_tree(params, {p: weight_decay / f for p, f in lr.items()})
+        chain.append(
+            optax.GradientTransformation(
+                lambda p: optax.EmptyState(),
+                lambda u, s, p: (jax.tree.map(lambda g, w, d: g + d * w, u, p, decay), s),
+            )
+        )
+    base = optax.sgd(1.0, **kwargs) if kind == "sgd" else optax.adam(1.0, **kwargs)
+    chain += [base, _scale_by_tree(_factor_tree(params, lr)), optax.scale(learning_rate)]
+    return optax.chain(*chain)
+
+
+__all__ = [
+    "OPTIMIZERS",
+    "PARAMETRIZATIONS",
+    "ROLES",
+    "Role",
+    "Roles",
+    "init_factors",
+    "lr_factors",
+    "optimizer",
+    "parametrize",
+    "roles",
+]

@@ -1,0 +1,184 @@
+"""jaxinit.mup and jaxinit.coord_check against microsoft/mup's own test criteria
+(``mup/test/__main__.py``): roles, bitwise SP at base width, the init-scaling rules and the
+coordinate check of μP against SP."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxinit
+from jaxinit.recipes import mup
+from jaxinit.recipes.coord_check import coord_check
+
+
+class MLP(nn.Module):
+    """mup's test MLP (``_generate_MLP``): Linear(d, w), ReLU, Linear(w, w), ReLU, readout."""
+
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(self.width)(x))
+        x = nn.relu(nn.Dense(self.width)(x))
+        return nn.Dense(10)(x)
+
+
+class CNN(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(self.width, (3, 3))(x))
+        x = nn.relu(nn.Conv(self.width, (3, 3))(x))
+        return nn.Dense(10)(jnp.mean(x, axis=(1, 2)))
+
+
+def _shapes(module, x):
+    return jax.eval_shape(module.init, jax.random.key(0), x)
+
+
+def _roles(make, base, target, x):
+    return mup.roles(_shapes(make(base), x), _shapes(make(base + 1), x), _shapes(make(target), x))
+
+
+@pytest.fixture(scope="module")
+def digits_batch():
+    d = jaxinit.data.digits()
+    x = jnp.asarray(d.x[:32].reshape(32, -1), jnp.float32)
+    return (x - x.mean()) / x.std(), jnp.asarray(d.y[:32])
+
+
+def test_roles_of_an_mlp_and_a_cnn():
+    x = jnp.ones((2, 30))
+    r = _roles(MLP, 64, 256, x)
+    assert {p: r[p].role for p in r} == {
+        "Dense_0/bias": "vector",
+        "Dense_0/kernel": "input",
+        "Dense_1/bias": "vector",
+        "Dense_1/kernel": "hidden",
+        "Dense_2/bias": "fixed",
+        "Dense_2/kernel": "output",
+    }
+    assert (r["Dense_1/kernel"].m_in, r["Dense_1/kernel"].m_out) == (4.0, 4.0)
+    assert (r["Dense_2/kernel"].m_in, r["Dense_2/kernel"].m_out) == (4.0, 1.0)
+    table = r.table()
+    assert "Dense_1/kernel  hidden" in table and "256x256" in table
+    c = _roles(CNN, 8, 32, jnp.ones((2, 8, 8, 3)))
+    assert c["Conv_0/kernel"].role == "input" and c["Conv_1/kernel"].role == "hidden"
+    assert c["Dense_0/kernel"].role == "output"
+    forced = mup.roles(
+        _shapes(MLP(64), x), _shapes(MLP(65), x), patterns={"Dense_2/bias": "vector"}
+    )
+    assert forced["Dense_2/bias"].role == "vector"
+
+
+def test_roles_errors_name_the_argument():
+    x = jnp.ones((2, 30))
+    with pytest.raises(ValueError, match="patterns key 'nothing/\\*\\*' matches no parameter"):
+        mup.roles(_shapes(MLP(64), x), _shapes(MLP(65), x), patterns={"nothing/**": "hidden"})
+    with pytest.raises(ValueError, match="a role is one of"):
+        mup.roles(_shapes(MLP(64), x), _shapes(MLP(65), x), patterns={"**": "middle"})
+    with pytest.raises(ValueError, match="delta has different parameters"):
+        mup.roles(_shapes(MLP(64), x), _shapes(CNN(65), jnp.ones((2, 8, 8, 3))))
+    with pytest.raises(ValueError, match="parametrization='ntk'"):
+        mup.init_factors(_roles(MLP, 64, 64, x), "ntk")
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_mup_at_base_width_is_sp_bit_for_bit(kind):
+    """mup's ``test_MLP_CNN_at_base_width``: parameters equal; here the first update too."""
+    x = jax.random.normal(jax.random.key(1), (8, 30))
+    r = _roles(MLP, 64, 64, x)
+    sp = jax.jit(MLP(64).init)(jax.random.key(2), x)
+    mu = mup.parametrize(sp, r, "mup")
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), sp, mu))
+    rng = np.random.default_rng(3)
+    grads = jax.tree.map(lambda w: jnp.asarray(rng.standard_normal(w.shape), w.dtype), sp["params"])
+    updates = []
+    for p in ("sp", "mup"):
+        opt = mup.optimizer(r, sp["params"], p, kind, learning_rate=0.1, weight_decay=1e-3)
+        updates.append(opt.update(grads, opt.init(sp["params"]), sp["params"])[0])
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), *updates))
+
+
+def test_init_scaling_with_width():
+    """Hidden-weight std strictly decreases with width; the input weights' std (fan-in fixed at
+    3072, as for mup's CIFAR-10 MLP) changes by less than 3e-3 relative. Each sample std is
+    also checked against the closed form 1/sqrt(fan_in) of Flax's LeCun-normal default,
+    within 5 standard errors (the std of a sample std is std/sqrt(2N))."""
+    x = jnp.ones((2, 3072))
+    stds = {}
+    widths = (256, 512, 1024)
+    for w in widths:
+        v = mup.parametrize(
+            jax.jit(MLP(w).init)(jax.random.key(0), x), _roles(MLP, 256, w, x), "mup"
+        )
+        for name, fan_in in (("Dense_0", 3072), ("Dense_1", w)):
+            k = np.asarray(v["params"][name]["kernel"], np.float64)
+            stds[name, w] = k.std()
+            assert abs(k.std() * np.sqrt(fan_in) - 1) < 5 / np.sqrt(2 * k.size)
+    hidden = [stds["Dense_1", w] for w in widths]
+    assert hidden[0] > hidden[1] > hidden[2]
+    inputs = [stds["Dense_0", w] for w in widths]
+    assert max(abs(s / inputs[0] - 1) for s in inputs) < 3e-3
+
+
+def test_readout_zero_init_gives_an_exact_zero_output_and_log10_loss(digits_batch):
+    x, y = digits_batch
+    cc = coord_check(MLP, x, y, widths=(64, 256), seeds=2, steps=1, readout_zero_init=True)
+    assert np.all(cc.values[:, :, 0, -1] == 0)
+    np.testing.assert_allclose(cc.loss[:, :, 0], np.log(10), rtol=1e-6)
+
+
+def _check_ratios(cc, *, zero_readout):
+    ratio = cc.ratio()  # (steps, layers)
+    for t in range(cc.steps):
+        for j, layer in enumerate(cc.layers):
+            if t == 0 and j == len(cc.layers) - 1 and zero_readout:
+                assert np.all(cc.values[:, :, 0, j] == 0), layer
+                continue
+            assert 1 / 1.2 < ratio[t, j] < 1.2, (cc.optimizer, t + 1, layer, ratio[t, j])
+
+
+@pytest.mark.parametrize(("kind", "lr"), [("sgd", 0.1), ("adam", 1e-3)])
+def test_coord_check_mup_holds_small_widths(digits_batch, kind, lr):
+    """The criterion of mup's ``CoordCheckCase`` at widths 128 and 512 (the widths 1000/4000
+    of that test, and SP's failure, are the slow test below): under μP every layer's mean |x|
+    ratio lies in (1/1.2, 1.2) at steps 1-3, and the zero-initialized readout is exactly 0
+    at step 1."""
+    x, y = digits_batch
+    common = dict(widths=(128, 512), seeds=3, steps=3, optimizer=kind, learning_rate=lr)
+    cc = coord_check(MLP, x, y, readout_zero_init=True, **common)
+    _check_ratios(cc, zero_readout=True)
+    assert cc.values.shape == (2, 3, 3, 3) and cc.layers == ("Dense_0", "Dense_1", "Dense_2")
+    assert np.all(np.isfinite(cc.exponents()[1:]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "lr"), [("sgd", 0.1), ("adam", 1e-3)])
+def test_coord_check_mup_criteria_mlp_1000_4000_and_cnn_128_512(digits_batch, kind, lr):
+    x, y = digits_batch
+    common = dict(seeds=4, steps=3, optimizer=kind, learning_rate=lr)
+    mlp = coord_check(MLP, x, y, widths=(1000, 4000), readout_zero_init=True, **common)
+    _check_ratios(mlp, zero_readout=True)
+    images = x.reshape(32, 8, 8, 1)
+    cnn = coord_check(CNN, images, y, widths=(128, 512), readout_zero_init=True, **common)
+    _check_ratios(cnn, zero_readout=True)
+    sp = coord_check(MLP, x, y, widths=(1000, 4000), parametrization="sp", **common)
+    assert sp.ratio()[1, -1] > 1.2  # the output layer, at step 2
+    if kind == "adam":
+        assert sp.ratio()[1, 1] > 1.2  # the hidden layer, at step 2
+
+
+def test_coord_check_errors(digits_batch):
+    x, y = digits_batch
+    with pytest.raises(ValueError, match="at least two distinct widths"):
+        coord_check(MLP, x, y, widths=(64, 64))
+    with pytest.raises(ValueError, match="stat='median'"):
+        coord_check(MLP, x, y, widths=(64, 128), stat="median")
+    with pytest.raises(ValueError, match="optimizer='lamb'"):
+        coord_check(MLP, x, y, widths=(64, 128), optimizer="lamb")
