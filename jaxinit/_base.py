@@ -13,11 +13,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_int, check_key, check_shape, is_key, is_typed_key
+from ._checks import check_int, check_key, check_shape, is_key, is_typed_key, short
 from ._types import DTypeLike
 
 VarianceLaw = Callable[[int, int, tuple[int, ...] | None], float]
 """``(fan_in, fan_out, shape or None) -> Var(w)``: an initializer's variance law."""
+
+Fits = Callable[[tuple[int, ...], np.dtype], object]
+"""``(shape, dtype) -> None``: raises a ValueError if the values an initializer would give for
+``shape`` do not fit in ``dtype`` (see :func:`check_reach`, :func:`check_fill`)."""
 
 _ACCEPTED_DTYPES = "a floating dtype (float32, float64, bfloat16, float16) or complex64/complex128"
 
@@ -94,7 +98,14 @@ def random_uniform(
     minval: float = 0.0,
     maxval: float = 1.0,
 ) -> jax.Array:
-    """``jax.random.uniform(key, shape, dtype, minval, maxval)``."""
+    """``jax.random.uniform(key, shape, dtype, minval, maxval)``.
+
+    Where ``maxval - minval`` overflows ``dtype`` (bounds near its largest value, e.g.
+    ``-3e38`` and ``3e38`` in float32), ``minval + u (maxval - minval)`` would be inf: the
+    draw is then made around the midpoint, from half-widths that fit."""
+    if maxval - minval > float(jnp.finfo(dtype).max):
+        half, mid = maxval / 2 - minval / 2, minval / 2 + maxval / 2
+        return mid + half * jax.random.uniform(key, shape, dtype, -1.0, 1.0)
     return jax.random.uniform(key, shape, dtype, minval, maxval)
 
 
@@ -149,6 +160,10 @@ class Init:
     one per operation (much faster on first use) and makes eager and jitted calls agree
     bitwise; under an outer ``jit``/``vmap`` it is inlined as usual.
 
+    ``fits(shape, dtype)``, when given, refuses (ValueError) a draw or fill whose values do not
+    fit in the output dtype, before anything is computed: the cast to ``dtype`` is where an
+    overflow would turn into inf, NaN (float8) or a wrapped integer.
+
     ``ident`` is a hashable value that determines what ``sample`` computes (default: ``name``
     and ``params``). Initializers with equal ``ident`` compare equal and share compiled
     programs, so a model whose layers each make their own ``he_normal()`` compiles the draw
@@ -162,6 +177,7 @@ class Init:
         "_any_dtype",
         "_check",
         "_complex_ok",
+        "_fits",
         "_ident",
         "_name",
         "_params",
@@ -182,9 +198,11 @@ class Init:
         check: Callable[[tuple[int, ...]], object] | None = None,
         ident: Hashable = None,
         variance: VarianceLaw | None = None,
+        fits: Fits | None = None,
     ):
         self._name = name
         self._variance = variance
+        self._fits = fits
         self._check = check
         self._sample = sample
         self._params = params
@@ -206,6 +224,8 @@ class Init:
             self._check(shape)
         if math.prod(shape) == 0:
             return jnp.zeros(shape, dt)
+        if self._fits is not None:  # static values only, so it also runs under jit
+            self._fits(shape, dt)
         if self._random:
             return _sample_random(self, key, shape, dt)
         # The key is ignored and may be anything (None, an int): keep it out of the trace.
@@ -307,3 +327,131 @@ def clip_into(
     """Cast ``x`` to ``dtype`` and keep it inside the interval from ``lo`` to ``hi``."""
     a, b = dtype_interval(lo, hi, dtype, open_lo=open_lo, open_hi=open_hi)
     return jnp.clip(x.astype(dtype), jnp.asarray(a), jnp.asarray(b))
+
+
+# --------------------------------------------------------------------------------------------
+# what fits in a dtype: every initializer's values are checked against the dtype they are cast
+# to, from the static arguments, before anything is drawn
+
+
+def _solve_tail(p: float) -> float:
+    """The z >= 0 with ``P(Z > z) = p`` for a standard normal Z (bisection on erfc)."""
+    lo, hi = 0.0, 40.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if 0.5 * math.erfc(mid / math.sqrt(2)) > p else (lo, mid)
+    return hi
+
+
+# The sampler's extreme values are computed to ~1e-12; the margin covers the rounding of
+# erfinv/ndtri in the sampling dtype (a few ulps).
+_MARGIN = 1 + 1e-3
+
+
+@functools.lru_cache(maxsize=8)
+def normal_reach(sd: np.dtype) -> float:
+    """The largest ``|z|`` ``jax.random.normal`` can return when drawing in the real dtype
+    ``sd``: it maps a uniform draw in ``[nextafter(-1, 0), 1)`` through ``sqrt(2) erfinv``, so
+    the extreme is ``sqrt(2) erfinv(-1 + ulp)``: 5.42 for float32, 8.29 for float64."""
+    ulp = 1.0 + float(np.nextafter(np.asarray(-1.0, sd), np.asarray(0.0, sd)))
+    return _solve_tail(ulp / 2) * _MARGIN
+
+
+@functools.lru_cache(maxsize=8)
+def tail_reach(sd: np.dtype) -> float:
+    """The largest ``|z|`` a one-sided truncated draw (inverse CDF of a probability >= the
+    smallest normal number of ``sd``) can return: 12.95 for float32, 37.5 for float64."""
+    return _solve_tail(float(jnp.finfo(sd).tiny)) * _MARGIN
+
+
+def largest(dtype: np.dtype) -> float:
+    """The largest finite value of ``dtype`` (of its real part for complex dtypes), as the
+    arrays made with it hold it (float64 is float32 without ``jax_enable_x64``)."""
+    dt = np.dtype(jax.dtypes.canonicalize_dtype(real_dtype(dtype)))
+    return float(jnp.finfo(dt).max)
+
+
+def check_reach(
+    name: str,
+    dtype: np.dtype,
+    reach: float,
+    arg: str,
+    value: Any,
+    limit: float | None,
+    shape: tuple[int, ...] | None = None,
+) -> None:
+    """A ValueError if values up to ``reach`` in magnitude (what ``arg=value`` lets the draw
+    reach, for ``shape`` when the reach depends on it) exceed the largest finite value of
+    ``dtype``, where the cast would give inf (NaN in float8 types without inf). ``limit`` is the
+    largest ``arg`` the dtype accepts, for the message."""
+    top = largest(dtype)
+    if reach <= top:
+        return
+    where = "" if shape is None else f" for shape={shape}"
+    dt = np.dtype(dtype).name
+    use = f"|{arg}| <= {limit:.4g}, or a wider dtype" if limit is not None else "a wider dtype"
+    raise ValueError(
+        f"{name}: {arg}={short(value)} lets values reach {reach:.4g} in magnitude{where}, "
+        f"beyond the largest finite {dt} ({top:.6g}), where the cast would give inf or NaN; "
+        f"for dtype={dt} use {use}."
+    )
+
+
+def check_fill(name: str, arr: np.ndarray, dtype: np.dtype) -> None:
+    """A ValueError unless every element of ``arr`` is kept by a cast to ``dtype``: integers in
+    range for integer dtypes (not fractions, which the cast would truncate), 0 or 1 for bool,
+    real values for real dtypes, and values within the dtype's finite range for floating and
+    complex dtypes (rounding to the nearest representable value is allowed)."""
+    dt = np.dtype(dtype)
+    shown = repr(arr.item()) if arr.ndim == 0 else f"<array of shape {arr.shape}>"
+    kind = arr.dtype.kind
+
+    def refuse(bad: Any, accepted: str, why: str) -> ValueError:
+        at = "" if arr.ndim == 0 else f" holds {bad!r}, which"
+        return ValueError(
+            f"{name}: value={shown}{at} does not fit dtype={dt.name} ({why}); it takes {accepted}."
+        )
+
+    if kind == "c" and dt.kind != "c":
+        imag = arr.imag[arr.imag != 0]
+        if imag.size:
+            bad = complex(arr[arr.imag != 0].flat[0])
+            raise refuse(bad, "real values", "the cast drops the imaginary part")
+        arr, kind = arr.real, arr.real.dtype.kind
+    if dt.kind == "c":
+        parts = [arr.real, arr.imag] if kind == "c" else [arr]
+        arr, kind = np.concatenate([np.ravel(p).astype(np.float64) for p in parts]), "f"
+    if arr.size == 0:
+        return
+    if dt == np.bool_:
+        bad = arr[(arr != 0) & (arr != 1)]
+        if bad.size:
+            raise refuse(bad.flat[0].item(), "0, 1, True or False", "the cast makes it True")
+        return
+    if dt.kind in "iu":
+        info = jnp.iinfo(dt)
+        accepted = f"integers in [{info.min}, {info.max}]"
+        if kind == "f":
+            frac = arr[arr != np.round(arr)]
+            if frac.size:
+                raise refuse(frac.flat[0].item(), accepted, "the cast would truncate it")
+            # 2**bits is exact in float64, so a strict bound keeps rounded values out
+            out = arr[(arr < float(info.min)) | (arr >= float(info.max) + 1)]
+            first = None if not out.size else out.flat[0].item()
+        else:
+            low, high = int(arr.min()), int(arr.max())
+            first = low if low < info.min else (high if high > info.max else None)
+        if first is not None:
+            raise refuse(first, accepted, "the cast would wrap it around")
+        return
+    values = arr.astype(np.float64) if kind != "f" else arr
+    top = largest(dt)
+    least = float(jnp.finfo(dt).min)  # > 0 for float8_e8m0fnu, which has no zero
+    low_ok = -top if least < 0 else least
+    out = values[(values < low_ok) | (values > top)]
+    if out.size:
+        if least > 0:
+            accepted = f"values in [{least:.6g}, {top:.6g}] (no zero or negative values)"
+        else:
+            accepted = f"values of magnitude <= {top:.6g}"
+        raise refuse(out.flat[0].item(), accepted, "the cast would give inf or NaN")

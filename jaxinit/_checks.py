@@ -8,6 +8,7 @@ their own name (``fn``), so no caller ever rewrites another function's message.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -87,16 +88,35 @@ def is_key(x: Any) -> bool:
     return True
 
 
+def _traced(fn: str, arg: str, value: Any) -> TypeError:
+    return TypeError(
+        f"{fn}: {arg}={short(value)} is a traced value; {fn} takes static Python numbers "
+        "(they fix what is compiled), so call it outside jax.jit/jax.vmap, or scale its "
+        "result by the traced value instead."
+    )
+
+
 def check_finite(
-    fn: str, arg: str, value: Any, *, positive: bool = False, nonnegative: bool = False
+    fn: str,
+    arg: str,
+    value: Any,
+    *,
+    positive: bool = False,
+    nonnegative: bool = False,
+    nonfinite_ok: bool = False,
 ) -> float:
-    """``value`` as a float (anything ``float()`` takes), finite, and > 0 with ``positive``
-    or >= 0 with ``nonnegative``."""
-    try:
+    """``value`` as a float if it is one real number (a Python or NumPy int or float, a 0-d
+    array, any ``numbers.Real`` but a bool), finite (any float with ``nonfinite_ok``: the
+    caller checks infinities and NaN itself), and > 0 with ``positive`` or >= 0 with ``nonnegative``; a TypeError for anything
+    else (strings, arrays of more than one element, traced values)."""
+    if isinstance(value, Tracer):
+        raise _traced(fn, arg, value)
+    v = _real_scalar(value)
+    if v is None and isinstance(value, numbers.Real) and not isinstance(value, bool):
         v = float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{fn}: {arg}={short(value)} is not a real number.") from err
-    if not math.isfinite(v):
+    if v is None:
+        raise TypeError(f"{fn}: {arg}={short(value)} is not a real number.")
+    if not math.isfinite(v) and not nonfinite_ok:
         raise ValueError(f"{fn}: {arg}={v!r} must be finite.")
     if positive and not v > 0:
         raise ValueError(f"{fn}: {arg}={v!r} must be finite and > 0.")
@@ -111,7 +131,10 @@ def _real_scalar(value: object) -> float | None:
     if isinstance(value, bool | np.bool_):
         return None
     if isinstance(value, int | float | np.integer | np.floating):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float64, e.g. 10**400
+            return math.inf if value > 0 else -math.inf
     if isinstance(value, np.ndarray | jax.Array) and not isinstance(value, Tracer):
         dtype = value.dtype
         real = jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
@@ -132,6 +155,8 @@ def check_number(
     """``value`` as a float if it is one real number (a Python or NumPy scalar, or a 0-d
     array), finite, <= ``most`` in magnitude, and > 0 with ``positive``, any sign with
     ``signed``, else >= 0; a ValueError otherwise."""
+    if isinstance(value, Tracer):
+        raise _traced(fn, arg, value)
     number = _real_scalar(value)
     if number is not None and math.isfinite(number) and abs(number) <= most:
         if signed or (number > 0 if positive else number >= 0):

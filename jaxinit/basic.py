@@ -12,12 +12,18 @@ import numpy as np
 
 from ._base import (
     Init,
+    check_fill,
+    check_reach,
     clip_into,
     factory,
+    largest,
+    normal_reach,
     random_normal,
     random_truncated_normal,
     random_uniform,
+    real_dtype,
     sample_dtype,
+    tail_reach,
 )
 from ._checks import check_finite
 from ._types import Initializer
@@ -29,6 +35,14 @@ def constant(value: Any) -> Initializer:
 
     Any dtype is accepted, integers included. The key is ignored. Variance law:
     ``init.variance(fan_in, fan_out) == 0`` (every element is ``value``, the mean).
+
+    The value must survive the cast to the dtype: floating and complex values are rounded to
+    the nearest representable number but must lie within the dtype's finite range (``300`` in
+    ``float8_e4m3fn``, whose largest value is 448, is fine; ``70000`` in ``float16`` is
+    refused); integer dtypes take whole numbers within their range (``300`` in ``uint8``, which
+    would wrap, and ``0.5`` in ``int8``, which would truncate, are refused); ``bool`` takes 0
+    and 1; a real dtype takes no imaginary part. Otherwise a ValueError names the value and
+    the dtype when the initializer is called.
 
     Args:
       value: A finite real or complex number, or an array-like of them.
@@ -42,7 +56,16 @@ def constant(value: Any) -> Initializer:
       >>> b.shape, b.dtype, bool((b == jax.numpy.float32(0.1)).all())
       ((3,), dtype('float32'), True)
     """
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            "constant: value is a traced value; constant takes a concrete number or array. "
+            "Call it outside jax.jit, or use jaxinit.ones() and multiply."
+        )
     arr = np.asarray(value)
+    if arr.dtype == object and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in arr.flat
+    ):  # Python ints beyond int64/uint64: their exact values, compared with the dtype's range
+        arr = arr.astype(np.float64) if arr.size else arr.astype(np.int64)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise TypeError(f"constant: value={value!r} must be a number or an array of numbers.")
     if not np.all(np.isfinite(arr)):
@@ -71,6 +94,7 @@ def _fill(name: str, arr: np.ndarray, params: dict[str, Any]) -> Initializer:
         any_dtype=True,
         ident=ident,
         variance=lambda fan_in, fan_out, shape: 0.0,
+        fits=lambda shape, dtype: check_fill(name, arr, dtype),
     )
 
 
@@ -111,6 +135,11 @@ def normal(stddev: float = 1.0, mean: float = 0.0) -> Initializer:
     variance 1/2). Variance law: ``init.variance(fan_in, fan_out) == stddev**2`` (``E|w -
     mean|^2`` for complex dtypes; the fans are ignored).
 
+    Every draw is finite in every dtype: the sampler's draws are bounded (``|z| <= 5.42`` in
+    float32, 8.30 in float64), so a ``mean`` and ``stddev`` whose largest draw ``|mean| + 5.42
+    stddev`` is beyond the dtype's largest finite value (e.g. ``stddev=1e5`` in float16, whose
+    largest value is 65504) are refused with a ValueError when the initializer is called.
+
     Args:
       stddev: Standard deviation, finite and >= 0.
       mean: Mean, finite.
@@ -131,11 +160,22 @@ def normal(stddev: float = 1.0, mean: float = 0.0) -> Initializer:
         z = random_normal(key, shape, sample_dtype(dtype))
         return (mean + stddev * z).astype(dtype)
 
+    def fits(shape, dtype):
+        z = normal_reach(real_dtype(sample_dtype(dtype)))
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            z /= math.sqrt(2)  # each part has variance 1/2
+        top = largest(dtype)
+        if abs(mean) > top:
+            check_reach("normal", dtype, abs(mean), "mean", mean, top)
+        reach = abs(mean) + stddev * z
+        check_reach("normal", dtype, reach, "stddev", stddev, (top - abs(mean)) / z)
+
     return Init(
         "normal",
         sample,
         {"stddev": stddev, "mean": mean},
         variance=lambda fan_in, fan_out, shape: stddev**2,
+        fits=fits,
     )
 
 
@@ -146,7 +186,9 @@ def uniform(low: float = -1.0, high: float = 1.0) -> Initializer:
     Unlike ``jax.nn.initializers.uniform(scale)`` (``U[0, scale)``), the default is centred, as
     weights need. Samples are drawn in float32 and lie in ``[low, high)`` in the output dtype.
     Real dtypes only. Variance law: ``init.variance(fan_in, fan_out) == (high - low)**2 / 12``
-    (the fans are ignored).
+    (the fans are ignored). Bounds beyond the dtype's largest finite value (e.g. ``high=1e5``
+    in float16) are refused with a ValueError when the initializer is called: the samples
+    would otherwise be clipped to that value.
 
     Args:
       low: Lower bound, finite.
@@ -170,12 +212,17 @@ def uniform(low: float = -1.0, high: float = 1.0) -> Initializer:
         u = random_uniform(key, shape, sample_dtype(dtype), low, high)
         return clip_into(u, low, high, dtype, open_lo=False, open_hi=True)
 
+    def fits(shape, dtype):
+        arg, value = ("low", low) if abs(low) > abs(high) else ("high", high)
+        check_reach("uniform", dtype, abs(value), arg, value, largest(dtype))
+
     return Init(
         "uniform",
         sample,
         {"low": low, "high": high},
         complex_ok=False,
         variance=lambda fan_in, fan_out, shape: (high - low) ** 2 / 12,
+        fits=fits,
     )
 
 
@@ -270,7 +317,10 @@ def truncated_normal(stddev: float = 1.0, lower: float = -2.0, upper: float = 2.
     ``distribution="truncated_normal"`` for a truncated normal rescaled to an exact variance.)
     Complex dtypes need a symmetric cut and bound the modulus: ``|w| < upper * stddev``.
     Variance law: ``init.variance(fan_in, fan_out) == (stddev * s)**2`` (real dtypes; the
-    fans are ignored).
+    fans are ignored). A ``stddev`` whose cut (or, for an infinite cut, the sampler's
+    largest draw: 5.42 standard deviations in float32, 12.96 for a one-sided cut) lies beyond
+    the dtype's largest finite value is refused with a ValueError when the initializer is
+    called: the samples would otherwise be clipped to that value.
 
     Args:
       stddev: Standard deviation before truncation, finite and >= 0.
@@ -287,8 +337,8 @@ def truncated_normal(stddev: float = 1.0, lower: float = -2.0, upper: float = 2.
       True
     """
     stddev = check_finite("truncated_normal", "stddev", stddev, nonnegative=True)
-    lower = float(lower)
-    upper = float(upper)
+    lower = check_finite("truncated_normal", "lower", lower, nonfinite_ok=True)
+    upper = check_finite("truncated_normal", "upper", upper, nonfinite_ok=True)
     if math.isnan(lower) or math.isnan(upper) or not lower < upper:
         raise ValueError(
             f"truncated_normal: lower={lower!r} must be < upper={upper!r} "
@@ -308,10 +358,22 @@ def truncated_normal(stddev: float = 1.0, lower: float = -2.0, upper: float = 2.
             return z.astype(dtype)
         return clip_into(z, lower * stddev, upper * stddev, dtype)
 
+    def fits(shape, dtype):
+        sd = real_dtype(sample_dtype(dtype))
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            z = min(upper, normal_reach(sd))
+        else:
+            z = min(
+                max(abs(lower), abs(upper)),
+                normal_reach(sd) if lower < 0 < upper else tail_reach(sd),
+            )
+        check_reach("truncated_normal", dtype, stddev * z, "stddev", stddev, largest(dtype) / z)
+
     s = truncated_moments(lower, upper)[1]
     return Init(
         "truncated_normal",
         sample,
         {"stddev": stddev, "lower": lower, "upper": upper},
         variance=lambda fan_in, fan_out, shape: (stddev * s) ** 2,
+        fits=fits,
     )

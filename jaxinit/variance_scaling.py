@@ -9,8 +9,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._base import Init, clip_into, factory, random_normal, random_uniform, real_dtype, sample_dtype
-from ._checks import check_finite
+from ._base import (
+    Init,
+    check_reach,
+    clip_into,
+    factory,
+    largest,
+    normal_reach,
+    random_normal,
+    random_uniform,
+    real_dtype,
+    sample_dtype,
+)
+from ._checks import check_finite, short
 from ._fans import fans_of
 from ._types import Activation, Axes, Initializer
 from .basic import complex_truncated_std, draw_truncated, truncated_moments
@@ -79,6 +90,7 @@ def variance_scaling(
     out_axis: Axes = -1,
     batch_axis: Axes = (),
     _name: str = "variance_scaling",
+    _arg: tuple[str, object, float] | None = None,
 ) -> Initializer:
     """Zero-mean weights with variance exactly ``scale / fan``.
 
@@ -92,7 +104,10 @@ def variance_scaling(
 
     Complex dtypes get circular draws with ``E|w|^2 = scale / fan`` (uniform: uniform on the
     disk of radius ``sqrt(2 scale / fan)``; truncated: ``|w|`` cut at 2 standard deviations).
-    bfloat16/float16 are drawn in float32 and cast. Variance law:
+    bfloat16/float16 are drawn in float32 and cast; a ``scale`` whose draws could exceed the
+    dtype's largest finite value for the shape's fan (``5.42 sqrt(scale / fan)`` for the normal,
+    ``sqrt(3 scale / fan)`` for the uniform, ``2.27 sqrt(scale / fan)`` truncated) is refused
+    with a ValueError when the initializer is called, not cast to inf. Variance law:
     ``init.variance(fan_in, fan_out) == scale / fan`` (also for every named case below: He,
     Glorot, LeCun, PyTorch's default).
 
@@ -153,6 +168,29 @@ def variance_scaling(
         z = s * draw_truncated(key, -_CUT, _CUT, shape, dtype)
         return clip_into(z, -_CUT * s, _CUT * s, dtype)
 
+    def reach_per_std(dtype):
+        """The largest |w| over the standard deviation, for the sampler in ``dtype``."""
+        is_complex = jnp.issubdtype(dtype, jnp.complexfloating)
+        if distribution == "normal":
+            z = normal_reach(real_dtype(sample_dtype(dtype)))
+            return z / math.sqrt(2) if is_complex else z
+        if distribution == "uniform":
+            return math.sqrt(2) if is_complex else math.sqrt(3)
+        if is_complex:
+            return _CUT / complex_truncated_std(_CUT)
+        return _CUT / truncated_moments(-_CUT, _CUT)[1]
+
+    def fits(shape, dtype):
+        fan = _fan(mode, *fans(shape))
+        std = math.sqrt(scale / fan)
+        k = reach_per_std(dtype)
+        if _arg is None:  # scale = (top / k)^2 fan reaches the top
+            arg, value, limit = "scale", scale, (largest(dtype) / k) ** 2 * fan
+        else:  # a gain g with scale = g^2, or an activation (limit None)
+            arg, value, per_unit = _arg
+            limit = None if per_unit is None else largest(dtype) / (k * std) * per_unit
+        check_reach(_name, dtype, k * std, arg, value, limit, shape)
+
     params = {"scale": scale, "mode": mode, "distribution": distribution}
     if _name != "variance_scaling":
         params = {}
@@ -168,13 +206,20 @@ def variance_scaling(
         check=fans,
         ident=ident,
         variance=lambda fan_in, fan_out, shape: scale / _fan(mode, fan_in, fan_out),
+        fits=fits,
     )
 
 
 def _named(
-    name: str, scale: float, mode: str, distribution: str, axes: dict, extra: dict | None = None
+    name: str,
+    scale: float,
+    mode: str,
+    distribution: str,
+    axes: dict,
+    extra: dict | None = None,
+    arg: tuple[str, object, float | None] | None = None,
 ) -> Initializer:
-    init = variance_scaling(scale, mode, distribution, **axes, _name=name)
+    init = variance_scaling(scale, mode, distribution, **axes, _name=name, _arg=arg)
     if extra:
         init._params = {**extra, **init._params}
     return init
@@ -254,6 +299,7 @@ def glorot_normal(
         "normal",
         {"in_axis": in_axis, "out_axis": out_axis, "batch_axis": batch_axis},
         {"gain": g},
+        ("gain", g, g),
     )
 
 
@@ -279,6 +325,7 @@ def glorot_uniform(
         "uniform",
         {"in_axis": in_axis, "out_axis": out_axis, "batch_axis": batch_axis},
         {"gain": g},
+        ("gain", g, g),
     )
 
 
@@ -290,7 +337,13 @@ def _he_scale(name: str, activation: Activation, negative_slope: float | None) -
                 f"activation='leaky_relu', got activation={activation!r}."
             )
         check_finite(name, "negative_slope", negative_slope)
-    return gain_for(name, activation, negative_slope) ** 2
+    scale = gain_for(name, activation, negative_slope) ** 2
+    if not math.isfinite(scale):  # a gain beyond 1e154: E[phi^2] below ~1e-308
+        raise ValueError(
+            f"{name}: activation={short(activation)} has gain**2 = {scale!r}; its second "
+            "moment is too small for a weight scale in float64."
+        )
+    return scale
 
 
 def _he(name: str, distribution: str, activation, negative_slope, mode, axes) -> Initializer:
@@ -305,7 +358,8 @@ def _he(name: str, distribution: str, activation, negative_slope, mode, axes) ->
             f"{name}: mode={mode!r} is not supported; use 'fan_in' (forward "
             "signal) or 'fan_out' (backward signal)."
         )
-    return _named(name, scale, mode, distribution, axes, extra)
+    arg = ("activation", activation, None)
+    return _named(name, scale, mode, distribution, axes, extra, arg)
 
 
 @factory
