@@ -171,16 +171,37 @@ def gain_for(caller: str, activation: Activation, param: float | None = None) ->
 _TAIL_RTOL = 1e-12
 
 
+class DivergentMoment(ValueError):
+    """A Gaussian expectation of an activation that does not converge (its integrand has not
+    decayed where the quadrature stops)."""
+
+
+def checked_expectation(
+    caller: str,
+    activation: object,
+    fn: Callable,
+    q: float = 1.0,
+    *,
+    kinks: tuple[float, ...] = (0.0,),
+    what: str = "E[phi(z)^2]",
+    needs: str = "A gain needs a finite, positive second moment.",
+) -> float:
+    """``E[fn(sqrt(q) z)]``, or a :class:`DivergentMoment` naming ``caller``, the activation
+    and ``q`` when the expectation is infinite: the one divergence check behind :func:`gain`
+    and every mean-field map (:mod:`jaxinit.meanfield`)."""
+    try:
+        return gaussian_expectation(fn, q, kinks=kinks, tail_rtol=_TAIL_RTOL)
+    except ValueError as err:
+        raise DivergentMoment(
+            f"{caller}: {what} is infinite for activation={activation!r} (or too heavy-tailed "
+            f"for the quadrature, which stops at |z| = 12): {err} {needs}"
+        ) from err
+
+
 def _second_moment(
     activation: object, fn: Callable, kinks: tuple[float, ...], caller: str
 ) -> float:
-    try:
-        return gaussian_expectation(lambda x: fn(x) ** 2, kinks=kinks, tail_rtol=_TAIL_RTOL)
-    except ValueError as err:
-        raise ValueError(
-            f"{caller}: E[phi(z)^2] is infinite for activation={activation!r}: {err} A gain "
-            "needs a finite, positive second moment."
-        ) from err
+    return checked_expectation(caller, activation, lambda x: fn(x) ** 2, kinks=kinks)
 
 
 @functools.lru_cache(maxsize=128)

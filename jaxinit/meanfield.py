@@ -27,9 +27,11 @@ from ._quadrature import evaluate64, gaussian_expectation
 from ._types import Activation
 from .gains import (
     ACTIVATIONS,
+    DivergentMoment,
     activation_fn,
     activation_kinks,
     check_elementwise,
+    checked_expectation,
     is_activation_name,
 )
 from .gains import gain as activation_gain
@@ -191,20 +193,42 @@ class ActivationMap:
     phi: Callable = dataclasses.field(default=lambda x: x, compare=False, repr=False)
     dphi: Callable = dataclasses.field(default=lambda x: x, compare=False, repr=False)
     kinks: tuple[float, ...] = dataclasses.field(default=(0.0,), compare=False, repr=False)
+    caller: str = dataclasses.field(default="activation", compare=False, repr=False)
+
+    def _moment(self, fn: Callable, q: float, what: str) -> float:
+        # The check gain() makes at q = 1, made at every q: an activation such as exp(x^2)
+        # has finite moments for small q only, and quadrature past that gives finite garbage.
+        return checked_expectation(
+            self.caller,
+            self.activation,
+            fn,
+            q,
+            kinks=self.kinks,
+            what=f"{what} at q={q:.6g}",
+            needs="The mean-field maps need finite moments of the activation at the signal's "
+            "second moment q; use a smaller sigma_w, sigma_b or input_var, or an activation "
+            "that grows at most exponentially.",
+        )
 
     def _m2(self, q: float) -> float:
-        return gaussian_expectation(lambda x: self.phi(x) ** 2, q, kinks=self.kinks)
+        return self._moment(lambda x: self.phi(x) ** 2, q, "E[phi(sqrt(q) z)^2]")
 
     def _d2(self, q: float) -> float:
-        return gaussian_expectation(lambda x: self.dphi(x) ** 2, q, kinks=self.kinks)
+        return self._moment(lambda x: self.dphi(x) ** 2, q, "E[phi'(sqrt(q) z)^2]")
 
     def moments(self, q: float) -> tuple[float, float, float]:
         """``(E[phi(u)], E[phi(u)^2], E[phi'(u)^2])`` for ``u = sqrt(q) z``, ``z ~ N(0, 1)``
-        (NaN for an infinite or NaN ``q``)."""
+        (NaN for an infinite or NaN ``q``).
+
+        Raises:
+          ValueError: If a moment is infinite at this ``q`` (e.g. ``exp(x^2)`` for
+            ``q >= 1/4``), the check :func:`jaxinit.gain` makes at ``q = 1``.
+        """
         if not math.isfinite(q):
             return math.nan, math.nan, math.nan
+        m2 = self._m2(q)  # first: it diverges wherever E[phi] does
         m1 = gaussian_expectation(self.phi, q, kinks=self.kinks)
-        return m1, self._m2(q), self._d2(q)
+        return m1, m2, self._d2(q)
 
     def apply(self, state: State) -> State:
         """``q -> E[phi(sqrt(q) z)^2]``, mean ``E[phi]``, ``chi`` times ``E[phi'^2]``."""
@@ -215,7 +239,7 @@ class ActivationMap:
 
 def _activation_map(fn_name: str, phi: Activation, param: float | None) -> ActivationMap:
     f, df, kinks = _resolve(fn_name, phi, param)
-    return ActivationMap(phi, param, f, df, kinks)
+    return ActivationMap(phi, param, f, df, kinks, fn_name)
 
 
 def activation(phi: Activation, param: float | None = None) -> ActivationMap:
@@ -549,22 +573,49 @@ def predict(
             )
         ratio = np.append(w[1:] / w[:-1], 1.0)
 
-    # One Dense map per layer (its own sigma_w) and the shared activation map, composed.
-    net = compose(*(m for sw in sws for m in (DenseMap(sw, sb), act)))
-    steps = trace(net, State(q_in))
-    dense_steps, act_steps = steps[0::2], steps[1::2]
-    q = np.array([s.state.q for s in dense_steps])
-    post_mean = np.array([s.state.mean for s in act_steps])
-    post_std = np.array(
-        [math.sqrt(max(s.state.q - s.state.mean * s.state.mean, 0.0)) for s in act_steps]
-    )
-    chi = np.array([d.chi * a.chi for d, a in zip(dense_steps, act_steps, strict=True)])
-    grad_var = np.ones(depth)
-    for layer in range(depth - 2, -1, -1):
-        # dL/dh_l = phi'(h_l) * W_{l+1}^T dL/dh_{l+1}: layer l+1's weights carry it back.
-        grad_var[layer] = (
-            grad_var[layer + 1] * dense_steps[layer + 1].chi * act_steps[layer].chi * ratio[layer]
+    # Layer by layer, as trace(compose(dense, activation, dense, ...)) would apply the maps.
+    # From the layer where sigma_w stops changing, the dense output's q determines every later
+    # layer: once a q repeats (a fixed point, or a cycle of float rounding), the rest repeats
+    # with it, bit for bit, and is filled in instead of computed (depth=10**6 of a contracting
+    # chain costs a few dozen layers).
+    same_from = depth - 1
+    while same_from > 0 and sws[same_from - 1] == sws[-1]:
+        same_from -= 1
+    rows = np.empty((5, depth))  # q, post_mean, post_std, dense chi, activation chi
+    seen: dict[Any, int] = {}
+    state = State(q_in)
+    for layer in range(depth):
+        d = DenseMap(sws[layer], sb).apply(state._replace(chi=1.0))
+        key = "nan" if math.isnan(d.q) else d.q
+        if key in seen:
+            first = seen[key]
+            rest = np.arange(layer, depth)
+            rows[:, layer:] = rows[:, first + (rest - first) % (layer - first)]
+            break
+        if layer >= same_from:
+            seen[key] = layer
+        a = act.apply(d._replace(chi=1.0))
+        rows[:, layer] = (
+            d.q,
+            a.mean,
+            math.sqrt(max(a.q - a.mean * a.mean, 0.0)),
+            d.chi,
+            a.chi,
         )
+        state = a
+    q, post_mean, post_std, dense_chi, act_chi = rows
+    q, post_mean, post_std = q.copy(), post_mean.copy(), post_std.copy()
+    chi = dense_chi * act_chi
+    grad_var = np.ones(depth)
+    if depth > 1:
+        # dL/dh_l = phi'(h_l) * W_{l+1}^T dL/dh_{l+1}: layer l+1's weights carry it back.
+        # grad_var[l] = ((grad_var[l+1] * dense_chi[l+1]) * act_chi[l]) * ratio[l], as one
+        # sequential running product (same rounding as the loop, at NumPy speed).
+        layers = np.arange(depth - 2, -1, -1)
+        factors = np.stack([dense_chi[layers + 1], act_chi[layers], ratio[layers]], axis=1)
+        with np.errstate(over="ignore", invalid="ignore"):  # an exploding chain gives inf
+            running = np.multiply.accumulate(np.concatenate([[1.0], factors.ravel()]))
+        grad_var[layers] = running[3::3]
     return Prediction(q, post_mean, post_std, chi, grad_var)
 
 
@@ -639,7 +690,10 @@ def critical_sigma_w(
         return 1.0 / math.sqrt(value)
 
     # Positively homogeneous: chi does not depend on q.
-    probes = [d2(q) for q in (0.25, 1.0, 4.0)]
+    try:
+        probes = [d2(q) for q in (0.25, 1.0, 4.0)]
+    except DivergentMoment:  # a homogeneous activation has finite moments at every q
+        probes = [0.0, 1.0]
     if max(probes) - min(probes) <= 1e-12 * max(abs(p) for p in probes):
         return done(probes[1])
 
@@ -648,7 +702,16 @@ def critical_sigma_w(
 
     lo = sb2 * (1 + 1e-9) if sb2 > 0 else 1e-4
     grid = np.geomspace(lo, max(1e4, 100 * sb2), 49)
-    values = [f(q) for q in grid]
+    values: list[float] = []
+    diverged: DivergentMoment | None = None
+    for q in grid:  # only where the moments are finite: beyond, fixed points mean nothing
+        try:
+            values.append(f(q))
+        except DivergentMoment as err:
+            diverged = err
+            break
+    if len(values) < len(grid):
+        grid = grid[: len(values)]
     unstable = []
     for a, b, fa, fb in zip(grid[:-1], grid[1:], values[:-1], values[1:], strict=True):
         if fa * fb > 0 or fb == 0:
@@ -663,11 +726,15 @@ def critical_sigma_w(
     phi0 = float(evaluate64(act.phi, np.zeros(1))[0])
     if sb2 == 0 and phi0 == 0:
         return done(d2(1e-12))  # the q* = 0 fixed point: sigma_w = 1 / |phi'(0)|
+    if diverged is not None and not len(grid):
+        raise diverged
     where = (
         f"only at unstable fixed points q* = {[float(f'{u:.4g}') for u in unstable]}"
         if unstable
         else f"at no fixed point q* in [{lo:.3g}, {grid[-1]:.3g}]"
     )
+    if diverged is not None:
+        where += f" (beyond, the moments are infinite: {diverged})"
     raise ValueError(
         f"critical_sigma_w: activation={activation!r} with sigma_b={sigma_b!r} has no edge "
         f"of chaos: chi = 1 is reached {where}; try another sigma_b."
