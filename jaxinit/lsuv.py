@@ -12,12 +12,20 @@ import types
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
+import flax.errors
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import tree
-from ._checks import check_bool, check_finite, check_finite_batch, check_int, check_key
+from ._checks import (
+    check_bool,
+    check_finite,
+    check_finite_batch,
+    check_int,
+    check_key,
+    short,
+)
 from ._flax import adapter as fa
 from ._flax import kinds
 from ._flax.probe import LayerCall, capture, intercept
@@ -402,6 +410,17 @@ class _Pass:
             self.stack.append([])
             y = call()
             inner = [q for q in self.stack.pop() if q.parts[: len(parts)] == parts]
+            if not (hasattr(y, "shape") and hasattr(y, "dtype")):
+                # Which element of (y, aux) or {"out": ...} is the signal is the model's
+                # convention, not something LSUV can tell; one array is unambiguous.
+                raise ValueError(
+                    f"lsuv: select={self.select_arg!r} selects {call.path!r}, whose call "
+                    f"returns a {type(y).__name__}; a selected block must return one array, "
+                    "whose statistics LSUV normalizes. Select the layers inside it instead "
+                    f"(those owning a kernel: {['/'.join(map(str, q.parts)) for q in inner][:8]}), "
+                    "or a block "
+                    "that returns one array."
+                )
             if owns:
                 target, bias = (), kinds.has_bias(m)
             elif inner:
@@ -541,8 +560,12 @@ def _orthogonalize(target: Any, layers: Sequence[_Layer], key: jax.Array) -> Any
 # the jitted pass (one program per model structure, input shapes and static options)
 
 
-def _lsuv_pass(state, x, key, target, tol, max_iters, *, static, select, kwargs, center, ortho):
+def _lsuv_pass(
+    state, x, key, rngs, target, tol, max_iters, *, static, select, kwargs, center, ortho
+):
     select, kwargs = select.obj, dict(kwargs)
+    if rngs is not None:  # traced (a dict of keys): the same masks for every forward pass
+        kwargs["rngs"] = rngs
     o = _Opts(target, tol, max_iters, center)
     model, variables = fa.merge_model(static, state)
     t = model if variables is None else variables  # what jaxinit.tree edits
@@ -584,6 +607,25 @@ def _coarse(target: Any, layers: Sequence[_Layer]) -> bool:
 # public entry point
 
 
+def _check_rngs(model: Any, rngs: Any) -> Any:
+    """linen's ``rngs=`` for ``module.apply``: a PRNG key or a dict of them by collection
+    name (``{"dropout": key}``), with int seeds turned into keys."""
+    if not fa.is_linen(model):
+        raise TypeError(
+            "lsuv: rngs= is passed to a linen module's apply; an NNX model carries its own "
+            "nnx.Rngs (give them to the model when it is built, e.g. nnx.Dropout(0.1, "
+            "rngs=nnx.Rngs(0))). Drop rngs=."
+        )
+    if not isinstance(rngs, Mapping):
+        rngs = {"params": rngs}  # what module.apply does with a single key
+    out = {}
+    for name, k in rngs.items():
+        if isinstance(k, int | np.integer) and not isinstance(k, bool):
+            k = jax.random.key(check_int("lsuv", f"rngs[{name!r}]", k, 0, 2**32 - 1))
+        out[str(name)] = check_key("lsuv", k, arg=f"rngs[{name!r}]")
+    return out
+
+
 def _hashable_kwargs(kwargs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     items = tuple(sorted(kwargs.items()))
     for k, v in items:
@@ -591,8 +633,9 @@ def _hashable_kwargs(kwargs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
             hash(v)
         except TypeError:
             raise TypeError(
-                f"lsuv: keyword argument {k}={v!r} is passed to the model as a static value "
-                "and must be hashable (e.g. train=False); pass arrays through x instead."
+                f"lsuv: keyword argument {k}={short(v)} is passed to the model as a static "
+                "value and must be hashable (e.g. train=False); pass arrays through x instead "
+                "(rngs= is the one array-valued keyword, traced like x)."
             ) from None
     return items
 
@@ -691,7 +734,11 @@ def lsuv(
         glob pattern (``"block*"``), a sequence of patterns, or a predicate ``(path, module)``.
         Selected layers must not be nested.
       **kwargs: passed to the forward pass (``module.apply(..., **kwargs)`` / ``model(x,
-        **kwargs)``), e.g. ``train=False``; must be hashable.
+        **kwargs)``), e.g. ``train=False``; must be hashable, except linen's ``rngs=`` (a key
+        or a dict of keys by collection, e.g. ``rngs={"dropout": key}`` for ``nn.Dropout`` in
+        training mode), which is passed to ``module.apply`` as a traced argument: every
+        forward pass of LSUV uses it, so all see the same dropout masks. NNX models carry
+        their own ``nnx.Rngs``.
 
     Returns:
       Linen: ``(new_variables, report)``. NNX: ``report``. See :class:`LSUVReport`.
@@ -701,6 +748,9 @@ def lsuv(
         called layer or nested layers.
       NotImplementedError: a selected block (not a single layer owning a kernel) whose
         layers are stacked by ``nn.scan`` / ``nnx.scan``.
+
+    A selected block must return one array (a block returning ``(y, aux)`` is refused, naming
+    ``select=`` and the block's path: which element is the signal is the model's convention).
 
     Stacked layers are normalized slice by slice, in forward order, and reported per iteration
     (``layers/dense[0]``, ``layers/dense[1]``, ...), with the same result as the unrolled
@@ -752,6 +802,9 @@ def lsuv(
     elif key is not None:
         raise ValueError("lsuv: key= is only used with orthogonal_init=True; drop it or set it.")
     compile_select(select)  # type check, outside jit
+    rngs = kwargs.pop("rngs", None)
+    if rngs is not None:
+        rngs = _check_rngs(model, rngs)
     # numpy scalars: jit takes them as traced arguments without a dispatch of their own
     dyn = (np.float32(target_std), np.float32(tol), np.int32(max_iters))
     static = dict(
@@ -763,7 +816,22 @@ def lsuv(
     variables, x = fa.model_args("lsuv", model, args)
     check_finite_batch("lsuv", x)
     split, state = fa.split_model(model, variables)
-    result, report = _PASSES[donate](state, x, key, *dyn, static=split, **static)
+    try:
+        result, report = _PASSES[donate](state, x, key, rngs, *dyn, static=split, **static)
+    except flax.errors.InvalidRngError as err:
+        need = str(err).split(" (")[0]
+        if rngs is None:
+            raise ValueError(
+                f"lsuv: the model asks for a PRNG key ({need}); pass rngs={{'<name>': key}}, "
+                "which lsuv hands to module.apply, e.g. rngs={'dropout': jax.random.key(0)} "
+                "for nn.Dropout in training mode."
+            ) from err
+        raise ValueError(
+            f"lsuv: rngs= (keys for {sorted(rngs)}) reaches the forward pass, but not the reruns of a "
+            f"selected block ({need}): a block is rescaled by running it alone. With "
+            f"select={select!r}, select the layers owning a kernel instead of a block "
+            "that draws random numbers (nn.Dropout), or pass train=False."
+        ) from err
     if variables is not None:
         return result, report
     fa.apply_params(model, result)
