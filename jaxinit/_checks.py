@@ -107,8 +107,9 @@ def check_finite(
 ) -> float:
     """``value`` as a float if it is one real number (a Python or NumPy int or float, a 0-d
     array, any ``numbers.Real`` but a bool), finite (any float with ``nonfinite_ok``: the
-    caller checks infinities and NaN itself), and > 0 with ``positive`` or >= 0 with ``nonnegative``; a TypeError for anything
-    else (strings, arrays of more than one element, traced values)."""
+    caller checks infinities and NaN itself), and > 0 with ``positive`` or >= 0 with
+    ``nonnegative``; a TypeError for anything else (strings, arrays of more than one element,
+    traced values)."""
     if isinstance(value, Tracer):
         raise _traced(fn, arg, value)
     v = _real_scalar(value)

@@ -827,8 +827,8 @@ def lsuv(
                 "for nn.Dropout in training mode."
             ) from err
         raise ValueError(
-            f"lsuv: rngs= (keys for {sorted(rngs)}) reaches the forward pass, but not the reruns of a "
-            f"selected block ({need}): a block is rescaled by running it alone. With "
+            f"lsuv: rngs= (keys for {sorted(rngs)}) reaches the forward pass, but not the "
+            f"reruns of a selected block ({need}): a block is rescaled by running it alone. With "
             f"select={select!r}, select the layers owning a kernel instead of a block "
             "that draws random numbers (nn.Dropout), or pass train=False."
         ) from err
