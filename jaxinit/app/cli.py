@@ -7,10 +7,12 @@ and :mod:`jaxinit.app.plotting` (matplotlib). Run ``jaxinit COMMAND --help`` for
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,13 +38,24 @@ INIT_HELP = (
 )
 MODELS = ("mlp", "convnet")
 DATA = ("digits", "fashion-mnist", "mnist", "gaussian", "auto")
+_IDX_DATA = ("fashion-mnist", "mnist", "auto")  # the --data choices that read --data-dir
+
+# --quick changes these defaults only; an explicit option always wins.
+_QUICK = {"seeds": 4, "depth": 4, "width": 32, "batch": 32}
+# Seeds per compiled call. One call cannot be interrupted, so Ctrl-C waits at most for one
+# group; the group's keys depend only on --seed and the group's index, so the numbers do not
+# depend on --seeds, --chunk-size or the machine.
+_GROUP = 8
+_INT32_MAX = 2**31 - 1
+_SEED_MAX = 2**32 - 1  # jax.random.key keeps 32 bits
+_DEPTH_MAX = 10_000  # the MLP is unrolled: tracing and compile time grow with depth
 
 
 # ------------------------------------------------------------------------------------------
 # argument types: one-line argparse errors
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
+def _int_at_least(low: int, high: int = _INT32_MAX) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -50,9 +63,11 @@ def _int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{value} must be <= {high}")
         return value
 
-    parse.__name__ = f"int >= {low}"
+    parse.__name__ = f"int in [{low}, {high}]"
     return parse
 
 
@@ -79,7 +94,8 @@ _nonneg_float = _float_above(0, strict=False)
 
 def _choices_list(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
     def parse(text: str) -> tuple[str, ...]:
-        items = tuple(t.strip() for t in text.split(",") if t.strip())
+        # dict.fromkeys: drop repeats (each would be run twice) and keep the order
+        items = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
         bad = [t for t in items if t not in allowed]
         if bad or not items:
             raise argparse.ArgumentTypeError(
@@ -121,8 +137,23 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser):
     from . import data
 
     name = args.data
-    if name == "auto":
-        name = "fashion-mnist" if data.fashion_mnist_available(args.data_dir) else "digits"
+    if name == "auto" and args.data_dir is not None:
+        name = "fashion-mnist"  # an explicit folder must hold it: the loader's error names it
+    elif name == "auto":
+        try:
+            found = data.available("fashion-mnist", "train")
+        except ValueError as err:  # a bad JAXINIT_DATA_ONLY
+            parser.error(str(err))
+        if not found:
+            name = "digits"
+            if not args.quiet:
+                where = ", ".join(str(d) for d in data.search_dirs("fashion-mnist")) or "nowhere"
+                print(
+                    f"jaxinit: --data auto: Fashion-MNIST not found in {where}; using digits",
+                    file=sys.stderr,
+                )
+        else:
+            name = "fashion-mnist"
     if name == "gaussian":
         x = jax.random.normal(jax.random.key(args.data_seed), (args.batch, 28, 28, 1))
         return np.asarray(x), None, 10, f"N(0, 1) inputs, batch {args.batch}"
@@ -160,7 +191,18 @@ def _mlp_prediction(init_name: str, args, x: np.ndarray, classes: int):
     )
 
 
-def _stats(kind, init_name, args, x, y, classes, *, seeds=None):
+def _wait(tree) -> None:
+    """Wait for ``tree``'s arrays in short sleeps: a blocking wait inside XLA would hold
+    Ctrl-C until the whole computation ends."""
+    for leaf in jax.tree.leaves(tree):
+        while not leaf.is_ready():
+            time.sleep(0.01)
+
+
+def _stats(kind, init_name, args, x, y, classes, *, advance=None):
+    """``layer_stats`` over ``args.seeds`` seeds, in groups of :data:`_GROUP` seeds; group 0
+    uses the key of ``--seed`` (the numbers of ``layer_stats(key=seed)`` for up to 8
+    seeds), group ``j`` ``jax.random.fold_in`` of it with ``j``. ``advance(n)`` after each."""
     import jaxinit
 
     model = _model(kind, init_name, args, classes)
@@ -173,16 +215,28 @@ def _stats(kind, init_name, args, x, y, classes, *, seeds=None):
 
         after = lsuv_after
 
-    return jaxinit.layer_stats(
-        model,
-        xin,
-        seeds=seeds or args.seeds,
-        key=args.seed,
-        labels=None if y is None else jnp.asarray(y),
-        chunk_size=args.chunk_size or "auto",
-        after_init=after,
-        compiler_options=_compiler_options(args),
-    )
+    base = jax.random.key(args.seed)
+    labels = None if y is None else jnp.asarray(y)
+    parts = []
+    for group, start in enumerate(range(0, args.seeds, _GROUP)):
+        n = min(_GROUP, args.seeds - start)
+        st = jaxinit.layer_stats(
+            model,
+            xin,
+            seeds=n,
+            key=base if group == 0 else jax.random.fold_in(base, group),
+            labels=labels,
+            chunk_size=args.chunk_size or "auto",
+            after_init=after,
+            compiler_options=_compiler_options(args),
+        )
+        _wait(st)  # one group at a time: Ctrl-C is seen between groups
+        parts.append(st)
+        if advance is not None:
+            advance(n)
+    if len(parts) == 1:
+        return parts[0]
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
 
 
 def _compiler_options(args) -> dict[str, Any] | None:
@@ -230,12 +284,20 @@ def _cmd_demo(args, parser) -> int:
     results: dict[str, dict[str, Any]] = {m: {} for m in args.models}
     started = time.perf_counter()
     with _progress(console) as progress:
-        task = progress.add_task("layer_stats", total=len(args.models) * len(args.inits))
+        total = len(args.models) * len(args.inits) * args.seeds
+        task = progress.add_task("layer_stats", total=total)
         for kind in args.models:
             for init_name in args.inits:
                 progress.update(task, description=f"{kind} / {init_name}")
-                results[kind][init_name] = _stats(kind, init_name, args, x, y, classes)
-                progress.advance(task)
+                results[kind][init_name] = _stats(
+                    kind,
+                    init_name,
+                    args,
+                    x,
+                    y,
+                    classes,
+                    advance=lambda n: progress.advance(task, n),
+                )
     summary: dict[str, Any] = {"data": what, "seeds": args.seeds, "models": {}}
     for kind in args.models:
         console.print(report.compare_table(results[kind], title=f"{kind}: at initialization"))
@@ -254,11 +316,11 @@ def _cmd_demo(args, parser) -> int:
             }
             for name, st in results[kind].items()
         }
+    written = []
     if not args.no_plots:
         from . import plotting
 
-        hist_inits = [n for n in ("normal", "he") if n in args.inits]
-        written = []
+        hist_inits = _hist_inits(args)
         with _progress(console) as progress:
             task = progress.add_task("figures", total=len(args.models) * (1 + len(hist_inits)))
             for kind in args.models:
@@ -287,10 +349,10 @@ def _cmd_demo(args, parser) -> int:
                     )
                     written.append(path.name)
                     progress.advance(task)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
-        written.append("summary.json")
-        console.print(f"wrote to {escape(str(out))}: {', '.join(written)}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    written.append("summary.json")
+    console.print(f"wrote to {escape(str(out))}: {', '.join(written)}")
     console.print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -314,11 +376,11 @@ def _cmd_stats(args, parser) -> int:
     console = report.console(quiet=args.quiet)
     x, y, classes, what = _batch(args, parser)
     with _progress(console) as progress:
-        task = progress.add_task(f"{args.model} / {args.init}", total=1)
+        task = progress.add_task(f"{args.model} / {args.init}", total=args.seeds)
         started = time.perf_counter()
-        st = _stats(args.model, args.init, args, x, y, classes)
-        jax.block_until_ready(st.std)
-        progress.advance(task)
+        st = _stats(
+            args.model, args.init, args, x, y, classes, advance=lambda n: progress.advance(task, n)
+        )
     pred = _mlp_prediction(args.init, args, x, classes) if args.model == "mlp" else None
     console.print(
         report.layers_table(
@@ -360,7 +422,7 @@ def _cmd_lsuv(args, parser) -> int:
         max_iters=args.max_iters,
         center=args.center,
     )
-    jax.block_until_ready(rep.std_after)
+    _wait(rep)
     seconds = time.perf_counter() - started
     console.print(
         report.lsuv_table(
@@ -397,35 +459,77 @@ def _cmd_gain(args, parser) -> int:
 # parser
 
 
-def _common(p: argparse.ArgumentParser, *, seeds: int, depth: int, width: int, batch: int):
+def _common(
+    p: argparse.ArgumentParser, *, seeds: int | None, depth: int, width: int, batch: int
+) -> None:
+    """The options of demo, stats and lsuv (lsuv: ``seeds=None``, one run, no seed options).
+
+    Sizes default to None here and are filled in by :func:`_fill_defaults`, so that an
+    explicit option can be told from a default and wins over ``--quick``."""
+    defaults = {"depth": depth, "width": width, "batch": batch}
+    if seeds is not None:
+        defaults["seeds"] = seeds
+    p.set_defaults(full_defaults=defaults)
+
+    def default(name: str) -> str:
+        return f"default {defaults[name]}; --quick: {_QUICK[name]}"
+
     p.add_argument(
         "--data",
         choices=DATA,
         default="digits",
         help="input batch: scikit-learn digits (default), fashion-mnist, mnist (test set), "
-        "gaussian N(0, 1), or auto (fashion-mnist when installed, else digits)",
+        "gaussian N(0, 1), or auto (fashion-mnist when found, else digits, said on stderr; "
+        "with --data-dir, that folder must hold fashion-mnist)",
     )
-    p.add_argument("--data-dir", default=None, help="directory holding the IDX files")
-    p.add_argument("--batch", type=_int_at_least(1), default=batch, help="batch size")
-    p.add_argument("--seeds", type=_int_at_least(1), default=seeds, help="random inits")
-    p.add_argument("--seed", type=_int_at_least(0), default=0, help="base random seed")
-    p.add_argument("--data-seed", type=_int_at_least(0), default=0, help="batch sampling seed")
-    p.add_argument("--depth", type=_int_at_least(1), default=depth, help="MLP hidden layers")
-    p.add_argument("--width", type=_int_at_least(1), default=width, help="MLP width")
     p.add_argument(
-        "--chunk-size",
-        type=_int_at_least(1),
+        "--data-dir",
         default=None,
-        help="seeds per vectorized chunk (default: automatic)",
+        help="directory holding the IDX files (for --data fashion-mnist, mnist or auto)",
     )
     p.add_argument(
-        "--optimize",
-        action="store_true",
-        help="fully optimized XLA compile on CPU (slower to compile; default: fast compile)",
+        "--batch", type=_int_at_least(1), default=None, help=f"batch size ({default('batch')})"
     )
+    if seeds is not None:
+        p.add_argument(
+            "--seeds",
+            type=_int_at_least(1),
+            default=None,
+            help=f"random inits ({default('seeds')}); run in groups of {_GROUP}, between "
+            "which Ctrl-C stops the command",
+        )
+    p.add_argument("--seed", type=_int_at_least(0, _SEED_MAX), default=0, help="base random seed")
+    p.add_argument(
+        "--data-seed", type=_int_at_least(0, _SEED_MAX), default=0, help="batch sampling seed"
+    )
+    p.add_argument(
+        "--depth",
+        type=_int_at_least(1, _DEPTH_MAX),
+        default=None,
+        help=f"MLP hidden layers ({default('depth')})",
+    )
+    p.add_argument(
+        "--width", type=_int_at_least(1), default=None, help=f"MLP width ({default('width')})"
+    )
+    if seeds is not None:
+        p.add_argument(
+            "--chunk-size",
+            type=_int_at_least(1),
+            default=None,
+            help="seeds per vectorized chunk (default: automatic)",
+        )
+        p.add_argument(
+            "--optimize",
+            action="store_true",
+            help="fully optimized XLA compile on CPU (slower to compile; default: fast compile)",
+        )
     p.add_argument("--quiet", action="store_true", help="print nothing")
     p.add_argument(
-        "--quick", action="store_true", help="tiny settings (4 seeds, depth 4, width 32, batch 32)"
+        "--quick",
+        action="store_true",
+        help="tiny defaults: "
+        + ", ".join(f"{k} {v}" for k, v in _QUICK.items() if k in defaults)
+        + "; an explicit option wins over --quick",
     )
 
 
@@ -451,8 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--inits", type=_choices_list(INITS), default=INITS, help=f"subset of {','.join(INITS)}"
     )
-    demo.add_argument("--out", default="jaxinit-report", help="directory for figures")
-    demo.add_argument("--no-plots", action="store_true", help="skip the figures")
+    demo.add_argument(
+        "--out", default="jaxinit-report", help="directory for the figures and summary.json"
+    )
+    demo.add_argument(
+        "--no-plots", action="store_true", help="skip the figures (summary.json is still written)"
+    )
 
     stats = sub.add_parser(
         "stats",
@@ -463,7 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(stats, seeds=32, depth=50, width=512, batch=256)
     stats.add_argument("--model", choices=MODELS, default="mlp")
     stats.add_argument("--init", choices=INITS, default="he")
-    stats.add_argument("--plot", default=None, metavar="PNG", help="write a figure here")
+    stats.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="write a figure here; the suffix names the format (.png, .pdf, .svg, ...)",
+    )
 
     lsuv = sub.add_parser(
         "lsuv",
@@ -471,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run jaxinit.lsuv on a built-in model and a real batch; print the "
         "per-layer report. Exit status 1 if a layer did not converge.",
     )
-    _common(lsuv, seeds=1, depth=50, width=512, batch=256)
+    _common(lsuv, seeds=None, depth=50, width=512, batch=256)
     lsuv.add_argument("--model", choices=MODELS, default="mlp")
     lsuv.add_argument("--init", choices=INITS[:-1], default="torch", help="pre-init")
     lsuv.add_argument("--target-std", type=_positive_float, default=1.0)
@@ -496,15 +609,163 @@ def build_parser() -> argparse.ArgumentParser:
 _COMMANDS = {"demo": _cmd_demo, "stats": _cmd_stats, "lsuv": _cmd_lsuv, "gain": _cmd_gain}
 
 
+def _fill_defaults(args: argparse.Namespace) -> None:
+    """Sizes left unset on the command line: ``--quick``'s when given, else the command's."""
+    for name, full in getattr(args, "full_defaults", {}).items():
+        if getattr(args, name) is None:
+            setattr(args, name, _QUICK[name] if args.quick else full)
+
+
+def _check_conflicts(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Options that would be silently ignored are errors."""
+    if not hasattr(args, "data"):
+        return
+    if args.data_dir is not None and args.data not in _IDX_DATA:
+        parser.error(
+            f"argument --data-dir: --data {args.data} does not read files; use --data-dir "
+            f"with --data {', '.join(_IDX_DATA)}"
+        )
+    models = getattr(args, "models", None) or (args.model,)
+    if "mlp" not in models:
+        given = [f"--{n}" for n in ("depth", "width") if n in args.explicit]
+        if given:
+            parser.error(
+                f"argument {given[0]}: {' and '.join(given)} size the MLP; "
+                f"--model {', '.join(models)} has fixed layers"
+            )
+
+
+def _check_memory(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Refuse sizes whose single seed cannot fit in memory, before any work (else XLA may
+    allocate for minutes, or the OS kill the process)."""
+    if not hasattr(args, "batch"):
+        return
+    floats = args.batch * 28 * 28  # the input batch
+    models = getattr(args, "models", None) or (args.model,)
+    if "mlp" in models:
+        w, d = args.width, args.depth
+        params = 28 * 28 * w + (d - 1) * w * w + w * 10 + d * w + 10
+        floats += params + 3 * args.batch * (d * w + 10)  # outputs, their grads, inputs
+    if "convnet" in models:
+        floats += 3 * args.batch * 28 * 28 * 4  # its outputs sum to ~4 images' pixels each
+    need = 4 * floats
+    have = _memory_bytes()
+    if have is not None and need > have:
+        sizes = f"--batch {args.batch}"
+        if "mlp" in models:
+            sizes += f", --width {args.width}, --depth {args.depth}"
+        parser.error(
+            f"{sizes} need about {need / 2**30:.1f} GiB for one seed; about "
+            f"{have / 2**30:.1f} GiB is available: lower them"
+        )
+
+
+def _memory_bytes() -> int | None:
+    """Memory the computation can use: the accelerator's limit, or the host's available
+    memory on CPU; None where it cannot be read."""
+    try:
+        device = jax.devices()[0]
+        if device.platform != "cpu":
+            stats = device.memory_stats() or {}
+            return stats.get("bytes_limit")
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, RuntimeError):
+        pass
+    return None
+
+
+@functools.cache
+def _figure_formats() -> tuple[str, ...]:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return tuple(sorted(FigureCanvasBase.get_supported_filetypes()))
+
+
+def _hist_inits(args: argparse.Namespace) -> list[str]:
+    return [n for n in ("normal", "he") if n in args.inits]
+
+
+def _check_outputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Every path the command will write, checked before any work: a folder that is a file,
+    a file that is a folder, a figure suffix matplotlib cannot write, or a place that cannot
+    be written is a one-line usage error. The check writes (and removes) a temporary file,
+    since permissions alone miss read-only or special file systems."""
+    if args.command == "demo":
+        names = ["summary.json"]
+        if not args.no_plots:
+            for kind in args.models:
+                names.append(f"{kind}_layers.png")
+                names += [f"{kind}_{n}_histograms.png" for n in _hist_inits(args)]
+        folder, files, option = args.out, names, "--out"
+    elif args.command == "stats" and args.plot is not None:
+        suffix = Path(args.plot).suffix.lower().lstrip(".")
+        if args.plot and suffix not in _figure_formats():
+            parser.error(
+                f"argument --plot: {args.plot!r} needs a figure suffix: "
+                f".{', .'.join(_figure_formats())}"
+            )
+        folder, files, option = str(Path(args.plot).parent), [Path(args.plot).name], "--plot"
+    else:
+        return
+    if not folder or not all(files):
+        parser.error(f"argument {option}: an empty path")
+    where = Path(folder)
+
+    def fail(why: str) -> None:
+        parser.error(f"argument {option}: cannot write {str(where)!r}: {why}")
+
+    if where.exists() and not where.is_dir():
+        fail("it is a file, not a directory")
+    for name in files:
+        if (where / name).is_dir():
+            fail(f"{name} in it is a directory")
+    created: list[Path] = []
+    try:
+        for folder_ in reversed([where, *where.parents]):
+            if not folder_.is_dir():
+                folder_.mkdir()
+                created.append(folder_)
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as err:
+        fail(f"{err.strerror or err} ({err.filename or where})")
+    finally:
+        for folder_ in reversed(created):
+            folder_.rmdir()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``jaxinit`` console script; returns the exit status."""
+    """Entry point of the ``jaxinit`` console script; returns the exit status.
+
+    Usage errors (bad options, missing or corrupt data, unwritable outputs, sizes that cannot
+    fit in memory) print one line and exit 2, before any work; Ctrl-C ends the command with
+    one line and status 130.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "quick", False):
-        args.seeds, args.depth, args.width, args.batch = 4, 4, 32, 32
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     sub = commands.choices[args.command]
-    return _COMMANDS[args.command](args, sub)
+    # before the defaults are filled in: None means not given
+    args.explicit = {n for n in _QUICK if getattr(args, n, None) is not None}
+    _fill_defaults(args)
+    _check_conflicts(args, sub)
+    _check_outputs(args, sub)
+    _check_memory(args, sub)
+    try:
+        return _COMMANDS[args.command](args, sub)
+    except KeyboardInterrupt:
+        print(f"jaxinit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (MemoryError, jax.errors.JaxRuntimeError) as err:
+        if not isinstance(err, MemoryError) and "RESOURCE_EXHAUSTED" not in str(err):
+            raise
+        sub.error(
+            "out of memory; lower --batch, --width, --depth or --chunk-size "
+            f"({str(err).splitlines()[0][:200]})"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover
