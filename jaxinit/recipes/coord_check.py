@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._checks import check_int, check_number, check_seed
+from .._checks import check_bool, check_int, check_number, check_seed
 from .._flax import adapter as fa
 from .._measure import STATS, measure
 from . import mup
@@ -112,7 +112,9 @@ class CoordCheck:
         )
 
 
-def _program(module, roles, parametrization, kind, lr, readout_zero_init, stat, select, steps):
+def _program(
+    module, roles, parametrization, kind, lr, readout_zero_init, stat, select, steps, per_step
+):
     """One jitted function of (keys, x, labels): vmap over keys of init -> parametrize ->
     scan over steps of (measure, loss and gradient, update); and a list that holds the
     measured layers' paths once it has been traced."""
@@ -123,15 +125,17 @@ def _program(module, roles, parametrization, kind, lr, readout_zero_init, stat, 
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
     def one_seed(key, x, labels):
+        first = x[0] if per_step else x
         variables = mup.parametrize(
-            module.init(key, x), roles, parametrization, readout_zero_init=readout_zero_init
+            module.init(key, first), roles, parametrization, readout_zero_init=readout_zero_init
         )
         rest = {k: v for k, v in variables.items() if k != "params"}
         params = variables["params"]
         opt = mup.optimizer(roles, params, parametrization, kind, learning_rate=lr)
 
-        def step(carry, _):
+        def step(carry, batch):
             params, state = carry
+            x, labels = batch
             got = measure(module, {**rest, "params": params}, x, stats=(stat,), select=select)
             layers[:] = got.paths
             value = jnp.stack([got[p][stat] for p in got.paths])
@@ -139,7 +143,13 @@ def _program(module, roles, parametrization, kind, lr, readout_zero_init, stat, 
             updates, state = opt.update(grads, state, params)
             return (optax.apply_updates(params, updates), state), (value, loss)
 
-        _, (values, losses) = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+        carry = (params, opt.init(params))
+        if per_step:
+            _, (values, losses) = jax.lax.scan(step, carry, (x, labels))
+        else:  # the same batch at every step
+            _, (values, losses) = jax.lax.scan(
+                lambda c, _: step(c, (x, labels)), carry, None, length=steps
+            )
         return values, losses
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None))), layers
@@ -161,6 +171,7 @@ def coord_check(
     stat: str = "abs_mean",
     select: Any = None,
     key: Any = 0,
+    per_step: bool = False,
 ) -> CoordCheck:
     """Train ``make_model(width)`` for ``steps`` steps at each width and record each layer's
     ``stat`` at every step, over ``seeds`` seeds.
@@ -169,7 +180,8 @@ def coord_check(
       make_model: width -> a linen module whose ``init(key, x)`` gives its variables and whose
         output is the logits.
       x, labels: one batch and its integer class labels, used at every step (softmax
-        cross-entropy loss).
+        cross-entropy loss); with ``per_step``, one batch per step along a leading axis of
+        length ``steps``.
       widths: at least two widths.
       seeds: initializations per width; seed i uses the same key at every width.
       steps: training steps; the statistic is recorded at each step before its update.
@@ -180,6 +192,7 @@ def coord_check(
       stat: a statistic of :data:`jaxinit.measure` (``abs_mean``, ``rms``, ``std``, ...).
       select: which layers to measure (default: every layer owning a kernel).
       key: an int seed or a PRNG key; split into one key per seed.
+      per_step: whether ``x`` and ``labels`` hold one batch per step (a leading axis).
 
     Returns:
       A :class:`CoordCheck` (table, exponents, ratio).
@@ -198,7 +211,14 @@ def coord_check(
     )
     mup._check(parametrization, optimizer)
     labels = jnp.asarray(labels)
+    per_step = check_bool("coord_check", "per_step", per_step)
+    if per_step and (np.shape(x)[:1] != (steps,) or labels.shape[:1] != (steps,)):
+        raise ValueError(
+            f"coord_check: per_step=True needs x and labels with a leading axis of length "
+            f"steps={steps}; got shapes {np.shape(x)} and {labels.shape}."
+        )
     init_key = jax.random.key(0)
+    first = x[0] if per_step else x
 
     def shapes(width):
         module = make_model(width)
@@ -207,7 +227,7 @@ def coord_check(
                 f"coord_check: make_model({width}) returned {type(module).__name__}; a linen "
                 "module is needed (NNX models: not yet supported)."
             )
-        return module, jax.eval_shape(module.init, init_key, x)
+        return module, jax.eval_shape(module.init, init_key, first)
 
     _, base = shapes(base_width)
     _, delta = shapes(base_width + 1)
@@ -226,6 +246,7 @@ def coord_check(
             stat,
             select,
             steps,
+            per_step,
         )
         v, loss = program(keys, x, labels)
         layers = tuple(traced)
