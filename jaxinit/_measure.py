@@ -93,6 +93,20 @@ class Measurement:
         return cls({p: {n: next(it) for n in ns} for p, ns in zip(paths, names, strict=True)}, loss)
 
 
+def with_mutable(model: Any, variables: Any, apply_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``apply_kwargs`` for a linen pass: unless ``mutable=`` is given, every collection of
+    ``variables`` besides ``params`` is mutable, so that a layer in training mode (BatchNorm
+    with ``use_running_average=False``) can update its statistics; the pass normalizes with
+    the batch's own statistics and the updates are discarded."""
+    kwargs = dict(apply_kwargs)
+    if "mutable" in kwargs or not fa.is_linen(model) or not isinstance(variables, Mapping):
+        return kwargs
+    collections = [c for c in variables if c != "params"]
+    if collections:
+        kwargs["mutable"] = collections
+    return kwargs
+
+
 def _model_output(out: Any, apply_kwargs: Mapping[str, Any]) -> Any:
     """The model's output from what ``apply`` returned: with ``mutable=`` linen returns
     ``(output, state)``."""
@@ -163,11 +177,29 @@ def _float(a: Any) -> jax.Array | None:
     return a.astype(jnp.float32)
 
 
-def _apply(fn: Stat, a: jax.Array | None) -> jax.Array:
+def _apply(
+    fn: Stat, a: jax.Array | None, name: str = "statistic", caller: str = "measure"
+) -> jax.Array:
     """A statistic of ``a``; NaN for an input that is not a non-empty float array."""
     if a is None:
         return jnp.float32(jnp.nan)
-    return jnp.asarray(fn(a), jnp.float32)
+    return _scalar(caller, name, fn(a))
+
+
+def _scalar(caller: str, name: str, value: Any) -> jax.Array:
+    """``value`` as a float32 scalar; a TypeError (at trace time) for anything else: a
+    statistic of another shape would silently land in other layers' columns."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        shape, dtype = (), np.dtype(type(value))
+    if shape != () or dtype is None or not jnp.issubdtype(dtype, jnp.number):
+        got = f"{dtype} of shape {shape}" if shape is not None else type(value).__name__
+        raise TypeError(
+            f"{caller}: statistic {name!r} returned {got}; a statistic maps an array to "
+            "one real number (a scalar), e.g. ('p99', lambda y: jnp.quantile(y, 0.99))."
+        )
+    return jnp.asarray(value, jnp.float32)
 
 
 def _split(stat_fns: Mapping[str, Stat]) -> tuple[dict, dict, dict]:
@@ -186,6 +218,7 @@ def record_pass(
     select: Select,
     eps: Mapping[str, jax.Array] | None,
     apply_kwargs: Mapping[str, Any],
+    caller: str = "measure",
 ) -> tuple[Any, dict[str, dict[str, jax.Array]]]:
     """One forward pass storing the output and input statistics of ``stat_fns`` at each
     selected layer's first call; ``eps[path]`` (a zero perturbation to differentiate by) is
@@ -197,8 +230,8 @@ def record_pass(
         if call.first:
             yf = _float(y)
             xf = _float(call.args[0]) if call.args else None
-            values = {n: _apply(f, yf) for n, f in out_fns.items()}
-            values |= {n: _apply(f, xf) for n, f in in_fns.items()}
+            values = {n: _apply(f, yf, n, caller) for n, f in out_fns.items()}
+            values |= {n: _apply(f, xf, n, caller) for n, f in in_fns.items()}
             call.store(values)
             if eps is not None:
                 y = y + call.input().astype(y.dtype)
@@ -223,6 +256,7 @@ def output_structure(
     ``(iterations,)`` for a layer inside ``nn.scan``. The model's own (abstract) output is
     appended to ``model_output`` when given."""
     found: dict[str, tuple[tuple[int, ...], Any]] = {}
+    apply_kwargs = with_mutable(model, variables, apply_kwargs)
 
     def go(variables, x):
         def on_call(call: LayerCall):
@@ -244,11 +278,16 @@ def output_structure(
 
 
 def grad_stats(
-    g: jax.Array, stack: tuple[int, ...], grad_fns: Mapping[str, Stat]
+    g: jax.Array,
+    stack: tuple[int, ...],
+    grad_fns: Mapping[str, Stat],
+    caller: str = "measure",
 ) -> dict[str, jax.Array]:
     """Gradient statistics of one layer, one value per ``nn.scan`` iteration when stacked."""
     rows = g.astype(jnp.float32).reshape(math.prod(stack), -1)
-    values = {n: jax.vmap(f)(rows) for n, f in grad_fns.items()}
+    values = {
+        n: jax.vmap(lambda r, n=n, f=f: _scalar(caller, n, f(r)))(rows) for n, f in grad_fns.items()
+    }
     return {n: v.reshape(stack) for n, v in values.items()}
 
 
@@ -351,14 +390,23 @@ def run(
     apply_kwargs: Mapping[str, Any],
     structure: Mapping[str, tuple[tuple[int, ...], tuple[int, ...], Any]],
     vary: Callable[[Any], Any] | None = None,
+    caller: str = "measure",
 ) -> Measurement:
     """:func:`measure` on validated arguments and a known :func:`output_structure`;
     ``vary`` maps the zero perturbations before differentiating (``layer_stats`` marks them
-    device-varying inside ``shard_map``)."""
+    device-varying inside ``shard_map``); ``caller`` names the public function in errors."""
     _, _, grad_fns = _split(stat_fns)
+    apply_kwargs = with_mutable(model, variables, apply_kwargs)
     if not grad_fns:
         _, stored = record_pass(
-            model, variables, x, stat_fns, select=select, eps=None, apply_kwargs=apply_kwargs
+            model,
+            variables,
+            x,
+            stat_fns,
+            select=select,
+            eps=None,
+            apply_kwargs=apply_kwargs,
+            caller=caller,
         )
         return Measurement({p: stored[p] for p in structure}, None)
     loss_fn = loss or default_loss
@@ -368,13 +416,34 @@ def run(
 
     def forward(e):
         out, stored = record_pass(
-            model, variables, x, stat_fns, select=select, eps=e, apply_kwargs=apply_kwargs
+            model,
+            variables,
+            x,
+            stat_fns,
+            select=select,
+            eps=e,
+            apply_kwargs=apply_kwargs,
+            caller=caller,
         )
-        return loss_fn(_model_output(out, apply_kwargs), labels), stored
+        return _loss_value(caller, loss_fn(_model_output(out, apply_kwargs), labels)), stored
 
     (value, stored), g = jax.value_and_grad(forward, has_aux=True)(eps)
     layers = {
-        p: {**stored[p], **grad_stats(g[p], stack, grad_fns)}
+        p: {**stored[p], **grad_stats(g[p], stack, grad_fns, caller)}
         for p, (stack, _, _) in structure.items()
     }
     return Measurement(layers, value)
+
+
+def _loss_value(caller: str, value: Any) -> jax.Array:
+    """The loss as a real scalar to differentiate; a TypeError (at trace time) otherwise."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if isinstance(value, float):
+        return jnp.asarray(value, jnp.float32)
+    if shape != () or dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        got = f"{dtype} of shape {shape}" if shape is not None else type(value).__name__
+        raise TypeError(
+            f"{caller}: loss returned {got}; the gradient statistics need loss(out, labels) "
+            "to return one real floating scalar, e.g. a mean over the batch."
+        )
+    return value
