@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import statistics
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -16,15 +18,17 @@ from jax.sharding import PartitionSpec as P
 
 from . import _measure
 from ._checks import (
+    check_bool,
     check_callable,
     check_finite_batch,
     check_int,
     check_loss_inputs,
     check_seed,
+    short,
 )
 from ._flax import adapter as fa
 from ._flax.probe import capture
-from ._flax.select import hashable_select
+from ._flax.select import compile_select, hashable_select
 from .meanfield import Prediction as Prediction
 from .meanfield import critical_sigma_w as critical_sigma_w
 from .meanfield import predict as predict
@@ -169,6 +173,12 @@ class LayerStats(NamedTuple):
 def _kind(model: Any) -> str:
     if fa.is_linen(model):
         return "linen"
+    if isinstance(model, type):
+        raise TypeError(
+            f"layer_stats: model={model.__name__} is a class; pass a linen instance "
+            f"({model.__name__}(...)) or, for NNX, a constructor such as "
+            f"`lambda key: {model.__name__}(rngs=nnx.Rngs(key))`."
+        )
     if fa.is_nnx(model):
         raise TypeError(
             "layer_stats: pass an NNX model as a constructor key -> model, e.g. "
@@ -202,6 +212,59 @@ class _Spec(NamedTuple):
     outputs: tuple[tuple[str, tuple[int, ...], tuple[int, ...], Any], ...] = ()
     # statistic names or (name, function) pairs, for jaxinit.measure
     stats: tuple[Any, ...] = ("mean", "std", "in_mean", "in_std", "grad_std")
+    # Whether a vmap over keys draws each seed's numbers from its own key alone (threefry);
+    # otherwise each seed is initialized on its own, outside the vmap (see _program).
+    vmap_keys: bool = True
+
+
+# Key implementations whose random bits under jax.vmap equal the unbatched call's. An rbg or
+# unsafe_rbg batch draws every element's bits from the batch's first key (the batching rule of
+# lax.rng_bit_generator), so a seed's numbers would depend on its chunk.
+_VMAP_SAFE_KEYS = ("threefry2x32",)
+
+
+def _vmap_safe(key: jax.Array) -> bool:
+    return str(jax.random.key_impl(key)) in _VMAP_SAFE_KEYS
+
+
+def _init(spec: _Spec, key: jax.Array, x: jax.Array) -> tuple[Any, Any]:
+    """(model, variables) fresh from ``init`` for one seed: linen variables, or an NNX model."""
+    if spec.kind == "linen":
+        kwargs = dict(spec.apply_kwargs)
+        # init creates every collection: a mutable= meant for apply (BatchNorm in training
+        # mode) would keep it from creating the parameters.
+        kwargs.pop("mutable", None)
+        rngs: Any = key
+        extra = kwargs.pop("rngs", None)  # e.g. {"dropout": k} for apply; init needs "params"
+        if isinstance(extra, Mapping):
+            rngs = {**extra, "params": key}
+        return spec.model, spec.model.init(rngs, x[:1], **kwargs)
+    model = spec.model(key)
+    if not fa.is_nnx(model):
+        raise TypeError(
+            f"layer_stats: model(key) returned a {type(model).__name__}, not an nnx.Module; "
+            "the constructor must return the model (note that nnx's .eval()/.train() return "
+            "None: call them inside the constructor and return the model)."
+        )
+    return model, None
+
+
+def _after_init(spec: _Spec, model: Any, variables: Any, x: jax.Array) -> tuple[Any, Any]:
+    """``spec.after_init`` (e.g. LSUV) applied to fresh ``(model, variables)``, if given."""
+    if spec.after_init is None:
+        return model, variables
+    if spec.kind == "linen":
+        variables = spec.after_init(variables, x)
+        if isinstance(variables, tuple) and variables and isinstance(variables[0], Mapping):
+            variables = variables[0]  # LSUV's (variables, report)
+        if not isinstance(variables, Mapping):
+            raise TypeError(
+                "layer_stats: after_init must return the new linen variables (or LSUV's "
+                f"(variables, report)); it returned a {type(variables).__name__}."
+            )
+        return model, variables
+    spec.after_init(model, x)
+    return model, None
 
 
 def _build(
@@ -209,22 +272,8 @@ def _build(
 ) -> tuple[Any, Any]:
     """(model, variables) for one seed: linen variables from ``init``, or an NNX model, then
     ``spec.after_init`` (e.g. LSUV) if given."""
-    if spec.kind == "linen":
-        variables = spec.model.init(key, x[:1], **dict(spec.apply_kwargs))
-        if after_init and spec.after_init is not None:
-            variables = spec.after_init(variables, x)
-            if isinstance(variables, tuple) and variables and isinstance(variables[0], Mapping):
-                variables = variables[0]  # LSUV's (variables, report)
-            if not isinstance(variables, Mapping):
-                raise TypeError(
-                    "layer_stats: after_init must return the new linen variables (or LSUV's "
-                    f"(variables, report)); it returned a {type(variables).__name__}."
-                )
-        return spec.model, variables
-    model = spec.model(key)
-    if after_init and spec.after_init is not None:
-        spec.after_init(model, x)
-    return model, None
+    model, variables = _init(spec, key, x)
+    return _after_init(spec, model, variables, x) if after_init else (model, variables)
 
 
 def _per_seed_fn(spec: _Spec) -> Callable:
@@ -237,8 +286,8 @@ def _per_seed_fn(spec: _Spec) -> Callable:
     # an invariant input would be summed over devices: mark them per-device.
     vary = None if spec.mesh is None else (lambda e: jax.lax.pcast(e, spec.axes, to="varying"))
 
-    def per_seed(key, x, labels):
-        model, variables = _build(spec, key, x)
+    def measure_built(model, variables, x, labels):
+        model, variables = _after_init(spec, model, variables, x)
         m = _measure.run(
             model,
             variables,
@@ -250,6 +299,7 @@ def _per_seed_fn(spec: _Spec) -> Callable:
             apply_kwargs=dict(spec.apply_kwargs),
             structure=structure,
             vary=vary,
+            caller="layer_stats",
         )
         values = {
             name: jnp.concatenate([jnp.reshape(m[p][name], -1) for p in structure])
@@ -257,7 +307,24 @@ def _per_seed_fn(spec: _Spec) -> Callable:
         }
         return values, m.loss
 
-    return per_seed
+    if spec.vmap_keys:
+
+        def per_seed(key, x, labels):
+            return measure_built(*_init(spec, key, x), x, labels)
+
+        return per_seed
+
+    statics: list[Any] = []  # the model's static part, recorded while tracing the init
+
+    def init_state(key, x):
+        static, state = fa.split_model(*_init(spec, key, x))
+        statics[:] = [static]
+        return state
+
+    def measure_state(state, x, labels):
+        return measure_built(*fa.merge_model(statics[0], state), x, labels)
+
+    return init_state, measure_state
 
 
 def _structure(
@@ -320,15 +387,36 @@ def _get_structure(spec: _Spec, key: jax.Array, x: jax.Array) -> tuple[tuple, in
 
 def _program(spec: _Spec) -> Callable:
     """The jitted ``(key, x, labels) -> per-seed arrays`` over all seeds."""
-    per_seed = _per_seed_fn(spec)
+    fns = _per_seed_fn(spec)
 
     def over_keys(keys, x, labels):
-        def f(k):
-            return per_seed(k, x, labels)
+        n = keys.shape[0]
+        if spec.vmap_keys:
 
-        if spec.chunk is None or spec.chunk >= keys.shape[0]:
-            return jax.vmap(f)(keys)
-        return jax.lax.map(f, keys, batch_size=spec.chunk)
+            def f(k):
+                return fns(k, x, labels)
+
+            if spec.chunk is None or spec.chunk >= n:
+                return jax.vmap(f)(keys)
+            return jax.lax.map(f, keys, batch_size=spec.chunk)
+        # Keys whose vmapped draws depend on the batch (rbg): each seed's parameters come
+        # from an unbatched init (a sequential lax.map, so exactly model.init(key_i)), and
+        # only the deterministic measurement is vectorized, chunk by chunk.
+        init_state, measure_state = fns
+        chunk = n if spec.chunk is None else min(spec.chunk, n)
+
+        def run_chunk(ks):
+            states = jax.lax.map(lambda k: init_state(k, x), ks)
+            return jax.vmap(lambda s: measure_state(s, x, labels))(states)
+
+        full = n - n % chunk
+        parts = []
+        if full:
+            whole = jax.lax.map(run_chunk, keys[:full].reshape(full // chunk, chunk))
+            parts.append(jax.tree.map(lambda a: a.reshape(full, *a.shape[2:]), whole))
+        if full < n:
+            parts.append(run_chunk(keys[full:]))
+        return jax.tree.map(lambda *a: jnp.concatenate(a), *parts) if len(parts) > 1 else parts[0]
 
     if spec.mesh is None:
 
@@ -368,11 +456,14 @@ def _program(spec: _Spec) -> Callable:
         else:
             keys = jax.lax.with_sharding_constraint(keys, sharding)
         out = sharded(keys, x, labels)
-        if padded == spec.seeds:
-            return out
-        if explicit:  # uneven slices of explicitly sharded arrays need a reshard first
-            out = jax.reshard(out, NamedSharding(mesh, P()))
-        return jax.tree.map(lambda a: a[: spec.seeds], out)
+        # The (seeds, layers) results are small: replicate them on every device, so that
+        # every process can read them (np.asarray, summary) without a gather, and the result
+        # is laid out the same whether or not the seeds divide the device count.
+        replicated = NamedSharding(mesh, P())
+        if explicit:
+            out = jax.reshard(out, replicated)
+        out = jax.tree.map(lambda a: a[: spec.seeds], out)
+        return out if explicit else jax.lax.with_sharding_constraint(out, replicated)
 
     return jax.jit(program, compiler_options=dict(spec.compiler_options) or None)
 
@@ -392,13 +483,58 @@ def _get_program(spec: _Spec) -> Callable:
 _BASE_STATS = ("mean", "std", "in_mean", "in_std")
 
 
+def _fingerprint(value: Any) -> bytes:
+    """A description of an argument that is equal on two processes exactly when they were
+    given the same argument: array contents (not identities), functions by module, name and
+    code, everything else by ``repr`` without memory addresses."""
+    if isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
+        impl = str(jax.random.key_impl(value)).encode()
+        return b"key:" + impl + _fingerprint(jax.random.key_data(value))
+    if isinstance(value, np.ndarray | jax.Array | np.generic):
+        if isinstance(value, jax.Array) and not value.is_fully_addressable:
+            return f"global {value.dtype}{value.shape} {value.sharding}".encode()
+        a = np.ascontiguousarray(np.asarray(value))
+        return f"{a.dtype}{a.shape}:".encode() + a.tobytes()
+    if isinstance(value, Mapping):
+        items = sorted(value.items(), key=lambda kv: repr(kv[0]))
+        return b"{" + b",".join(_fingerprint(k) + b":" + _fingerprint(v) for k, v in items) + b"}"
+    if isinstance(value, list | tuple):
+        return b"(" + b",".join(_fingerprint(v) for v in value) + b")"
+    code = getattr(value, "__code__", None)
+    if code is not None and not fa.is_linen(value):
+        name = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}"
+        return name.encode() + code.co_code + _fingerprint(repr(code.co_consts))
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value)).encode()
+
+
+def _check_processes_agree(mesh: Mesh, **arguments: Any) -> None:
+    """A ValueError naming the arguments that differ between processes, when ``mesh`` spans
+    all of them: one program runs over all hosts, and processes that disagree on it would
+    otherwise fail inside a collective (or return inconsistent numbers)."""
+    processes = {d.process_index for d in mesh.devices.flat}
+    if len(processes) < 2 or len(processes) != jax.process_count():
+        return
+    from jax.experimental import multihost_utils
+
+    digests = np.array([zlib.crc32(_fingerprint(v)) for v in arguments.values()], np.uint32)
+    everyone = np.asarray(multihost_utils.process_allgather(digests))  # (processes, arguments)
+    differ = [n for i, n in enumerate(arguments) if (everyone[:, i] != everyone[0, i]).any()]
+    if differ:
+        raise ValueError(
+            f"layer_stats: the processes were called with different {', '.join(differ)} "
+            f"(this is process {jax.process_index()} of {jax.process_count()}); with a mesh "
+            "over several processes every process must call layer_stats with the same "
+            "arguments, the same batch included."
+        )
+
+
 def _stats_spec(stats: Any, grads: bool) -> tuple[Any, ...]:
     """The statistics ``layer_stats`` measures: its base set (``grad_std`` with gradients),
     then the requested ones, validated by :func:`jaxinit.measure`'s rules."""
-    if isinstance(stats, str):
+    if isinstance(stats, str) or not isinstance(stats, Mapping | Sequence):
         raise ValueError(
-            f"layer_stats: stats={stats!r} must be a sequence of statistic names or (name, "
-            "function) pairs, e.g. ('rms', 'grad_rms')."
+            f"layer_stats: stats={short(stats)} must be a sequence of statistic names or "
+            "(name, function) pairs, e.g. ('rms', 'grad_rms')."
         )
     extra = list(stats.items()) if isinstance(stats, Mapping) else list(stats)
     base = _BASE_STATS + (("grad_std",) if grads else ())
@@ -515,8 +651,17 @@ def layer_stats(
       True
     """
     kind = _kind(model)
-    seeds = check_int("layer_stats", "seeds", seeds, 1)
+    # jax.random.split indexes seeds with int32
+    seeds = check_int("layer_stats", "seeds", seeds, 1, 2**31 - 1)
     base = check_seed("layer_stats", key)
+    grads = check_bool("layer_stats", "grads", grads)
+    compile_select(select, name="layer_stats: select")
+    for arg, value in (("apply_kwargs", apply_kwargs), ("compiler_options", compiler_options)):
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(
+                f"layer_stats: {arg}={short(value)} must be a mapping of keyword arguments "
+                "(a dict) or None."
+            )
     if not isinstance(x, np.ndarray | jax.Array):
         raise TypeError(
             f"layer_stats: x must be one array, a batch with a leading axis; got a "
@@ -557,15 +702,37 @@ def layer_stats(
                 f"layer_stats: mesh_axes={mesh_axes!r} names axes not in the mesh; "
                 f"use some of {tuple(mesh.axis_names)}."
             )
+        if len(set(axes)) < len(axes):
+            raise ValueError(
+                f"layer_stats: mesh_axes={mesh_axes!r} names an axis twice; name each once."
+            )
     if not (chunk_size is None or chunk_size == "auto"):
         chunk_size = check_int("layer_stats", "chunk_size", chunk_size, 1)
-    measured = _stats_spec(stats, bool(grads))
+    measured = _stats_spec(stats, grads)
+    if mesh is not None:
+        _check_processes_agree(
+            mesh,
+            model=model,
+            x=x,
+            seeds=seeds,
+            key=base,
+            labels=labels,
+            loss=loss,
+            select=select,
+            grads=grads,
+            chunk_size=chunk_size,
+            mesh_axes=axes,
+            apply_kwargs=apply_kwargs,
+            after_init=after_init,
+            compiler_options=compiler_options,
+            stats=measured,
+        )
     spec = _Spec(
         model,
         kind,
         hashable_select(select),
         loss,
-        bool(grads),
+        grads,
         None,
         mesh,
         axes,
@@ -574,6 +741,7 @@ def layer_stats(
         after_init,
         tuple(sorted((compiler_options or {}).items())),
         stats=measured,
+        vmap_keys=_vmap_safe(base),
     )
     outputs, param_bytes, model_output = _get_structure(spec, base, x)
     if grads or labels is not None:
