@@ -84,7 +84,9 @@ def _fill(name: str, arr: np.ndarray, params: dict[str, Any]) -> Initializer:
             raise ValueError(
                 f"{name}: value of shape {arr.shape} does not broadcast to shape={shape}."
             ) from err
-        return jnp.broadcast_to(jnp.asarray(arr, dtype), shape)
+        # a complex value with no imaginary part (check_fill refuses any other) as its real part
+        real = arr.real if arr.dtype.kind == "c" and np.dtype(dtype).kind != "c" else arr
+        return jnp.broadcast_to(jnp.asarray(real, dtype), shape)
 
     return Init(
         name,

@@ -32,9 +32,9 @@ from .gains import (
     activation_kinks,
     check_elementwise,
     checked_expectation,
+    gain_for,
     is_activation_name,
 )
-from .gains import gain as activation_gain
 
 __all__ = [
     "ActivationMap",
@@ -167,7 +167,7 @@ def _resolve(fn_name: str, activation: Activation, param: float | None):
                 f"{fn_name}: activation={activation!r} is not a known name; use one of "
                 f"{ACTIVATIONS} or pass the activation function itself."
             )
-        activation_gain(activation, param)  # validates param for the name
+        gain_for(fn_name, activation, param)  # validates param for the name
     elif not callable(activation):
         raise TypeError(f"{fn_name}: activation={activation!r} must be a name or a callable.")
     elif param is not None:
@@ -552,7 +552,7 @@ def predict(
     depth = int(depth)
     act = _activation_map("predict", activation, param)
     if sigma_w is None:
-        sigma_w = activation_gain(activation, param)
+        sigma_w = gain_for("predict", activation, param)
     if isinstance(sigma_w, Sequence | np.ndarray):
         if len(sigma_w) != depth:
             raise ValueError(
