@@ -6,6 +6,7 @@ The names here are the objects of :mod:`jaxinit.app.plotting`; patch that module
 from .app.plotting import OFF_SCALE as OFF_SCALE
 from .app.plotting import histograms_figure as histograms_figure
 from .app.plotting import layer_stats_figure as layer_stats_figure
+from .app.plotting import plot_coord_check as plot_coord_check
 from .app.plotting import plot_histograms as plot_histograms
 from .app.plotting import plot_layer_stats as plot_layer_stats
 
@@ -13,6 +14,7 @@ __all__ = [
     "OFF_SCALE",
     "histograms_figure",
     "layer_stats_figure",
+    "plot_coord_check",
     "plot_histograms",
     "plot_layer_stats",
 ]

@@ -1,9 +1,11 @@
 """Figures (matplotlib, the optional ``plot`` extra): per-layer statistics with seed bands,
-measured beside predicted, and per-layer activation histograms. PNG files.
+measured beside predicted, per-layer activation histograms, and the coordinate check. PNG
+files.
 
-A thin layer over :class:`jaxinit.LayerStats`, :class:`jaxinit.Prediction` and
-:func:`jaxinit.layer_outputs`; it uses matplotlib's object API (no pyplot state) and the Agg
-canvas, so it works without a display and inside tests.
+A thin layer over :class:`jaxinit.LayerStats`, :class:`jaxinit.Prediction`,
+:func:`jaxinit.layer_outputs` and what :func:`jaxinit.coord_check` returns; it uses
+matplotlib's object API (no pyplot state) and the Agg canvas, so it works without a display and
+inside tests.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..analysis import Band, LayerStats
 from ..meanfield import Prediction
+
+if TYPE_CHECKING:
+    from ..recipes.coord_check import CoordCheck
 
 try:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -30,6 +36,7 @@ __all__ = [
     "OFF_SCALE",
     "histograms_figure",
     "layer_stats_figure",
+    "plot_coord_check",
     "plot_histograms",
     "plot_layer_stats",
 ]
@@ -378,3 +385,92 @@ def plot_histograms(
       The path written.
     """
     return _save(histograms_figure(outputs, layers=layers, bins=bins, title=title), path)
+
+
+def plot_coord_check(check: CoordCheck, path: str | os.PathLike | None = None) -> Figure:
+    """The coordinate check as microsoft/mup's ``plot_coord_data`` draws it: one panel per
+    step, the statistic against width on log-log axes, one line per layer.
+
+    Each line is the seed mean of a layer's statistic (what :meth:`CoordCheck.mean` and the
+    table show), coloured by depth (viridis, first layer dark, readout light), with a band
+    from the smallest to the largest seed's value. A flat line is a width-independent layer;
+    the legend gives each layer's fitted exponent (:meth:`CoordCheck.exponents`) at the last
+    step. A value that is 0 or not finite (a zero-initialized readout at step 1) is left out of
+    its line rather than put on the log axis; a layer with none left is not drawn in that
+    panel.
+
+    Args:
+      check: what :func:`jaxinit.coord_check` returned.
+      path: a file to write the figure to (its suffix names the format; folders are created);
+        None: write nothing.
+
+    Returns:
+      A matplotlib ``Figure`` on an Agg canvas, one Axes per step (titled ``t = 1`` ...), the
+      legend in ``fig.legends``.
+    """
+    from matplotlib import colormaps
+    from matplotlib.ticker import NullLocator
+
+    values = np.asarray(check.values, np.float64)  # (widths, seeds, steps, layers)
+    _, seeds, steps, n_layers = values.shape
+    shown = np.where(np.isfinite(values) & (values > 0), values, np.nan)
+    mean = np.asarray(check.mean(), np.float64)
+    mean = np.where(np.all(np.isfinite(shown), axis=1) & (mean > 0), mean, np.nan)
+    # min and max over the seeds left (NaN where none is)
+    lo = np.min(np.where(np.isnan(shown), np.inf, shown), axis=1)
+    hi = np.max(np.where(np.isnan(shown), -np.inf, shown), axis=1)
+    lo, hi = np.where(np.isinf(lo), np.nan, lo), np.where(np.isinf(hi), np.nan, hi)
+    exponents = np.asarray(check.exponents(), np.float64)[-1]
+    widths = np.asarray(check.widths, np.float64)
+    cols = min(steps, 4)
+    rows = math.ceil(steps / cols)
+    fig = Figure(figsize=(3.6 * cols, 3.3 * rows + 0.3 * math.ceil(n_layers / 3)), dpi=100)
+    fig.set_layout_engine("constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel()
+    for ax in grid[steps:]:
+        ax.remove()
+    cmap = colormaps["viridis"]
+    colors = [cmap(0.9 * j / max(n_layers - 1, 1)) for j in range(n_layers)]
+    handles: list = [None] * n_layers  # each layer's first line drawn, for the legend
+    for t, ax in enumerate(grid[:steps]):
+        for j in range(n_layers):
+            if np.isnan(mean[:, t, j]).all():
+                continue
+            (line,) = ax.plot(widths, mean[:, t, j], "o-", color=colors[j], lw=1.5, ms=3)
+            ok = ~(np.isnan(lo[:, t, j]) | np.isnan(hi[:, t, j]))
+            ax.fill_between(widths, lo[:, t, j], hi[:, t, j], where=ok, color=colors[j], alpha=0.2)
+            handles[j] = handles[j] or line
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(widths, [str(w) for w in check.widths], fontsize=7)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_title(f"t = {t + 1}", fontsize=10)
+        ax.set_xlabel("width")
+        ax.grid(alpha=0.3, which="both")
+    grid[0].set_ylabel(check.stat.replace("_", " "))
+    labelled = []
+    for j, line in enumerate(handles):
+        if line is None:
+            continue
+        e = exponents[j]
+        line.set_label(f"{check.layers[j]} ({e:+.2f})" if np.isfinite(e) else check.layers[j])
+        labelled.append(line)
+    if labelled:
+        fig.legend(
+            handles=labelled,
+            loc="outside lower center",
+            ncols=min(3, len(labelled)),
+            fontsize=8,
+            frameon=False,
+            title=f"layer (exponent at t = {steps})",
+            title_fontsize=8,
+        )
+    fig.suptitle(
+        f"coordinate check: {check.parametrization}, {check.optimizer} lr "
+        f"{check.learning_rate:g}  (line: mean, band: min to max over {seeds} seeds)",
+        fontsize=10,
+    )
+    if path is not None:
+        _save(fig, path)
+    return fig
