@@ -1,6 +1,7 @@
-"""The ``jaxinit`` command: ``demo``, ``stats``, ``lsuv``, ``gain``.
+"""The ``jaxinit`` command: ``demo``, ``stats``, ``lsuv``, ``gain``, ``coord-check``.
 
-A thin layer over :mod:`jaxinit.analysis`, :func:`jaxinit.lsuv`, :mod:`jaxinit.app.report` (rich)
+A thin layer over :mod:`jaxinit.analysis`, :func:`jaxinit.lsuv`, :func:`jaxinit.coord_check`,
+:mod:`jaxinit.app.report` (rich)
 and :mod:`jaxinit.app.plotting` (matplotlib). Run ``jaxinit COMMAND --help`` for the options.
 """
 
@@ -105,6 +106,21 @@ def _choices_list(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
 
     parse.__name__ = "list"
     return parse
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated widths, at least two distinct, each >= 1; sorted."""
+    parse = _int_at_least(1)
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    widths = tuple(sorted({parse(t) for t in items}))
+    if len(widths) < 2:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: at least two distinct widths are needed, e.g. 64,128,256"
+        )
+    return widths
+
+
+_widths.__name__ = "widths"
 
 
 # ------------------------------------------------------------------------------------------
@@ -455,6 +471,128 @@ def _cmd_gain(args, parser) -> int:
     return 0
 
 
+# The coordinate check: its models, its defaults (full, --quick) and its batch.
+_COORD_MODELS = ("mlp", "cnn", "transformer")
+_COORD_DEFAULTS = {"widths": ((64, 128, 256, 512, 1024), (32, 64, 128)), "seeds": (4, 2)}
+_COORD_LR = {"sgd": 0.1, "adam": 1e-3}
+_COORD_BATCH = 32  # examples (images, or byte sequences for the transformer)
+_COORD_TOKENS = 32  # bytes per sequence
+_COORD_STATS = ("abs_mean", "rms", "std", "abs_max")  # positive: log axes and exponents
+
+
+def _text_batch(seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """:data:`_COORD_BATCH` random windows of the source of Python's ``argparse`` module:
+    inputs (bytes 0..n-1) and next-byte labels (bytes 1..n)."""
+    import inspect
+
+    text = np.frombuffer(inspect.getsource(argparse).encode(), np.uint8)
+    rng = np.random.default_rng(seed)
+    starts = rng.choice(len(text) - _COORD_TOKENS - 1, size=_COORD_BATCH, replace=False)
+    windows = np.stack([text[i : i + _COORD_TOKENS + 1] for i in starts]).astype(np.int32)
+    what = f"argparse source bytes, {_COORD_BATCH} x {_COORD_TOKENS} tokens"
+    return windows[:, :-1], windows[:, 1:], what
+
+
+def _coord_problem(args, parser):
+    """(make_model, x, labels, description) for ``--model``."""
+    from . import models
+
+    if args.model == "transformer":
+        x, y, what = _text_batch(args.data_seed)
+        base = args.widths[0] if args.param == "mup" else None
+        return (
+            functools.partial(models._ByteTransformer, base_width=base),
+            jnp.asarray(x),
+            jnp.asarray(y),
+            what,
+        )
+    batch_args = argparse.Namespace(**{**vars(args), "batch": _COORD_BATCH})
+    x, y, _, what = _batch(batch_args, parser)
+    make = models._WidthMLP if args.model == "mlp" else models._WidthCNN
+    return make, jnp.asarray(x, jnp.float32), jnp.asarray(y), what
+
+
+def _coord_table(check, title: str):
+    """Rich table: per layer and step, the seed mean at each width and the fitted exponent."""
+    from rich.text import Text
+
+    from . import report
+
+    m, e = check.mean(), check.exponents()
+    table = report._table(title)
+    report._column(table, "layer", "left", style="cyan")
+    report._column(table, "t")
+    for w in check.widths:
+        report._column(table, f"w={w}")
+    report._column(table, "exponent", style="bold")
+    for j, layer in enumerate(check.layers):
+        for t in range(check.steps):
+            cells = [report._num(float(m[i, t, j]), 3) for i in range(len(check.widths))]
+            slope = f"{e[t, j]:+.2f}" if np.isfinite(e[t, j]) else "-"
+            table.add_row(Text(layer if t == 0 else ""), str(t + 1), *cells, slope)
+        if j < len(check.layers) - 1:
+            table.add_section()
+    return table
+
+
+def _cmd_coord_check(args, parser) -> int:
+    from rich.markup import escape
+
+    import jaxinit
+
+    from . import report
+
+    console = report.console(quiet=args.quiet)
+    make, x, y, what = _coord_problem(args, parser)
+    console.print(
+        f"[bold]jaxinit coord-check[/bold]: {args.model}, {args.param}, {args.optimizer} "
+        f"lr {args.lr:g}, on {escape(what)}"
+    )
+    console.print(
+        f"widths {', '.join(map(str, args.widths))}; {args.seeds} seeds; {args.steps} steps"
+    )
+    started = time.perf_counter()
+    with console.status("training: one compiled program per width"):
+        check = jaxinit.coord_check(
+            make,
+            x,
+            y,
+            widths=args.widths,
+            seeds=args.seeds,
+            steps=args.steps,
+            parametrization=args.param,
+            optimizer=args.optimizer,
+            learning_rate=args.lr,
+            readout_zero_init=args.readout_zero_init,
+            stat=args.stat,
+            key=args.seed,
+        )
+    seconds = time.perf_counter() - started
+    stat = check.stat.replace("_", " ")
+    console.print(_coord_table(check, f"{args.model}, {args.param}, {args.optimizer}: {stat}"))
+    console.print(
+        f"[dim]mean over {args.seeds} seeds; t: step (1: at initialization, before any "
+        f"update); exponent: slope of log({stat}) against log(width), 0: width-independent, "
+        "0.5: grows like sqrt(width), -: a zero statistic[/dim]"
+    )
+    e = check.exponents()
+    later = e[1:] if check.steps > 1 else e
+    if np.isfinite(later).any():
+        t, j = np.unravel_index(np.nanargmax(np.abs(later)), later.shape)
+        t += check.steps - len(later)
+        console.print(
+            f"largest |exponent|{' after step 1' if check.steps > 1 else ''}: "
+            f"{e[t, j]:+.2f} ({escape(check.layers[j])}, t={t + 1})"
+        )
+    if args.plot:
+        from . import plotting
+
+        plotting.plot_coord_check(check, args.plot)
+        console.print(f"wrote {escape(str(args.plot))}")
+    console.print(f"done in {seconds:.1f} s")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------
 # parser
 
@@ -603,10 +741,147 @@ def build_parser() -> argparse.ArgumentParser:
     gain.add_argument("--param", type=float, default=None, help="leaky_relu slope / elu alpha")
     gain.add_argument("--sigma-b", type=_nonneg_float, default=0.0, help="bias std")
     gain.add_argument("--quiet", action="store_true", help="print nothing")
+
+    coord = sub.add_parser(
+        "coord-check",
+        help="the coordinate check of muP against SP on a built-in model",
+        description="Train a built-in model for a few steps at several widths (jaxinit."
+        "coord_check, one compiled program per width) and print each layer's statistic per "
+        "step and width with its fitted exponent against width: about 0 everywhere under muP, "
+        "growing with width under SP once training moves the weights.",
+    )
+    full, quick = _COORD_DEFAULTS["widths"]
+    coord.add_argument(
+        "--model",
+        choices=_COORD_MODELS,
+        default="mlp",
+        help="mlp: mup's test MLP; cnn: two 3x3 convs; transformer: a byte-level causal "
+        "language model on the source of argparse (default mlp)",
+    )
+    coord.add_argument("--param", choices=("mup", "sp"), default="mup", help="parametrization")
+    coord.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    coord.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help=f"learning rate (default {_COORD_LR['sgd']:g} for sgd, {_COORD_LR['adam']:g} "
+        "for adam)",
+    )
+    coord.add_argument(
+        "--widths",
+        type=_widths,
+        default=None,
+        help=f"comma-separated widths, at least two (default {','.join(map(str, full))}; "
+        f"--quick: {','.join(map(str, quick))})",
+    )
+    coord.add_argument(
+        "--seeds",
+        type=_int_at_least(1),
+        default=None,
+        help=f"initializations per width (default {_COORD_DEFAULTS['seeds'][0]}; --quick: "
+        f"{_COORD_DEFAULTS['seeds'][1]})",
+    )
+    coord.add_argument(
+        "--steps", type=_int_at_least(1, 10_000), default=3, help="training steps (default 3)"
+    )
+    coord.add_argument(
+        "--stat",
+        choices=_COORD_STATS,
+        default="abs_mean",
+        help="the statistic of each layer's output (default abs_mean: mean |x|)",
+    )
+    coord.add_argument(
+        "--readout-zero-init", action="store_true", help="zero the readout at initialization"
+    )
+    coord.add_argument(
+        "--data",
+        choices=tuple(d for d in DATA if d != "gaussian"),
+        default=None,
+        help=f"for mlp and cnn, the batch of {_COORD_BATCH} labelled images: digits "
+        "(default), fashion-mnist, mnist or auto, as for the other commands",
+    )
+    coord.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory holding the IDX files (for --data fashion-mnist, mnist or auto)",
+    )
+    coord.add_argument(
+        "--seed", type=_int_at_least(0, _SEED_MAX), default=0, help="base random seed"
+    )
+    coord.add_argument(
+        "--data-seed",
+        type=_int_at_least(0, _SEED_MAX),
+        default=0,
+        help="batch sampling seed (images, or text windows)",
+    )
+    coord.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="write the figure here (one panel per step); the suffix names the format",
+    )
+    coord.add_argument("--quiet", action="store_true", help="print nothing")
+    coord.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"tiny defaults: widths {','.join(map(str, quick))}, "
+        f"{_COORD_DEFAULTS['seeds'][1]} seeds; an explicit option wins over --quick",
+    )
     return parser
 
 
-_COMMANDS = {"demo": _cmd_demo, "stats": _cmd_stats, "lsuv": _cmd_lsuv, "gain": _cmd_gain}
+_COMMANDS = {
+    "demo": _cmd_demo,
+    "stats": _cmd_stats,
+    "lsuv": _cmd_lsuv,
+    "gain": _cmd_gain,
+    "coord-check": _cmd_coord_check,
+}
+
+
+def _coord_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """coord-check's options left unset (``--quick``'s or the full defaults) and its
+    conflicts: --data and --data-dir do not apply to the transformer."""
+    if args.command != "coord-check":
+        return
+    for name, (full, quick) in _COORD_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    if args.lr is None:
+        args.lr = _COORD_LR[args.optimizer]
+    if args.model == "transformer":
+        given = [o for o, v in (("--data", args.data), ("--data-dir", args.data_dir)) if v]
+        if given:
+            parser.error(
+                f"argument {given[0]}: --model transformer trains on the source of Python's "
+                "argparse module; --data and --data-dir are for mlp and cnn"
+            )
+    elif args.data is None:
+        args.data = "digits"
+    _check_coord_memory(args, parser)
+
+
+def _check_coord_memory(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Refuse a widest model whose seeds cannot fit in memory, before any work: about four
+    copies of the parameters (weights, gradients, optimizer state, update) and the
+    activations of each step, for every seed at once."""
+    w, n = max(args.widths), _COORD_BATCH
+    pixels = 64 if args.data in (None, "digits") else 784
+    if args.model == "mlp":
+        params, acts = pixels * w + w * w + 10 * w, 4 * n * w
+    elif args.model == "cnn":
+        params, acts = 9 * w + 9 * w * w + 10 * w, 4 * n * pixels * w
+    else:
+        tokens = _COORD_TOKENS
+        params = 12 * w * w + 2 * 256 * w + tokens * w
+        acts = n * tokens * 16 * w + n * 4 * tokens * tokens
+    need = 4 * args.seeds * (4 * params + 3 * args.steps * acts)
+    have = _memory_bytes()
+    if have is not None and need > have:
+        parser.error(
+            f"--widths up to {w} with --seeds {args.seeds} need about {need / 2**30:.1f} GiB; "
+            f"about {have / 2**30:.1f} GiB is available: lower them"
+        )
 
 
 def _fill_defaults(args: argparse.Namespace) -> None:
@@ -700,7 +975,7 @@ def _check_outputs(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
                 names.append(f"{kind}_layers.png")
                 names += [f"{kind}_{n}_histograms.png" for n in _hist_inits(args)]
         folder, files, option = args.out, names, "--out"
-    elif args.command == "stats" and args.plot is not None:
+    elif args.command in ("stats", "coord-check") and args.plot is not None:
         suffix = Path(args.plot).suffix.lower().lstrip(".")
         if args.plot and suffix not in _figure_formats():
             parser.error(
@@ -751,6 +1026,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # before the defaults are filled in: None means not given
     args.explicit = {n for n in _QUICK if getattr(args, n, None) is not None}
     _fill_defaults(args)
+    _coord_defaults(args, sub)
     _check_conflicts(args, sub)
     _check_outputs(args, sub)
     _check_memory(args, sub)
@@ -762,10 +1038,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (MemoryError, jax.errors.JaxRuntimeError) as err:
         if not isinstance(err, MemoryError) and "RESOURCE_EXHAUSTED" not in str(err):
             raise
-        sub.error(
-            "out of memory; lower --batch, --width, --depth or --chunk-size "
-            f"({str(err).splitlines()[0][:200]})"
+        sizes = (
+            "--widths or --seeds"
+            if args.command == "coord-check"
+            else "--batch, --width, --depth or --chunk-size"
         )
+        sub.error(f"out of memory; lower {sizes} ({str(err).splitlines()[0][:200]})")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -264,6 +264,88 @@ class TransformerBlock(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# the coordinate check's models (``jaxinit coord-check``): everything that grows is ``width``
+
+
+class _WidthMLP(nn.Module):
+    """microsoft/mup's test MLP: Dense(``width``), relu, Dense(``width``), relu, Dense(10)
+    readout ``head``; inputs flattened."""
+
+    width: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(self.width, name="Dense_0")(x))
+        x = nn.relu(nn.Dense(self.width, name="Dense_1")(x))
+        return nn.Dense(10, name="head")(x)
+
+
+class _WidthCNN(nn.Module):
+    """Conv(``width``, 3x3), relu, Conv(``width``, 3x3), relu, global mean pool, Dense(10)
+    readout ``head``; channels-last images."""
+
+    width: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.relu(nn.Conv(self.width, (3, 3), name="conv0")(x))
+        x = nn.relu(nn.Conv(self.width, (3, 3), name="conv1")(x))
+        return nn.Dense(10, name="head")(x.mean(axis=(1, 2)))
+
+
+class _ByteTransformer(nn.Module):
+    """A causal byte-level language model: Embed(256, ``width``) plus a learned position
+    embedding, ``blocks`` pre-LayerNorm blocks (causal ``nn.MultiHeadDotProductAttention``
+    with ``heads`` heads, Dense(4 ``width``), relu, Dense(``width``), both residual), a final
+    LayerNorm and a Dense(256) readout ``head``: logits for the next byte at each position.
+
+    The number of heads is fixed and the head dimension is ``ceil(width / heads)``, so that
+    the shapes at ``width`` and ``width + 1`` differ along fan-in and fan-out only and
+    :func:`jaxinit.mup.roles` infers the attention kernels as hidden. With
+    ``base_width``, attention logits are ``q.k * sqrt(d0) / d`` (μP's ``1/d``, equal to the
+    usual ``1/sqrt(d)`` at the base head dimension ``d0``); without it, ``q.k / sqrt(d)``.
+    """
+
+    width: int
+    heads: int = 4
+    blocks: int = 1
+    base_width: int | None = None
+
+    def _head_dim(self, width: int) -> int:
+        return -(-width // self.heads)
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        d = self._head_dim(self.width)
+        scale = 1.0
+        if self.base_width is not None:
+            scale = (self._head_dim(self.base_width) / d) ** 0.5
+
+        def attention(q, k, v, **kwargs):
+            return nn.dot_product_attention(q * scale, k, v, **kwargs)
+
+        x = nn.Embed(256, self.width, name="embed")(tokens)
+        length = tokens.shape[-1]
+        x = x + nn.Embed(length, self.width, name="pos")(jax.numpy.arange(length))
+        mask = nn.make_causal_mask(tokens)
+        for i in range(self.blocks):
+            h = nn.LayerNorm(name=f"block{i}_ln1")(x)
+            h = nn.MultiHeadDotProductAttention(
+                self.heads,
+                qkv_features=self.heads * d,
+                out_features=self.width,
+                attention_fn=attention,
+                name=f"block{i}_attn",
+            )(h, mask=mask)
+            x = x + h
+            h = nn.LayerNorm(name=f"block{i}_ln2")(x)
+            h = nn.relu(nn.Dense(4 * self.width, name=f"block{i}_mlp_in")(h))
+            x = x + nn.Dense(self.width, name=f"block{i}_mlp_out")(h)
+        return nn.Dense(256, name="head")(nn.LayerNorm(name="ln_f")(x))
+
+
+# --------------------------------------------------------------------------------------------
 # NNX
 
 
