@@ -327,7 +327,7 @@ class _ByteTransformer(nn.Module):
 
         x = nn.Embed(256, self.width, name="embed")(tokens)
         length = tokens.shape[-1]
-        x = x + nn.Embed(length, self.width, name="pos")(jax.numpy.arange(length))
+        x = x + nn.Embed(length, self.width, name="pos")(jax.numpy.arange(length))[None]
         mask = nn.make_causal_mask(tokens)
         for i in range(self.blocks):
             h = nn.LayerNorm(name=f"block{i}_ln1")(x)
