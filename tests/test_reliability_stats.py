@@ -76,14 +76,16 @@ def _unchunked(impl, seeds):
     return _UNCHUNKED[impl, seeds]
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(
+    "impl", [pytest.param(i, marks=pytest.mark.slow) if i != "rbg" else i for i in IMPLS]
+)
 def test_every_key_impl_gives_each_seed_its_own_unbatched_init(impl):
     st = jaxinit.layer_stats(Small(), X, seeds=5, key=jax.random.key(0, impl=impl), chunk_size=2)
     np.testing.assert_allclose(np.asarray(st.std), _reference(impl, 5), **F32)
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(impl=st.sampled_from(IMPLS), seeds=st.integers(2, 4), chunk=st.integers(1, 5))
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(impl=st.sampled_from(IMPLS), seeds=st.integers(2, 3), chunk=st.integers(1, 4))
 def test_chunking_never_changes_a_seed(impl, seeds, chunk):
     key = jax.random.key(0, impl=impl)
     st = jaxinit.layer_stats(Small(), X, seeds=seeds, key=key, chunk_size=chunk)
@@ -150,9 +152,9 @@ def _is_bn(path, module):
 @pytest.mark.parametrize("mutable", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_linen_batchnorm_in_training_mode_normalizes_by_the_batch(mutable):
     kwargs = {"train": True} | ({"mutable": ["batch_stats"]} if mutable else {})
-    st = jaxinit.layer_stats(BNNet(), XB, seeds=3, key=5, apply_kwargs=kwargs, select=_is_bn)
+    st = jaxinit.layer_stats(BNNet(), XB, seeds=2, key=5, apply_kwargs=kwargs, select=_is_bn)
     assert st.names == ("BatchNorm_0", "BatchNorm_1")
-    for i, k in enumerate(jax.random.split(jax.random.key(5), 3)):
+    for i, k in enumerate(jax.random.split(jax.random.key(5), 2)):
         variables = BNNet().init(k, XB[:1], train=True)
         outs = linen_outputs(BNNet(), variables, XB, train=True)
         for j, (dense, bn) in enumerate((("Dense_0", "BatchNorm_0"), ("Dense_1", "BatchNorm_1"))):
