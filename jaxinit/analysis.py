@@ -576,7 +576,11 @@ def layer_stats(
     w.r.t. that output. All seeds run in one ``jax.jit`` program: ``jax.vmap`` over keys,
     in chunks of ``chunk_size`` seeds (``jax.lax.map``) so memory stays bounded, and
     optionally split over the devices of ``mesh`` (``jax.shard_map``). Seed ``i`` gives the
-    same numbers (to float32 rounding) however the seeds are chunked or sharded.
+    same numbers (to float32 rounding) however the seeds are chunked or sharded, for every
+    key implementation: with ``threefry2x32`` keys the whole seed is vectorized; ``rbg`` and
+    ``unsafe_rbg`` keys draw a vmapped batch's bits from its first key, so each seed is then
+    initialized on its own (a sequential ``jax.lax.map``, exactly ``model.init(key_i)``) and
+    only the measurement is vectorized.
 
     The gradients w.r.t. layer outputs come from adding a zero perturbation to each selected
     output (:func:`jaxinit.probe.apply_with_hook`) and differentiating w.r.t. the
@@ -586,10 +590,19 @@ def layer_stats(
     for every seed), so the gradient at the output has unit variance and earlier layers show
     how it grows or shrinks, as in mean-field theory (:func:`predict`'s ``grad_var``).
 
+    Training mode: pass the model's flag in ``apply_kwargs`` (``{"train": True}``). A linen
+    BatchNorm then normalizes by the batch's own statistics; every collection besides
+    ``params`` is made mutable for the pass (unless ``mutable=`` is given) and the updates
+    are discarded. ``model.init`` gets ``apply_kwargs`` without ``mutable=``, and with their
+    ``rngs`` (e.g. ``{"dropout": k}``) beside the seed's ``"params"`` key. An NNX model
+    trains as its constructor leaves it; the pass runs on a copy.
+
     Multi-host: start every process with ``jax.distributed.initialize()``, build ``mesh``
     over ``jax.devices()`` (all hosts), and call ``layer_stats`` with the same arguments on
-    every process. The results are global arrays sharded over seeds; gather them with
-    ``jax.experimental.multihost_utils.process_allgather`` before converting to NumPy.
+    every process; this is checked first (a ValueError names any argument that differs, the
+    batch included). With a ``mesh`` the results are replicated on all its devices, so every
+    process reads them directly (``np.asarray(st.std)``, ``.summary()``, ``.table()``); no
+    gather is needed (``process_allgather`` of them needs ``tiled=True``).
 
     Args:
       model: A ``flax.linen`` Module (initialized with ``model.init(key, x[:1])``) or, for
@@ -615,7 +628,8 @@ def layer_stats(
       mesh: A ``jax.sharding.Mesh``; the seeds are split over its devices (padded to a
         multiple of the device count; the padding is dropped).
       mesh_axes: Mesh axis name(s) to split seeds over; default all of ``mesh``'s axes.
-      apply_kwargs: Extra keyword arguments for the model call (e.g. ``{"train": False}``).
+      apply_kwargs: Extra keyword arguments for the model call (e.g. ``{"train": True}``;
+        see *Training mode* above).
       after_init: A data-dependent step run on each seed's fresh parameters before they are
         measured, inside the same program: linen ``after_init(variables, x) -> variables``
         (or ``(variables, anything)``, as :func:`jaxinit.lsuv` returns), NNX
