@@ -397,6 +397,16 @@ def check_reach(
     )
 
 
+def bounded_by(name: str, scale: float) -> Fits:
+    """The ``fits`` of an initializer whose values never exceed ``|scale|`` in magnitude
+    (orthogonal and identity matrices times ``scale``)."""
+
+    def fits(shape: tuple[int, ...], dtype: np.dtype) -> None:
+        check_reach(name, dtype, abs(scale), "scale", scale, largest(dtype))
+
+    return fits
+
+
 def check_fill(name: str, arr: np.ndarray, dtype: np.dtype) -> None:
     """A ValueError unless every element of ``arr`` is kept by a cast to ``dtype``: integers in
     range for integer dtypes (not fractions, which the cast would truncate), 0 or 1 for bool,

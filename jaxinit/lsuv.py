@@ -12,7 +12,6 @@ import types
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
-import flax.errors
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -818,7 +817,7 @@ def lsuv(
     split, state = fa.split_model(model, variables)
     try:
         result, report = _PASSES[donate](state, x, key, rngs, *dyn, static=split, **static)
-    except flax.errors.InvalidRngError as err:
+    except fa.InvalidRngError as err:
         need = str(err).split(" (")[0]
         if rngs is None:
             raise ValueError(

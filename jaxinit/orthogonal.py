@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._base import Init, factory, random_normal, sample_dtype
+from ._base import Init, bounded_by, factory, random_normal, sample_dtype
 from ._checks import check_finite
 from ._types import Initializer
 
@@ -115,6 +115,7 @@ def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
         {"scale": scale, "column_axis": column_axis},
         check=check,
         variance=variance,
+        fits=bounded_by("orthogonal", scale),
     )
 
 
@@ -181,4 +182,5 @@ def delta_orthogonal(scale: float = 1.0) -> Initializer:
         {"scale": scale},
         check=check,
         variance=lambda fan_in, fan_out, shape: scale**2 / max(fan_in, fan_out),
+        fits=bounded_by("delta_orthogonal", scale),
     )

@@ -7,7 +7,18 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ._base import Init, factory, random_normal, random_uniform, sample_dtype
+from ._base import (
+    Init,
+    bounded_by,
+    check_reach,
+    factory,
+    largest,
+    normal_reach,
+    random_normal,
+    random_uniform,
+    real_dtype,
+    sample_dtype,
+)
 from ._checks import check_finite
 from ._types import Initializer
 
@@ -65,6 +76,7 @@ def identity(scale: float = 1.0) -> Initializer:
         random=False,
         check=check,
         variance=lambda fan_in, fan_out, shape: scale**2 / max(fan_in, fan_out),
+        fits=bounded_by("identity", scale),
     )
 
 
@@ -125,7 +137,13 @@ def sparse(sparsity: float, stddev: float = 0.01) -> Initializer:
         {"sparsity": sparsity, "stddev": stddev},
         complex_ok=False,
         check=check,
+        fits=lambda shape, dtype: _sparse_fits(stddev, dtype),
         variance=lambda fan_in, fan_out, shape: (
             stddev**2 * (1 - math.ceil(sparsity * fan_in) / fan_in)
         ),
     )
+
+
+def _sparse_fits(stddev: float, dtype) -> None:
+    z = normal_reach(real_dtype(sample_dtype(dtype)))
+    check_reach("sparse", dtype, stddev * z, "stddev", stddev, largest(dtype) / z)

@@ -34,7 +34,7 @@ class Entry:
 DENSE, CONV = (256, 512), (3, 3, 64, 128)
 
 REGISTRY: dict[str, Entry] = {
-    "constant": Entry(jaxinit.constant(0.5), DENSE, random=False, any_dtype=True),
+    "constant": Entry(jaxinit.constant(2.0), DENSE, random=False, any_dtype=True),
     "zeros": Entry(jaxinit.zeros(), DENSE, random=False, any_dtype=True),
     "ones": Entry(jaxinit.ones(), DENSE, random=False, any_dtype=True),
     "normal": Entry(jaxinit.normal(0.3, mean=0.2), DENSE),

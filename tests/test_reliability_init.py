@@ -353,3 +353,20 @@ def test_lsuv_rngs_for_nnx_is_refused():
     model = nnx.Linear(8, 4, rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match=r"lsuv: rngs= is passed to a linen module's apply"):
         jaxinit.lsuv(model, X, rngs={"dropout": KEY})
+
+
+@pytest.mark.parametrize(
+    ("init", "shape"),
+    [
+        (jaxinit.orthogonal(1e6), (4, 4)),
+        (jaxinit.delta_orthogonal(1e6), (3, 3, 4, 4)),
+        (jaxinit.identity(1e6), (4, 4)),
+        (jaxinit.sparse(0.5, 1e5), (4, 4)),
+    ],
+)
+def test_bounded_initializers_refuse_scales_beyond_the_dtype(init, shape):
+    """|w| <= scale for orthogonal and identity matrices, and a normal draw reaches 5.42
+    standard deviations: past float16's 65504, the cast would give inf."""
+    with pytest.raises(ValueError, match="beyond the largest finite float16"):
+        init(jax.random.key(0), shape, jnp.float16)
+    assert np.all(np.isfinite(np.asarray(init(jax.random.key(0), shape, jnp.float32))))

@@ -31,11 +31,15 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import flax.errors
 import flax.linen as nn
 import jax
 import numpy as np
 from flax import nnx
 from flax.core import FrozenDict, meta
+
+#: What Flax raises when a module asks for a PRNG stream the call did not pass.
+InvalidRngError = flax.errors.InvalidRngError
 
 __all__ = [
     "Adapter",
