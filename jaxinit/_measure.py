@@ -187,17 +187,25 @@ def _apply(
 
 
 def _scalar(caller: str, name: str, value: Any) -> jax.Array:
-    """``value`` as a float32 scalar; a TypeError (at trace time) for anything else: a
-    statistic of another shape would silently land in other layers' columns."""
+    """``value`` as float32; a TypeError (at trace time) for anything but numbers. ``measure``
+    keeps a statistic of any fixed shape (a histogram's counts); ``layer_stats`` needs one
+    number, since its tables have one column per layer and a wider value would silently land
+    in other layers' columns."""
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
     if isinstance(value, int | float) and not isinstance(value, bool):
         shape, dtype = (), np.dtype(type(value))
-    if shape != () or dtype is None or not jnp.issubdtype(dtype, jnp.number):
+    numeric = dtype is not None and jnp.issubdtype(dtype, jnp.number)
+    if not numeric or (shape != () and caller == "layer_stats"):
         got = f"{dtype} of shape {shape}" if shape is not None else type(value).__name__
+        wanted = (
+            "one real number (a scalar)"
+            if caller == "layer_stats"
+            else "a real number or a fixed-shape array of them"
+        )
         raise TypeError(
             f"{caller}: statistic {name!r} returned {got}; a statistic maps an array to "
-            "one real number (a scalar), e.g. ('p99', lambda y: jnp.quantile(y, 0.99))."
+            f"{wanted}, e.g. ('p99', lambda y: jnp.quantile(y, 0.99))."
         )
     return jnp.asarray(value, jnp.float32)
 

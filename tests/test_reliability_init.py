@@ -138,7 +138,7 @@ def test_uniform_near_float32_max_is_drawn_around_its_midpoint():
         (lambda: jaxinit.truncated_normal(lower="a"), TypeError, r"lower='a' is not a real"),
         (lambda: jaxinit.constant(None), TypeError, r"constant: value=None must be a number"),
     ],
-    ids=str,
+    ids=["str", "bool", "array", "overflow", "str-bound", "none"],
 )
 def test_argument_types(make, exc, match):
     with pytest.raises(exc, match=match):

@@ -409,10 +409,15 @@ BAD = {
         TypeError,
         "measure: loss returned",
     ),
-    "measure stat not a scalar": (
-        lambda: jaxinit.measure(Small(), V, X, stats=[("v", lambda y: y[0])]),
+    "measure stat not numbers": (
+        lambda: jaxinit.measure(Small(), V, X, stats=[("v", lambda y: y > 0)]),
         TypeError,
         "measure: statistic 'v'",
+    ),
+    "layer_stats stat not a scalar": (
+        lambda: LS(Small(), X, seeds=2, stats=[("v", lambda y: y[0])]),
+        TypeError,
+        "layer_stats: statistic 'v'",
     ),
 }
 

@@ -10,6 +10,8 @@ training steps, :func:`jaxinit.measure` at each step before the update.
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -179,13 +181,15 @@ def coord_check(
     Args:
       make_model: width -> a linen module whose ``init(key, x)`` gives its variables and whose
         output is the logits.
-      x, labels: one batch and its integer class labels, used at every step (softmax
-        cross-entropy loss); with ``per_step``, one batch per step along a leading axis of
-        length ``steps``.
+      x: one batch, used at every step; with ``per_step``, one batch per step along a
+        leading axis of length ``steps``.
+      labels: its integer class labels (softmax cross-entropy loss), laid out as ``x``.
       widths: at least two widths.
       seeds: initializations per width; seed i uses the same key at every width.
       steps: training steps; the statistic is recorded at each step before its update.
-      parametrization, optimizer, learning_rate: see :mod:`jaxinit.mup`.
+      parametrization: ``"mup"`` or ``"sp"`` (see :mod:`jaxinit.mup`).
+      optimizer: ``"sgd"`` or ``"adam"``.
+      learning_rate: the base learning rate, scaled per parameter by the parametrization.
       base_width: the width at which the parametrization equals SP (default: the narrowest).
         Roles come from the shapes at ``base_width`` and ``base_width + 1``.
       readout_zero_init: zero the output layers at initialization.
@@ -232,13 +236,14 @@ def coord_check(
     _, base = shapes(base_width)
     _, delta = shapes(base_width + 1)
     keys = jax.random.split(key, seeds)
-    values, losses, layers = [], [], None
+    # Trace every width here (Flax tracing is not thread-safe), then compile them all at once:
+    # XLA compiles outside the GIL, so the widths' compiles share the cores.
+    lowered, layers = [], ()
     for width in widths:
         module, target = shapes(width)
-        roles = mup.roles(base, delta, target)
         program, traced = _program(
             module,
-            roles,
+            mup.roles(base, delta, target),
             parametrization,
             optimizer,
             learning_rate,
@@ -248,8 +253,13 @@ def coord_check(
             steps,
             per_step,
         )
-        v, loss = program(keys, x, labels)
+        lowered.append(program.lower(keys, x, labels))
         layers = tuple(traced)
+    with concurrent.futures.ThreadPoolExecutor(min(len(lowered), os.cpu_count() or 1)) as pool:
+        compiled = list(pool.map(lambda lo: lo.compile(), lowered))
+    values, losses = [], []
+    for program in compiled:
+        v, loss = program(keys, x, labels)
         values.append(np.asarray(v))
         losses.append(np.asarray(loss))
     return CoordCheck(
