@@ -8,6 +8,8 @@ beside it, the data loaders look there (``JAXINIT_DATA``), unless the caller set
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 # One OpenBLAS thread (LAPACK behind jnp.linalg.qr, NumPy, SciPy): with more threads than free
@@ -21,3 +23,18 @@ if "JAXINIT_DATA" not in os.environ and _SHARED_DATA.is_dir():
 import jax  # noqa: E402  (after the environment above is set)
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# One compilation cache for the session and its pytest-xdist workers (they inherit this
+# process's environment): many tests build the same models, and a program compiled once (same
+# HLO, same options) is then loaded instead of compiled again. The folder is made by the
+# process that starts the session and removed when it ends.
+if "JAXINIT_TEST_XLA_CACHE" not in os.environ:
+    os.environ["JAXINIT_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="jaxinit-xla-cache-")
+    _OWN_CACHE = os.environ["JAXINIT_TEST_XLA_CACHE"]
+jax.config.update("jax_compilation_cache_dir", os.environ["JAXINIT_TEST_XLA_CACHE"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if "_OWN_CACHE" in globals():
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)

@@ -8,6 +8,7 @@ from _data import require
 from jaxinit.app import cli
 
 
+@pytest.mark.slow  # 40 s; CI runs `jaxinit demo --quick` from the wheel
 def test_demo_quick_writes_tables_and_figures(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     out = tmp_path / "report"
