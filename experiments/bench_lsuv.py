@@ -35,9 +35,9 @@ import json
 import os
 import pathlib
 import platform
+import re
 import statistics
 import subprocess
-import re
 import sys
 import tempfile
 import time

@@ -423,13 +423,14 @@ def check_fill(name: str, arr: np.ndarray, dtype: np.dtype) -> None:
         )
 
     if kind == "c" and dt.kind != "c":
-        imag = arr.imag[arr.imag != 0]
-        if imag.size:
-            bad = complex(arr[arr.imag != 0].flat[0])
+        nonzero = np.imag(arr) != 0
+        if np.any(nonzero):
+            bad = complex(arr[nonzero].flat[0])
             raise refuse(bad, "real values", "the cast drops the imaginary part")
-        arr, kind = arr.real, arr.real.dtype.kind
+        arr = np.real(arr)
+        kind = arr.dtype.kind
     if dt.kind == "c":
-        parts = [arr.real, arr.imag] if kind == "c" else [arr]
+        parts = [np.real(arr), np.imag(arr)] if kind == "c" else [arr]
         arr, kind = np.concatenate([np.ravel(p).astype(np.float64) for p in parts]), "f"
     if arr.size == 0:
         return

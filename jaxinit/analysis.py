@@ -276,7 +276,7 @@ def _build(
     return _after_init(spec, model, variables, x) if after_init else (model, variables)
 
 
-def _per_seed_fn(spec: _Spec) -> Callable:
+def _per_seed_fn(spec: _Spec) -> Any:
     """``(key, x, labels) -> ({statistic: (layers,)}, loss)`` for one seed: build the model,
     then :func:`jaxinit.measure` it; a layer stack under ``nn.scan`` contributes one column per
     iteration."""
@@ -446,7 +446,7 @@ def _program(spec: _Spec) -> Callable:
         over_device_keys, mesh=mesh, in_specs=(seed_spec, P(), P()), out_specs=seed_spec
     )
 
-    def program(key, x, labels):
+    def sharded_program(key, x, labels):
         keys = jax.random.split(key, spec.seeds)
         if padded > spec.seeds:  # extra seeds to fill every device; dropped below
             keys = jnp.concatenate([keys, keys[: padded - spec.seeds]])
@@ -465,7 +465,7 @@ def _program(spec: _Spec) -> Callable:
         out = jax.tree.map(lambda a: a[: spec.seeds], out)
         return out if explicit else jax.lax.with_sharding_constraint(out, replicated)
 
-    return jax.jit(program, compiler_options=dict(spec.compiler_options) or None)
+    return jax.jit(sharded_program, compiler_options=dict(spec.compiler_options) or None)
 
 
 @functools.lru_cache(maxsize=32)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.special
 import numpy as np
+from jax.core import Tracer
 
 from ._base import (
     Init,
@@ -56,7 +57,7 @@ def constant(value: Any) -> Initializer:
       >>> b.shape, b.dtype, bool((b == jax.numpy.float32(0.1)).all())
       ((3,), dtype('float32'), True)
     """
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, Tracer):
         raise TypeError(
             "constant: value is a traced value; constant takes a concrete number or array. "
             "Call it outside jax.jit, or use jaxinit.ones() and multiply."
@@ -85,7 +86,7 @@ def _fill(name: str, arr: np.ndarray, params: dict[str, Any]) -> Initializer:
                 f"{name}: value of shape {arr.shape} does not broadcast to shape={shape}."
             ) from err
         # a complex value with no imaginary part (check_fill refuses any other) as its real part
-        real = arr.real if arr.dtype.kind == "c" and np.dtype(dtype).kind != "c" else arr
+        real = np.real(arr) if arr.dtype.kind == "c" and np.dtype(dtype).kind != "c" else arr
         return jnp.broadcast_to(jnp.asarray(real, dtype), shape)
 
     return Init(

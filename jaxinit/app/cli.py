@@ -1044,6 +1044,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else "--batch, --width, --depth or --chunk-size"
         )
         sub.error(f"out of memory; lower {sizes} ({str(err).splitlines()[0][:200]})")
+        return 2  # parser.error exits with 2 itself
 
 
 if __name__ == "__main__":  # pragma: no cover

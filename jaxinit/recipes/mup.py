@@ -189,6 +189,7 @@ def roles(
     ``(in, out)``, Conv ``(*spatial, in, out)``, Embed ``(vocab, features)``).
     """
     target = base if target is None else target
+    assert target is not None  # base is a parameter tree
     b, d, t = _shapes(base), _shapes(delta), _shapes(target)
     for name, other in (("delta", d), ("target", t)):
         if set(other) != set(b):
@@ -321,11 +322,15 @@ def parametrize(
     return out if isinstance(target, Mapping) else None
 
 
+def _empty_state(params: Any) -> optax.EmptyState:
+    return optax.EmptyState()
+
+
 def _scale_by_tree(factors: Any) -> optax.GradientTransformation:
     def update(updates, state, params=None):
         return jax.tree.map(lambda u, f: u * jnp.asarray(f, u.dtype), updates, factors), state
 
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+    return optax.GradientTransformation(_empty_state, update)
 
 
 def _key_name(k: Any) -> str:
@@ -378,12 +383,11 @@ def optimizer(
     chain = []
     if weight_decay:
         decay = _factor_tree(params, {p: weight_decay / f for p, f in lr.items()})
-        chain.append(
-            optax.GradientTransformation(
-                lambda p: optax.EmptyState(),
-                lambda u, s, p: (jax.tree.map(lambda g, w, d: g + d * w, u, p, decay), s),
-            )
-        )
+
+        def add_decay(updates, state, params=None):
+            return jax.tree.map(lambda g, w, d: g + d * w, updates, params, decay), state
+
+        chain.append(optax.GradientTransformation(_empty_state, add_decay))
     base = optax.sgd(1.0, **kwargs) if kind == "sgd" else optax.adam(1.0, **kwargs)
     chain += [base, _scale_by_tree(_factor_tree(params, lr)), optax.scale(learning_rate)]
     return optax.chain(*chain)
