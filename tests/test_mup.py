@@ -180,6 +180,10 @@ def test_coord_check_errors(digits_batch):
         coord_check(MLP, x, y, widths=(64, 64))
     with pytest.raises(ValueError, match="stat='median'"):
         coord_check(MLP, x, y, widths=(64, 128), stat="median")
+    with pytest.raises(ValueError, match="coord_check: labels holds 10, outside"):
+        coord_check(MLP, x, y.at[0].set(10), widths=(64, 128))
+    with pytest.raises(ValueError, match="coord_check: x contains 1 non-finite"):
+        coord_check(MLP, x.at[0, 0].set(jnp.nan), y, widths=(64, 128))
     with pytest.raises(ValueError, match="optimizer='lamb'"):
         coord_check(MLP, x, y, widths=(64, 128), optimizer="lamb")
 

@@ -20,7 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._checks import check_bool, check_int, check_number, check_seed
+from .._checks import (
+    check_bool,
+    check_finite_batch,
+    check_int,
+    check_loss_inputs,
+    check_number,
+    check_seed,
+)
 from .._flax import adapter as fa
 from .._measure import STATS, measure
 from . import mup
@@ -233,7 +240,15 @@ def coord_check(
             )
         return module, jax.eval_shape(module.init, init_key, first)
 
-    _, base = shapes(base_width)
+    check_finite_batch("coord_check", x)
+    # the labels against the model's output, as layer_stats checks them: integers of the
+    # output's shape less its class axis, each a class of the output (a label past the last
+    # class would give a NaN loss, -1 would count as the last class)
+    probe, base = shapes(base_width)
+    out = jax.eval_shape(probe.apply, base, first)
+    if per_step:  # one batch of labels per step
+        out = jax.ShapeDtypeStruct((steps, *out.shape), out.dtype)
+    check_loss_inputs("coord_check", out, labels, custom_loss=False)
     _, delta = shapes(base_width + 1)
     keys = jax.random.split(key, seeds)
     # Trace every width here (Flax tracing is not thread-safe), then compile them all at once:
