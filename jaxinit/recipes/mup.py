@@ -51,7 +51,7 @@ reproduces SP bit for bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -60,7 +60,7 @@ import numpy as np
 import optax
 
 from .. import tree
-from .._checks import check_number
+from .._checks import check_int, check_number
 
 ROLES = ("input", "embedding", "hidden", "output", "vector", "fixed")
 PARAMETRIZATIONS = ("sp", "mup")
@@ -393,12 +393,132 @@ def optimizer(
     return optax.chain(*chain)
 
 
+def _head_scale(query: jax.Array, base_head_dim: int | None) -> jax.Array:
+    """The factor that turns Flax's ``1/sqrt(d)`` logit scale into μP's ``sqrt(d_base)/d``."""
+    d = query.shape[-1]
+    base = 1 if base_head_dim is None else base_head_dim
+    return jnp.asarray(math.sqrt(base) / math.sqrt(d), query.dtype)
+
+
+def _check_head_dim(fn: str, base_head_dim: int | None) -> int | None:
+    return None if base_head_dim is None else check_int(fn, "base_head_dim", base_head_dim, 1)
+
+
+def attention_scale(head_dim: int, base_head_dim: int | None = None) -> float:
+    """μP's attention-logit multiplier: ``sqrt(base_head_dim) / head_dim`` (``1 / head_dim``
+    with no base), in place of the standard ``1 / sqrt(head_dim)``.
+
+    Under μP the query and key of a wide head become correlated during training, so their dot
+    product grows like ``d`` rather than ``sqrt(d)``; scaling by ``1/d`` keeps the logits
+    ``O(1)`` (Tensor Programs V, section 3; ``mup``'s ``attn_mult / d`` in its examples). With
+    ``base_head_dim`` the factor equals ``1/sqrt(d)`` at the base width, so μP reproduces SP
+    there.
+    """
+    head_dim = check_int("attention_scale", "head_dim", head_dim, 1)
+    base = _check_head_dim("attention_scale", base_head_dim)
+    return (math.sqrt(base) if base is not None else 1.0) / head_dim
+
+
+def dot_product_attention(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    *args: Any,
+    base_head_dim: int | None = None,
+    **kwargs: Any,
+) -> jax.Array:
+    """Flax's ``dot_product_attention`` with μP's logit scale :func:`attention_scale` instead
+    of ``1/sqrt(d)``: the query is multiplied by ``sqrt(d) * attention_scale(d)`` before
+    Flax's own ``1/sqrt(d)``. Every other argument (mask, bias, dropout, dtype, ``module``)
+    goes to ``flax.nnx.dot_product_attention`` unchanged. Arrays are ``[..., length, heads,
+    head_dim]`` as in Flax."""
+    from flax import nnx
+
+    base = _check_head_dim("dot_product_attention", base_head_dim)
+    return nnx.dot_product_attention(query * _head_scale(query, base), key, value, *args, **kwargs)
+
+
+def attention_fn(base_head_dim: int | None = None) -> Callable[..., jax.Array]:
+    """An ``attention_fn`` for ``nnx.MultiHeadAttention`` and ``nn.MultiHeadDotProductAttention``
+    with μP's logit scale ``sqrt(base_head_dim) / head_dim`` (see :func:`attention_scale`).
+
+    The query is multiplied by ``sqrt(d) * attention_scale(d)`` and handed to the calling
+    module's own Flax function (linen's or NNX's, which round differently), so at the base
+    head dimension the module's output is its default's, bit for bit. The function names every
+    keyword argument those modules pass (linen keeps only the ones the signature names), so
+    masks, dropout and dtype reach Flax.
+
+    Args:
+      base_head_dim: the head dimension at the base width, where the scale is the standard
+        ``1/sqrt(head_dim)``; None gives ``1/head_dim``.
+
+    Example::
+
+        attn = nnx.MultiHeadAttention(
+            num_heads=4, in_features=256, decode=False, rngs=rngs,
+            attention_fn=jaxinit.mup.attention_fn(base_head_dim=16),
+        )
+    """
+    base = _check_head_dim("attention_fn", base_head_dim)
+
+    def fn(
+        query: jax.Array,
+        key: jax.Array,
+        value: jax.Array,
+        bias: jax.Array | None = None,
+        mask: jax.Array | None = None,
+        broadcast_dropout: bool = True,
+        dropout_rng: jax.Array | None = None,
+        dropout_rate: float = 0.0,
+        deterministic: bool = False,
+        dtype: Any = None,
+        precision: Any = None,
+        module: Any = None,
+        force_fp32_for_softmax: bool | None = None,
+        qk_attn_weights_einsum: Any = None,
+        attn_weights_value_einsum: Any = None,
+        is_causal: bool = False,
+    ) -> jax.Array:
+        common = dict(
+            bias=bias,
+            mask=mask,
+            broadcast_dropout=broadcast_dropout,
+            dropout_rng=dropout_rng,
+            dropout_rate=dropout_rate,
+            deterministic=deterministic,
+            dtype=dtype,
+            precision=precision,
+            module=module,
+        )
+        query = query * _head_scale(query, base)
+        if force_fp32_for_softmax is not None:  # called by a linen module
+            import flax.linen as nn
+
+            return nn.dot_product_attention(
+                query,
+                key,
+                value,
+                **common,
+                force_fp32_for_softmax=force_fp32_for_softmax,
+                qk_attn_weights_einsum=qk_attn_weights_einsum,
+                attn_weights_value_einsum=attn_weights_value_einsum,
+            )
+        from flax import nnx
+
+        return nnx.dot_product_attention(query, key, value, **common, is_causal=is_causal)
+
+    return fn
+
+
 __all__ = [
     "OPTIMIZERS",
     "PARAMETRIZATIONS",
     "ROLES",
     "Role",
     "Roles",
+    "attention_fn",
+    "attention_scale",
+    "dot_product_attention",
     "init_factors",
     "lr_factors",
     "optimizer",
