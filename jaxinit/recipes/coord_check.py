@@ -11,6 +11,7 @@ training steps, :func:`jaxinit.measure` at each step before the update.
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,16 +38,21 @@ class CoordCheck:
     """What :func:`coord_check` measured.
 
     Attributes:
-      widths: the widths, ascending.
-      layers: the measured layers' paths, in forward order.
+      widths: the sizes checked, ascending: widths, or depths when ``axis == "depth"``.
+      axis: ``"width"`` or ``"depth"``.
+      layers: the measured layers' paths, in forward order (over a depth check: every path
+        measured at some depth, in the deepest model's order).
       stat: the statistic's name (``abs_mean``: mean |x|).
-      values: array ``(n_widths, n_seeds, steps, n_layers)``: the statistic of each layer's
-        output at step t (1-based: step 1 is at initialization, before any update).
-      loss: array ``(n_widths, n_seeds, steps)``: the training loss at each step.
+      values: array ``(n_sizes, n_seeds, steps, n_layers)``: the statistic of each layer's
+        output at step t (1-based: step 1 is at initialization, before any update); NaN for a
+        layer the model of that size lacks (a block deeper than its depth).
+      loss: array ``(n_sizes, n_seeds, steps)``: the training loss at each step.
       parametrization, optimizer, learning_rate: the settings used.
     """
 
-    def __init__(self, widths, layers, stat, values, loss, parametrization, optimizer, lr):
+    def __init__(
+        self, widths, layers, stat, values, loss, parametrization, optimizer, lr, axis="width"
+    ):
         self.widths = tuple(widths)
         self.layers = tuple(layers)
         self.stat = stat
@@ -55,21 +61,28 @@ class CoordCheck:
         self.parametrization = parametrization
         self.optimizer = optimizer
         self.learning_rate = lr
+        self.axis = axis
 
     @property
     def steps(self) -> int:
         return self.values.shape[2]
 
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The widths or depths checked (``axis`` says which)."""
+        return self.widths
+
     def mean(self) -> np.ndarray:
-        """The statistic averaged over seeds, ``(n_widths, steps, n_layers)``."""
+        """The statistic averaged over seeds, ``(n_sizes, steps, n_layers)``."""
         return self.values.mean(axis=1)
 
     def exponents(self) -> np.ndarray:
         """The least-squares slope of log(statistic) against log(width), per step and layer,
         ``(steps, n_layers)``: 0 is width-independent, 0.5 grows like sqrt(width). NaN where a
-        statistic is 0 (a zero-initialized readout at step 1)."""
+        statistic is 0 (a zero-initialized readout at step 1) or missing at some size."""
         m = self.mean().astype(np.float64)
-        positive = np.all(m > 0, axis=0)
+        with np.errstate(invalid="ignore"):
+            positive = np.all(m > 0, axis=0)
         logm = np.log(np.where(positive, m, 1.0))
         logw = np.log(np.asarray(self.widths, np.float64))
         x = logw - logw.mean()
@@ -86,12 +99,15 @@ class CoordCheck:
         """A plain-text table: per layer and step, the statistic at each width and the fitted
         exponent."""
         m, e = self.mean(), self.exponents()
-        head = ["layer", "t", *(f"w={w}" for w in self.widths), "exponent"]
+        head = ["layer", "t", *(f"{self.axis[0]}={w}" for w in self.widths), "exponent"]
         rows = [
             [
                 layer,
                 str(t + 1),
-                *(f"{m[i, t, j]:.4g}" for i in range(len(self.widths))),
+                *(
+                    f"{m[i, t, j]:.4g}" if np.isfinite(m[i, t, j]) else "-"
+                    for i in range(len(self.widths))
+                ),
                 f"{e[t, j]:+.3f}",
             ]
             for j, layer in enumerate(self.layers)
@@ -116,101 +132,228 @@ class CoordCheck:
 
     def __repr__(self) -> str:
         return (
-            f"CoordCheck(widths={self.widths}, layers={self.layers}, steps={self.steps}, "
+            f"CoordCheck({self.axis}s={self.widths}, layers={self.layers}, steps={self.steps}, "
             f"seeds={self.values.shape[1]}, {self.parametrization}/{self.optimizer})"
         )
 
 
-def _program(
-    module, roles, parametrization, kind, lr, readout_zero_init, stat, select, steps, per_step
-):
-    """One jitted function of (keys, x, labels): vmap over keys of init -> parametrize ->
-    scan over steps of (measure, loss and gradient, update); and a list that holds the
-    measured layers' paths once it has been traced."""
-    layers: list[str] = []
+class _Family:
+    """How to build, parametrize, run and measure ``make_model(size)``: a linen module or an
+    NNX model (``make_model(size, rngs)``)."""
 
-    def loss_of(params, rest, x, labels):
-        logits = module.apply({**rest, "params": params}, x)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    def __init__(self, make_model, x):
+        self.make_model = make_model
+        self.nnx = "rngs" in inspect.signature(make_model).parameters
+        self.x = x
 
-    def one_seed(key, x, labels):
-        first = x[0] if per_step else x
-        variables = mup.parametrize(
-            module.init(key, first), roles, parametrization, readout_zero_init=readout_zero_init
-        )
-        rest = {k: v for k, v in variables.items() if k != "params"}
-        params = variables["params"]
-        opt = mup.optimizer(roles, params, parametrization, kind, learning_rate=lr)
-
-        def step(carry, batch):
-            params, state = carry
-            x, labels = batch
-            got = measure(module, {**rest, "params": params}, x, stats=(stat,), select=select)
-            layers[:] = got.paths
-            value = jnp.stack([got[p][stat] for p in got.paths])
-            loss, grads = jax.value_and_grad(loss_of)(params, rest, x, labels)
-            updates, state = opt.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), (value, loss)
-
-        carry = (params, opt.init(params))
-        if per_step:
-            _, (values, losses) = jax.lax.scan(step, carry, (x, labels))
-        else:  # the same batch at every step
-            _, (values, losses) = jax.lax.scan(
-                lambda c, _: step(c, (x, labels)), carry, None, length=steps
+    def linen(self, size):
+        module = self.make_model(size)
+        if not fa.is_linen(module):
+            raise TypeError(
+                f"coord_check: make_model({size}) returned {type(module).__name__}; a linen "
+                "module is needed, or an NNX model from make_model(size, rngs)."
             )
-        return values, losses
+        return module
 
-    return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None))), layers
+    def nnx_model(self, size, key):
+        from flax import nnx
+
+        model = self.make_model(size, rngs=nnx.Rngs(key))
+        if not fa.is_nnx(model):
+            raise TypeError(
+                f"coord_check: make_model({size}, rngs) returned {type(model).__name__}; an "
+                "NNX model is needed (a linen module: make_model(size) without rngs)."
+            )
+        return model
+
+    def shapes(self, size):
+        """The abstract parameters and output of the model of ``size``."""
+        if self.nnx:
+            from flax import nnx
+
+            model = nnx.eval_shape(lambda: self.nnx_model(size, 0))
+            out = nnx.eval_shape(lambda: self.nnx_model(size, 0)(self.x))
+            return model, out
+        module = self.linen(size)
+        variables = jax.eval_shape(module.init, jax.random.key(0), self.x)
+        return variables, jax.eval_shape(module.apply, variables, self.x)
+
+    def _nnx_fns(self, size, roles, parametrization, readout_zero_init, stat, select):
+        from flax import nnx
+
+        def build(key):
+            model = self.nnx_model(size, key)
+            mup.parametrize(model, roles, parametrization, readout_zero_init=readout_zero_init)
+            graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+            return params, (graphdef, rest)
+
+        def apply(params, static, x):
+            return nnx.merge(static[0], params, static[1])(x)
+
+        def measured(params, static, x):
+            model = nnx.merge(static[0], params, static[1])
+            return measure(model, x, stats=(stat,), select=select)
+
+        return build, apply, measured
+
+    def _linen_fns(self, size, roles, parametrization, readout_zero_init, stat, select):
+        module = self.linen(size)
+
+        def build(key):
+            variables = mup.parametrize(
+                module.init(key, self.x),
+                roles,
+                parametrization,
+                readout_zero_init=readout_zero_init,
+            )
+            return variables["params"], {k: v for k, v in variables.items() if k != "params"}
+
+        def apply(params, rest, x):
+            return module.apply({**rest, "params": params}, x)
+
+        def measured(params, rest, x):
+            return measure(module, {**rest, "params": params}, x, stats=(stat,), select=select)
+
+        return build, apply, measured
+
+    def program(
+        self,
+        size,
+        roles,
+        parametrization,
+        kind,
+        lr,
+        alpha,
+        readout_zero_init,
+        stat,
+        select,
+        steps,
+        per_step,
+    ):
+        """One jitted function of (keys, x, labels): vmap over keys of init -> parametrize ->
+        scan over steps of (measure, loss and gradient, update); and a list that holds the
+        measured layers' paths once it has been traced."""
+        layers: list[str] = []
+        build, apply, measured = (self._nnx_fns if self.nnx else self._linen_fns)(
+            size, roles, parametrization, readout_zero_init, stat, select
+        )
+
+        def loss_of(params, static, x, labels):
+            logits = apply(params, static, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+        def one_seed(key, x, labels):
+            params, static = build(key)
+            opt = mup.optimizer(roles, params, parametrization, kind, learning_rate=lr, alpha=alpha)
+
+            def step(carry, batch):
+                params, state = carry
+                x, labels = batch
+                got = measured(params, static, x)
+                layers[:] = got.paths
+                value = jnp.stack([got[p][stat] for p in got.paths])
+                loss, grads = jax.value_and_grad(loss_of)(params, static, x, labels)
+                updates, state = opt.update(grads, state, params)
+                return (optax.apply_updates(params, updates), state), (value, loss)
+
+            carry = (params, opt.init(params))
+            if per_step:
+                _, (values, losses) = jax.lax.scan(step, carry, (x, labels))
+            else:  # the same batch at every step
+                _, (values, losses) = jax.lax.scan(
+                    lambda c, _: step(c, (x, labels)), carry, None, length=steps
+                )
+            return values, losses
+
+        return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None))), layers
+
+
+def _sizes(name: str, sizes: Sequence[int]) -> list[int]:
+    try:
+        items = list(sizes)
+    except TypeError:
+        raise ValueError(
+            f"coord_check: {name}={sizes!r}; a sequence of ints is accepted."
+        ) from None
+    out = sorted(check_int("coord_check", name, w, 1) for w in items)
+    if len(set(out)) < 2:
+        raise ValueError(f"coord_check: {name}={out}; at least two distinct {name} are needed.")
+    return out
+
+
+def _union(per_size: list[tuple[str, ...]]) -> tuple[str, ...]:
+    """Every path, in the order of the size that has most, then any others as they come."""
+    longest = max(per_size, key=len)
+    out = list(longest)
+    for paths in per_size:
+        out += [p for p in paths if p not in out]
+    return tuple(out)
 
 
 def coord_check(
-    make_model: Callable[[int], Any],
+    make_model: Callable[..., Any],
     x: jax.Array,
     labels: jax.Array,
     *,
-    widths: Sequence[int],
+    widths: Sequence[int] | None = None,
+    depths: Sequence[int] | None = None,
     seeds: int = 4,
     steps: int = 3,
     parametrization: str = "mup",
     optimizer: str = "sgd",
     learning_rate: float = 0.1,
     base_width: int | None = None,
+    base_depth: int | None = None,
+    blocks: str | Sequence[str] | None = None,
+    alpha: float = 1.0,
     readout_zero_init: bool = False,
     stat: str = "abs_mean",
     select: Any = None,
     key: Any = 0,
     per_step: bool = False,
 ) -> CoordCheck:
-    """Train ``make_model(width)`` for ``steps`` steps at each width and record each layer's
-    ``stat`` at every step, over ``seeds`` seeds.
+    """Train ``make_model(size)`` for ``steps`` steps at each width (or depth) and record each
+    layer's ``stat`` at every step, over ``seeds`` seeds.
 
     Args:
-      make_model: width -> a linen module whose ``init(key, x)`` gives its variables and whose
-        output is the logits.
+      make_model: size -> a linen module whose ``init(key, x)`` gives its variables and whose
+        output is the logits; or ``make_model(size, rngs)`` -> an NNX model (a parameter named
+        ``rngs`` makes it NNX: it is called inside the compiled program with ``nnx.Rngs`` of
+        each seed's key).
       x: one batch, used at every step; with ``per_step``, one batch per step along a
         leading axis of length ``steps``.
       labels: its integer class labels (softmax cross-entropy loss), laid out as ``x``.
-      widths: at least two widths.
-      seeds: initializations per width; seed i uses the same key at every width.
+      widths: at least two widths (``make_model`` builds one per width).
+      depths: instead of ``widths``, at least two depths: the depth check of CompleteP, at a
+        fixed width. The model applies the residual-branch multiplier itself
+        (:func:`jaxinit.mup.branch_multiplier` of ``depth / base_depth`` and ``alpha``).
+      seeds: initializations per size; seed i uses the same key at every size.
       steps: training steps; the statistic is recorded at each step before its update.
-      parametrization: ``"mup"`` or ``"sp"`` (see :mod:`jaxinit.mup`).
+      parametrization: ``"mup"``, ``"sp"`` or ``"completep"`` (see :mod:`jaxinit.mup`).
       optimizer: ``"sgd"`` or ``"adam"``.
       learning_rate: the base learning rate, scaled per parameter by the parametrization.
       base_width: the width at which the parametrization equals SP (default: the narrowest).
         Roles come from the shapes at ``base_width`` and ``base_width + 1``.
+      base_depth: the depth at which CompleteP's factors are 1 (default: 1, the paper's
+        ``L^-alpha``); the learning-rate and ε factors use ``depth / base_depth``.
+      blocks: glob(s) of the parameters inside residual branches (depth check).
+      alpha: CompleteP's depth exponent.
       readout_zero_init: zero the output layers at initialization.
       stat: a statistic of :data:`jaxinit.measure` (``abs_mean``, ``rms``, ``std``, ...).
-      select: which layers to measure (default: every layer owning a kernel).
+      select: which layers to measure (default: every layer owning a kernel); over depths,
+        typically the blocks (``"block_*"``).
       key: an int seed or a PRNG key; split into one key per seed.
       per_step: whether ``x`` and ``labels`` hold one batch per step (a leading axis).
 
     Returns:
       A :class:`CoordCheck` (table, exponents, ratio).
     """
-    widths = sorted(check_int("coord_check", "widths", w, 1) for w in widths)
-    if len(set(widths)) < 2:
-        raise ValueError(f"coord_check: widths={widths}; at least two distinct widths are needed.")
+    if (widths is None) == (depths is None):
+        raise ValueError(
+            f"coord_check: widths={widths!r}, depths={depths!r}; exactly one of them is accepted."
+        )
+    axis = "width" if widths is not None else "depth"
+    sizes = _sizes(f"{axis}s", widths if widths is not None else depths)  # pyright: ignore[reportArgumentType]
     seeds = check_int("coord_check", "seeds", seeds, 1)
     steps = check_int("coord_check", "steps", steps, 1)
     learning_rate = check_number("coord_check", "learning_rate", learning_rate, positive=True)
@@ -218,9 +361,16 @@ def coord_check(
     if stat not in STATS:
         raise ValueError(f"coord_check: stat={stat!r}; one of {sorted(STATS)} is accepted.")
     base_width = (
-        widths[0] if base_width is None else check_int("coord_check", "base_width", base_width, 1)
+        sizes[0] if base_width is None else check_int("coord_check", "base_width", base_width, 1)
     )
+    base_depth = 1 if base_depth is None else check_int("coord_check", "base_depth", base_depth, 1)
     mup._check(parametrization, optimizer)
+    alpha = mup._check_alpha("coord_check", alpha)
+    if axis == "depth" and parametrization != "completep" and blocks is not None:
+        raise ValueError(
+            f"coord_check: blocks={blocks!r} with parametrization={parametrization!r}; blocks are "
+            "CompleteP's (parametrization='completep')."
+        )
     labels = jnp.asarray(labels)
     per_step = check_bool("coord_check", "per_step", per_step)
     if per_step and (np.shape(x)[:1] != (steps,) or labels.shape[:1] != (steps,)):
@@ -228,40 +378,33 @@ def coord_check(
             f"coord_check: per_step=True needs x and labels with a leading axis of length "
             f"steps={steps}; got shapes {np.shape(x)} and {labels.shape}."
         )
-    init_key = jax.random.key(0)
-    first = x[0] if per_step else x
-
-    def shapes(width):
-        module = make_model(width)
-        if not fa.is_linen(module):
-            raise TypeError(
-                f"coord_check: make_model({width}) returned {type(module).__name__}; a linen "
-                "module is needed (NNX models: not yet supported)."
-            )
-        return module, jax.eval_shape(module.init, init_key, first)
-
     check_finite_batch("coord_check", x)
+    family = _Family(make_model, x[0] if per_step else x)
     # the labels against the model's output, as layer_stats checks them: integers of the
     # output's shape less its class axis, each a class of the output (a label past the last
     # class would give a NaN loss, -1 would count as the last class)
-    probe, base = shapes(base_width)
-    out = jax.eval_shape(probe.apply, base, first)
+    base, out = family.shapes(sizes[0] if axis == "depth" else base_width)
     if per_step:  # one batch of labels per step
         out = jax.ShapeDtypeStruct((steps, *out.shape), out.dtype)
     check_loss_inputs("coord_check", out, labels, custom_loss=False)
-    _, delta = shapes(base_width + 1)
+    delta = family.shapes(base_width + 1)[0] if axis == "width" else None
     keys = jax.random.split(key, seeds)
-    # Trace every width here (Flax tracing is not thread-safe), then compile them all at once:
-    # XLA compiles outside the GIL, so the widths' compiles share the cores.
-    lowered, layers = [], ()
-    for width in widths:
-        module, target = shapes(width)
-        program, traced = _program(
-            module,
-            mup.roles(base, delta, target),
+    # Trace every size here (Flax tracing is not thread-safe), then compile them all at once:
+    # XLA compiles outside the GIL, so the sizes' compiles share the cores.
+    lowered, layers = [], []
+    for size in sizes:
+        target = family.shapes(size)[0]
+        if axis == "width":
+            roles = mup.roles(base, delta, target)
+        else:  # fixed width: only the depth factors differ from 1
+            roles = mup.roles(target, target, target, blocks=blocks, depth_mult=size / base_depth)
+        program, traced = family.program(
+            size,
+            roles,
             parametrization,
             optimizer,
             learning_rate,
+            alpha,
             readout_zero_init,
             stat,
             select,
@@ -269,23 +412,26 @@ def coord_check(
             per_step,
         )
         lowered.append(program.lower(keys, x, labels))
-        layers = tuple(traced)
+        layers.append(tuple(traced))
     with concurrent.futures.ThreadPoolExecutor(min(len(lowered), os.cpu_count() or 1)) as pool:
         compiled = list(pool.map(lambda lo: lo.compile(), lowered))
-    values, losses = [], []
-    for program in compiled:
+    every = _union(layers)
+    values = np.full((len(sizes), seeds, steps, len(every)), np.nan, np.float32)
+    losses = []
+    for i, program in enumerate(compiled):
         v, loss = program(keys, x, labels)
-        values.append(np.asarray(v))
+        values[i][..., [every.index(p) for p in layers[i]]] = np.asarray(v)
         losses.append(np.asarray(loss))
     return CoordCheck(
-        widths,
-        layers,
+        sizes,
+        every,
         stat,
-        np.stack(values),
+        values,
         np.stack(losses),
         parametrization,
         optimizer,
         learning_rate,
+        axis,
     )
 
 

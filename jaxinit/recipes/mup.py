@@ -60,10 +60,10 @@ import numpy as np
 import optax
 
 from .. import tree
-from .._checks import check_int, check_number
+from .._checks import check_bool, check_int, check_number
 
 ROLES = ("input", "embedding", "hidden", "output", "vector", "fixed")
-PARAMETRIZATIONS = ("sp", "mup")
+PARAMETRIZATIONS = ("sp", "mup", "completep")
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -77,6 +77,8 @@ class Role(NamedTuple):
       infinite: per axis, whether it grows with width.
       m_in, m_out: width multipliers along the fan-in (all axes but the last) and the fan-out
         (the last axis); 1 where nothing grows.
+      block: whether the parameter lies inside a residual branch (CompleteP scales those).
+      m_depth: the depth multiplier ``L / L_base`` of the model (1 at the base depth).
     """
 
     path: str
@@ -86,6 +88,8 @@ class Role(NamedTuple):
     infinite: tuple[bool, ...]
     m_in: float
     m_out: float
+    block: bool = False
+    m_depth: float = 1.0
 
     @property
     def width_mult(self) -> float:
@@ -171,6 +175,8 @@ def roles(
     target: Any | None = None,
     *,
     patterns: Mapping[str, str] | None = None,
+    blocks: str | Sequence[str] | None = None,
+    depth_mult: float = 1.0,
 ) -> Roles:
     """Each parameter's role, from which of its axes differ between ``base`` and ``delta``.
 
@@ -184,12 +190,22 @@ def roles(
       patterns: ``{glob: role}`` overriding the inferred role of the parameters a glob
         matches (the grammar of :func:`jaxinit.tree.paths`), for layouts the shapes do not
         decide (a readout whose output size also grows, an attention kernel with a head axis).
+      blocks: glob(s) of the parameters inside residual branches (``"block_*/**"``), which
+        CompleteP's depth rules scale.
+      depth_mult: the target's depth over the base depth, ``L / L_base`` (CompleteP).
 
     Kernels are taken in Flax's layout, fan-in axes first and the fan-out axis last (Dense
     ``(in, out)``, Conv ``(*spatial, in, out)``, Embed ``(vocab, features)``).
     """
     target = base if target is None else target
     assert target is not None  # base is a parameter tree
+    depth_mult = check_number("roles", "depth_mult", depth_mult, positive=True)
+    in_block: set[str] = set()
+    for glob in [blocks] if isinstance(blocks, str) else list(blocks or ()):
+        try:
+            in_block.update(tree.paths(target, glob))
+        except ValueError as err:
+            raise ValueError(f"roles: blocks glob {glob!r} matches no parameter.") from err
     b, d, t = _shapes(base), _shapes(delta), _shapes(target)
     for name, other in (("delta", d), ("target", t)):
         if set(other) != set(b):
@@ -237,9 +253,32 @@ def roles(
                 infinite,
                 _mult(shape, bs, in_axes),
                 _mult(shape, bs, out_axes),
+                path in in_block,
+                depth_mult,
             )
         )
     return Roles(out)
+
+
+def branch_multiplier(depth_mult: float, alpha: float = 1.0) -> float:
+    """CompleteP's residual-branch multiplier ``depth_mult ** -alpha``: a block computes
+    ``x + branch_multiplier(L / L_base, alpha) * f(x)``. With ``L_base = 1`` it is the paper's
+    ``L^-alpha``; at the base depth it is 1 (SP's plain residual add).
+
+    Args:
+      depth_mult: the depth over the base depth, ``L / L_base``.
+      alpha: the depth exponent: 1 (CompleteP), 0.5 (depth-μP), 0 (no scaling).
+    """
+    depth_mult = check_number("branch_multiplier", "depth_mult", depth_mult, positive=True)
+    alpha = _check_alpha("branch_multiplier", alpha)
+    return float(depth_mult**-alpha)
+
+
+def _check_alpha(fn: str, alpha: float) -> float:
+    alpha = check_number(fn, "alpha", alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"{fn}: alpha={alpha!r}; a depth exponent in [0, 1] is accepted.")
+    return alpha
 
 
 def _check(parametrization: str, optimizer: str | None = None) -> None:
@@ -265,7 +304,7 @@ def init_factors(roles: Roles, parametrization: str = "mup") -> dict[str, float]
     out = {}
     for r in roles.values():
         f = 1.0
-        if parametrization == "mup":
+        if parametrization in ("mup", "completep"):
             if r.role == "output":
                 f = 1 / math.sqrt(r.m_in)
             elif (k := _kernel_of(r.path, roles)) is not None:  # a bias: constant variance
@@ -275,14 +314,17 @@ def init_factors(roles: Roles, parametrization: str = "mup") -> dict[str, float]
 
 
 def lr_factors(
-    roles: Roles, parametrization: str = "mup", optimizer: str = "sgd"
+    roles: Roles, parametrization: str = "mup", optimizer: str = "sgd", *, alpha: float = 1.0
 ) -> dict[str, float]:
-    """The factor by which each parameter's learning rate is multiplied."""
+    """The factor by which each parameter's learning rate is multiplied; CompleteP multiplies
+    μP's by ``m_depth ** (alpha - 1)`` (Adam) or ``m_depth ** (2 alpha - 1)`` (SGD) inside the
+    residual branches."""
     _check(parametrization, optimizer)
+    alpha = _check_alpha("lr_factors", alpha)
     out = {}
     for r in roles.values():
         f = 1.0
-        if parametrization == "mup":
+        if parametrization in ("mup", "completep"):
             if r.role in ("input", "embedding"):
                 f = r.m_out if optimizer == "sgd" else 1.0
             elif r.role == "hidden":
@@ -291,6 +333,28 @@ def lr_factors(
                 f = 1 / r.m_in
             elif r.role == "vector":
                 f = r.m_out if optimizer == "sgd" else 1.0
+        if parametrization == "completep" and r.block:
+            f *= r.m_depth ** ((2 * alpha - 1) if optimizer == "sgd" else (alpha - 1))
+        out[r.path] = f
+    return out
+
+
+def eps_factors(
+    roles: Roles, parametrization: str = "mup", *, alpha: float = 1.0
+) -> dict[str, float]:
+    """The factor by which each parameter's Adam ε is multiplied. SP and μP (as
+    microsoft/mup's ``MuAdam``) leave ε alone; CompleteP scales it by ``1 / width_mult`` and,
+    inside the residual branches, by ``m_depth ** -alpha`` (Dey et al. 2025, eq. 40; nanoGPT-mup
+    ``configure_optimizers``), so ε stays below the shrinking gradients."""
+    _check(parametrization)
+    alpha = _check_alpha("eps_factors", alpha)
+    out = {}
+    for r in roles.values():
+        f = 1.0
+        if parametrization == "completep" and r.role != "fixed":
+            f = 1 / r.width_mult
+            if r.block:
+                f *= r.m_depth**-alpha
         out[r.path] = f
     return out
 
@@ -368,29 +432,68 @@ def optimizer(
     *,
     learning_rate: float,
     weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+    alpha: float = 1.0,
     **kwargs: Any,
 ) -> optax.GradientTransformation:
     """An optax optimizer (``kind``: SGD or Adam) with each parameter's learning rate multiplied
-    by its :func:`lr_factors` and, with ``weight_decay``, a coupled L2 decay (added to the
-    gradient, as ``torch.optim``'s ``weight_decay`` is) whose rate is divided by the same
-    factor, as mup does. ``params`` gives the pytree structure (an NNX model's
-    ``nnx.state(model, nnx.Param)``, or linen ``variables["params"]``); ``kwargs`` go to
-    ``optax.sgd``/``optax.adam`` (``momentum``, ``b1``, ``eps``, ...)."""
+    by its :func:`lr_factors` and, for Adam, its ε by its :func:`eps_factors`.
+
+    Args:
+      roles: the parameters' roles (:func:`roles`).
+      params: gives the pytree structure: an NNX model's ``nnx.state(model, nnx.Param)``, or
+        linen ``variables["params"]``.
+      parametrization: ``"sp"``, ``"mup"`` or ``"completep"``.
+      kind: ``"sgd"`` or ``"adam"``.
+      learning_rate: the base learning rate.
+      weight_decay: the base weight-decay rate. Coupled (the default, as ``torch.optim`` and
+        mup's ``MuSGD``/``MuAdam``): ``wd * w`` is added to the gradient, with ``wd`` divided by
+        the parameter's learning-rate factor. Decoupled (AdamW): ``wd * w`` is added to the
+        update, with ``wd`` divided by the width part of the factor only, so ``lr * wd`` keeps
+        CompleteP's depth factor (nanoGPT-mup's ``weight_decay / width_lr_scaling``).
+      decoupled_weight_decay: whether the decay is decoupled (AdamW) rather than coupled.
+      alpha: CompleteP's depth exponent.
+      **kwargs: passed to ``optax.sgd``/``optax.adam`` (``momentum``, ``b1``, ``eps``, ...).
+
+    Adam's ε is a single number in optax; a parameter's ε is multiplied by ``c`` exactly by
+    dividing its gradient by ``c`` before Adam, since ``(m/c) / (sqrt(v/c^2) + eps) =
+    m / (sqrt(v) + c eps)``.
+    """
     _check(parametrization, kind)
     learning_rate = check_number("optimizer", "learning_rate", learning_rate, positive=True)
     weight_decay = check_number("optimizer", "weight_decay", weight_decay)
-    lr = lr_factors(roles, parametrization, kind)
+    decoupled_weight_decay = check_bool(
+        "optimizer", "decoupled_weight_decay", decoupled_weight_decay
+    )
+    alpha = _check_alpha("optimizer", alpha)
+    lr = lr_factors(roles, parametrization, kind, alpha=alpha)
+    eps = eps_factors(roles, parametrization, alpha=alpha) if kind == "adam" else {}
+    rescaled_eps = {p: f for p, f in eps.items() if f != 1.0}
     chain = []
-    if weight_decay:
-        decay = _factor_tree(params, {p: weight_decay / f for p, f in lr.items()})
-
-        def add_decay(updates, state, params=None):
-            return jax.tree.map(lambda g, w, d: g + d * w, updates, params, decay), state
-
-        chain.append(optax.GradientTransformation(_empty_state, add_decay))
-    base = optax.sgd(1.0, **kwargs) if kind == "sgd" else optax.adam(1.0, **kwargs)
-    chain += [base, _scale_by_tree(_factor_tree(params, lr)), optax.scale(learning_rate)]
+    if weight_decay and not decoupled_weight_decay:
+        chain.append(_add_decay(_factor_tree(params, {p: weight_decay / f for p, f in lr.items()})))
+    if rescaled_eps:
+        chain.append(_scale_by_tree(_factor_tree(params, {p: 1 / eps.get(p, 1.0) for p in lr})))
+    chain.append(optax.sgd(1.0, **kwargs) if kind == "sgd" else optax.adam(1.0, **kwargs))
+    if weight_decay and decoupled_weight_decay:
+        # optax's transforms above end with a -1 (descent); the decay must point the same way
+        width = lr_factors(roles, parametrization, kind, alpha=1.0)
+        chain.append(
+            _add_decay(_factor_tree(params, {p: -weight_decay / f for p, f in width.items()}))
+        )
+    chain += [_scale_by_tree(_factor_tree(params, lr)), optax.scale(learning_rate)]
     return optax.chain(*chain)
+
+
+def _add_decay(decay: Any) -> optax.GradientTransformation:
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError(
+                "optimizer: weight decay needs params in update(grads, state, params)."
+            )
+        return jax.tree.map(lambda g, w, d: g + d * w, updates, params, decay), state
+
+    return optax.GradientTransformation(_empty_state, update)
 
 
 def _head_scale(query: jax.Array, base_head_dim: int | None) -> jax.Array:
@@ -479,7 +582,7 @@ def attention_fn(base_head_dim: int | None = None) -> Callable[..., jax.Array]:
         attn_weights_value_einsum: Any = None,
         is_causal: bool = False,
     ) -> jax.Array:
-        common = dict(
+        common: dict[str, Any] = dict(
             bias=bias,
             mask=mask,
             broadcast_dropout=broadcast_dropout,
@@ -518,7 +621,9 @@ __all__ = [
     "Roles",
     "attention_fn",
     "attention_scale",
+    "branch_multiplier",
     "dot_product_attention",
+    "eps_factors",
     "init_factors",
     "lr_factors",
     "optimizer",
