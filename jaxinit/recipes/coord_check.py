@@ -333,7 +333,7 @@ def coord_check(
       optimizer: ``"sgd"`` or ``"adam"``.
       learning_rate: the base learning rate, scaled per parameter by the parametrization.
       base_width: the width at which the parametrization equals SP (default: the narrowest).
-        Roles come from the shapes at ``base_width`` and ``base_width + 1``.
+        Roles come from the shapes at ``base_width`` and at another of ``widths``.
       base_depth: the depth at which CompleteP's factors are 1 (default: 1, the paper's
         ``L^-alpha``); the learning-rate and ε factors use ``depth / base_depth``.
       blocks: glob(s) of the parameters inside residual branches (depth check).
@@ -387,7 +387,10 @@ def coord_check(
     if per_step:  # one batch of labels per step
         out = jax.ShapeDtypeStruct((steps, *out.shape), out.dtype)
     check_loss_inputs("coord_check", out, labels, custom_loss=False)
-    delta = family.shapes(base_width + 1)[0] if axis == "width" else None
+    # roles from the base and another width of the check (not base + 1, which a model with
+    # several heads may not accept)
+    other = next(w for w in sizes if w != base_width)
+    delta = family.shapes(other)[0] if axis == "width" else None
     keys = jax.random.split(key, seeds)
     # Trace every size here (Flax tracing is not thread-safe), then compile them all at once:
     # XLA compiles outside the GIL, so the sizes' compiles share the cores.
