@@ -107,7 +107,7 @@ def with_mutable(model: Any, variables: Any, apply_kwargs: Mapping[str, Any]) ->
     return kwargs
 
 
-def _model_output(out: Any, apply_kwargs: Mapping[str, Any]) -> Any:
+def output_of(out: Any, apply_kwargs: Mapping[str, Any]) -> Any:
     """The model's output from what ``apply`` returned: with ``mutable=`` linen returns
     ``(output, state)``."""
     mutable = apply_kwargs.get("mutable", False)
@@ -277,7 +277,7 @@ def output_structure(
         out, stored = intercept(
             model, variables, x, on_call, select=select, slots=True, **apply_kwargs
         )
-        return _model_output(out, apply_kwargs), stored
+        return output_of(out, apply_kwargs), stored
 
     out, stored = jax.eval_shape(go, variables, x)
     if model_output is not None:
@@ -433,7 +433,7 @@ def run(
             apply_kwargs=apply_kwargs,
             caller=caller,
         )
-        return _loss_value(caller, loss_fn(_model_output(out, apply_kwargs), labels)), stored
+        return _loss_value(caller, loss_fn(output_of(out, apply_kwargs), labels)), stored
 
     (value, stored), g = jax.value_and_grad(forward, has_aux=True)(eps)
     layers = {

@@ -5,7 +5,8 @@ Under a parametrization that transfers (μP), each layer's typical coordinate si
 parametrization (SP) the hidden and output layers' sizes grow with width once training moves
 the weights. :func:`coord_check` measures this the way microsoft/mup's ``get_coord_data``
 does, as one compiled program per width: ``jax.vmap`` over seeds, ``jax.lax.scan`` over
-training steps, :func:`jaxinit.measure` at each step before the update.
+training steps, each layer's statistic taken in the forward pass of each step, before its
+update.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from .._checks import (
     check_seed,
 )
 from .._flax import adapter as fa
-from .._measure import STATS, measure
+from .._flax.select import hashable_select
+from .._measure import STATS, output_of, record_pass, resolve_stats, with_mutable
 from . import mup
 
 
@@ -178,7 +180,7 @@ class _Family:
         variables = jax.eval_shape(module.init, jax.random.key(0), self.x)
         return variables, jax.eval_shape(module.apply, variables, self.x)
 
-    def _nnx_fns(self, size, roles, parametrization, readout_zero_init, stat, select):
+    def _nnx_fns(self, size, roles, parametrization, readout_zero_init, record):
         from flax import nnx
 
         def build(key):
@@ -187,16 +189,12 @@ class _Family:
             graphdef, params, rest = nnx.split(model, nnx.Param, ...)
             return params, (graphdef, rest)
 
-        def apply(params, static, x):
-            return nnx.merge(static[0], params, static[1])(x)
+        def forward(params, static, x):
+            return record(nnx.merge(static[0], params, static[1]), None, x, {})
 
-        def measured(params, static, x):
-            model = nnx.merge(static[0], params, static[1])
-            return measure(model, x, stats=(stat,), select=select)
+        return build, forward
 
-        return build, apply, measured
-
-    def _linen_fns(self, size, roles, parametrization, readout_zero_init, stat, select):
+    def _linen_fns(self, size, roles, parametrization, readout_zero_init, record):
         module = self.linen(size)
 
         def build(key):
@@ -208,13 +206,12 @@ class _Family:
             )
             return variables["params"], {k: v for k, v in variables.items() if k != "params"}
 
-        def apply(params, rest, x):
-            return module.apply({**rest, "params": params}, x)
+        def forward(params, rest, x):
+            variables = {**rest, "params": params}
+            # BatchNorm in training mode: its statistics update, and the update is discarded
+            return record(module, variables, x, with_mutable(module, variables, {}))
 
-        def measured(params, rest, x):
-            return measure(module, {**rest, "params": params}, x, stats=(stat,), select=select)
-
-        return build, apply, measured
+        return build, forward
 
     def program(
         self,
@@ -231,16 +228,40 @@ class _Family:
         per_step,
     ):
         """One jitted function of (keys, x, labels): vmap over keys of init -> parametrize ->
-        scan over steps of (measure, loss and gradient, update); and a list that holds the
-        measured layers' paths once it has been traced."""
+        scan over steps of (loss, gradient and statistics in one pass, update); and a list
+        that holds the measured layers' paths once it has been traced."""
         layers: list[str] = []
-        build, apply, measured = (self._nnx_fns if self.nnx else self._linen_fns)(
-            size, roles, parametrization, readout_zero_init, stat, select
+        stat_fns = resolve_stats((stat,))
+        select = hashable_select(select)
+
+        def record(model, variables, x, kwargs):
+            """The model's output and the statistic of each selected layer, in one pass."""
+            out, stored = record_pass(
+                model,
+                variables,
+                x,
+                stat_fns,
+                select=select,
+                eps=None,
+                apply_kwargs=kwargs,
+                caller="coord_check",
+            )
+            if not stored:
+                raise ValueError(
+                    f"coord_check: no layer matched select={select!r}; the default selects "
+                    "every layer that owns a kernel."
+                )
+            layers[:] = list(stored)
+            return output_of(out, kwargs), jnp.stack([stored[p][stat] for p in stored])
+
+        build, forward = (self._nnx_fns if self.nnx else self._linen_fns)(
+            size, roles, parametrization, readout_zero_init, record
         )
 
         def loss_of(params, static, x, labels):
-            logits = apply(params, static, x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            logits, values = forward(params, static, x)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return loss, values
 
         def one_seed(key, x, labels):
             params, static = build(key)
@@ -249,10 +270,10 @@ class _Family:
             def step(carry, batch):
                 params, state = carry
                 x, labels = batch
-                got = measured(params, static, x)
-                layers[:] = got.paths
-                value = jnp.stack([got[p][stat] for p in got.paths])
-                loss, grads = jax.value_and_grad(loss_of)(params, static, x, labels)
+                # the statistics come from the training step's own forward pass
+                (loss, value), grads = jax.value_and_grad(loss_of, has_aux=True)(
+                    params, static, x, labels
+                )
                 updates, state = opt.update(grads, state, params)
                 return (optax.apply_updates(params, updates), state), (value, loss)
 
