@@ -85,15 +85,17 @@ def bench_jax(cfg: dict[str, Any]) -> dict[str, Any]:
         return jax.eval_shape(MLP(w).init, jax.random.key(0), x)
 
     keys = jax.random.split(jax.random.key(0), cfg["seeds"])
+    family = cc_module._Family(MLP, x)
     compiled = 0.0
     for w in cfg["widths"]:
-        roles = mup.roles(shapes(cfg["base"]), shapes(cfg["base"] + 1), shapes(w))
-        program, _ = cc_module._program(
-            MLP(w),
+        roles = mup.roles(shapes(cfg["base"]), shapes(cfg["widths"][1]), shapes(w))
+        program, _ = family.program(
+            w,
             roles,
             "mup",
             cfg["optimizer"],
             cfg["lr"],
+            1.0,
             True,
             "abs_mean",
             None,
