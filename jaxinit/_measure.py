@@ -363,9 +363,11 @@ def measure(
     stat_fns = resolve_stats(stats)
     compile_select(select, name="measure: select")
     select = hashable_select(select)
-    structure = output_structure(
-        model, variables, x, select=select, apply_kwargs=apply_kwargs, model_output=model_output
-    )
+    fa.check_call_kwargs("measure", model, apply_kwargs)
+    with fa.variables_fit("measure"):
+        structure = output_structure(
+            model, variables, x, select=select, apply_kwargs=apply_kwargs, model_output=model_output
+        )
     if any(n.startswith("grad_") for n in stat_fns) or labels is not None:
         labels = check_loss_inputs("measure", model_output[0], labels, custom_loss=loss is not None)
     if not structure:

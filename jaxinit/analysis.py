@@ -170,6 +170,21 @@ class LayerStats(NamedTuple):
         return f"{self.seeds} seeds\n" + "\n".join(line.rstrip() for line in lines)
 
 
+def check_compiler_options(fn: str, options: Mapping[str, Any] | None) -> None:
+    """Options XLA does not know, as a ValueError naming them, before any tracing: XLA checks
+    them only when it compiles (a trivial program here, milliseconds)."""
+    if not options:
+        return
+    try:
+        jax.jit(lambda: jnp.zeros(()), compiler_options=dict(options)).lower().compile()
+    except Exception as err:  # XLA's runtime error type differs across jax versions
+        raise ValueError(
+            f"{fn}: compiler_options={short(options)} is refused by XLA "
+            f"({str(err).splitlines()[0]}); pass options of XLA's compiler for this backend, "
+            "or None."
+        ) from err
+
+
 def _kind(model: Any) -> str:
     if fa.is_linen(model):
         return "linen"
@@ -676,6 +691,9 @@ def layer_stats(
                 f"layer_stats: {arg}={short(value)} must be a mapping of keyword arguments "
                 "(a dict) or None."
             )
+    if kind == "linen":
+        fa.check_call_kwargs("layer_stats", model, apply_kwargs or {})
+    check_compiler_options("layer_stats", compiler_options)
     if not isinstance(x, np.ndarray | jax.Array):
         raise TypeError(
             f"layer_stats: x must be one array, a batch with a leading axis; got a "
@@ -825,6 +843,9 @@ def layer_outputs(
       {'layers_0': (4, 8), 'layers_2': (4, 2)}
     """
     kind = _kind(model)
+    if kind == "linen":
+        fa.check_call_kwargs("layer_outputs", model, apply_kwargs or {})
+    check_compiler_options("layer_outputs", compiler_options)
     spec = _Spec(
         model,
         kind,

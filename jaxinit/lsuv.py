@@ -814,11 +814,18 @@ def lsuv(
     )
     variables, x = fa.model_args("lsuv", model, args)
     check_finite_batch("lsuv", x)
+    fa.check_call_kwargs("lsuv", model, kwargs)
     split, state = fa.split_model(model, variables)
     try:
-        result, report = _PASSES[donate](state, x, key, rngs, *dyn, static=split, **static)
+        with fa.variables_fit("lsuv"):
+            result, report = _PASSES[donate](state, x, key, rngs, *dyn, static=split, **static)
     except fa.InvalidRngError as err:
         need = str(err).split(" (")[0]
+        if 'PRNG for "params"' in str(err):  # Flax would create a parameter variables lack
+            raise ValueError(
+                f"lsuv: variables do not fit the module: {need.rstrip('.')} (a parameter is "
+                "missing). Pass the variables that module.init returned for this very module."
+            ) from err
         if rngs is None:
             raise ValueError(
                 f"lsuv: the model asks for a PRNG key ({need}); pass rngs={{'<name>': key}}, "

@@ -440,3 +440,39 @@ def test_dropout_rngs_in_apply_kwargs_reach_init_and_apply():
     # dropout zeroes about half of the first layer's outputs: the second layer sees them
     off = LS(Drop(), X, seeds=2)
     assert not np.allclose(st.std[:, 1], off.std[:, 1])
+
+
+def test_keywords_the_model_does_not_take_variables_that_do_not_fit_and_unknown_xla_options():
+    """Each named before any tracing, instead of the model's TypeError, Flax's scope error or
+    XLA's runtime error from deep inside the program."""
+    from jaxinit.models import MLP
+
+    model, x = MLP(depth=3, width=8), jnp.ones((4, 8))
+    variables = model.init(jax.random.key(0), x)
+    takes = r"not a parameter of MLP.__call__, which takes \['x', 'train'\]"
+    with pytest.raises(ValueError, match=r"measure: keyword argument foo=1 is " + takes):
+        jaxinit.measure(model, variables, x, foo=1)
+    with pytest.raises(ValueError, match=r"lsuv: keyword argument foo=1 is " + takes):
+        jaxinit.lsuv(model, variables, x, foo=1)
+    with pytest.raises(ValueError, match=r"layer_stats: keyword argument foo=1 is " + takes):
+        jaxinit.layer_stats(model, x, seeds=2, apply_kwargs={"foo": 1})
+    # accepted: the model's own keywords and linen's apply keywords
+    jaxinit.measure(model, variables, x, train=False, mutable=False)
+
+    class Net(nnx.Module):
+        def __init__(self):
+            self.dense = nnx.Linear(8, 2, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return self.dense(x)
+
+    with pytest.raises(ValueError, match=r"keyword argument train=True is not a parameter of"):
+        jaxinit.measure(Net(), x, train=True)
+
+    shallow = MLP(depth=2, width=8).init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match=r"measure: variables do not fit the module: Could not"):
+        jaxinit.measure(model, shallow, x)
+    with pytest.raises(ValueError, match=r"lsuv: variables do not fit the module: Dense_2 needs"):
+        jaxinit.lsuv(model, shallow, x)
+    with pytest.raises(ValueError, match=r"compiler_options=\{'no_such_option': 1\} is refused"):
+        jaxinit.layer_stats(model, x, seeds=2, compiler_options={"no_such_option": 1})

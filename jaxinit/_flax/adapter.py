@@ -27,8 +27,10 @@ An NNX parameter shared by several modules (tied weights) is one leaf, under the
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import flax.errors
@@ -102,6 +104,93 @@ def model_args(fn: str, model: Any, args: tuple[Any, ...]) -> tuple[Any, Any]:
         f"{fn}: model of type {type(model).__name__} is not a Flax module; pass a "
         f"flax.linen.Module ({fn}(module, variables, x)) or a flax.nnx.Module ({fn}(model, x))."
     )
+
+
+def nnx_rngs(key: Any) -> nnx.Rngs:
+    """``nnx.Rngs`` of one key (or int seed), for a model built inside a traced program."""
+    return nnx.Rngs(key)
+
+
+def nnx_eval_shape(fn: Any) -> Any:
+    """``nnx.eval_shape(fn)``: abstract NNX models (and outputs) without computing anything."""
+    return nnx.eval_shape(fn)
+
+
+def nnx_split_params(model: Any) -> tuple[Any, Any, Any]:
+    """``(graphdef, params, rest)`` of an NNX model (``nnx.split(model, nnx.Param, ...)``)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, params, rest
+
+
+def nnx_merge(graphdef: Any, params: Any, rest: Any) -> Any:
+    """The NNX model of :func:`nnx_split_params`' parts."""
+    return nnx.merge(graphdef, params, rest)
+
+
+def dot_product_attention(query: Any, key: Any, value: Any, *, linen: bool, **kwargs: Any) -> Any:
+    """Flax's ``dot_product_attention``: linen's (``linen=True``) or NNX's, which round
+    differently; each module calls its own."""
+    fn = nn.dot_product_attention if linen else nnx.dot_product_attention
+    return fn(query, key, value, **kwargs)
+
+
+# keywords linen's Module.apply takes itself, next to the model's own
+_LINEN_APPLY = ("mutable", "rngs", "method", "capture_intermediates")
+
+
+def check_call_kwargs(fn: str, model: Any, kwargs: Mapping[str, Any]) -> None:
+    """A keyword argument the model's ``__call__`` does not take, as a ValueError naming it
+    and the parameters it does take (the model itself would raise a TypeError from deep inside
+    the trace). Nothing is checked for a ``__call__`` taking ``**kwargs``."""
+    if not kwargs:
+        return
+    try:
+        params = inspect.signature(type(model).__call__).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to read
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    takes = [n for n, p in list(params.items())[1:] if p.kind in named]  # less self
+    own = _LINEN_APPLY if is_linen(model) else ()
+    for key in kwargs:
+        if key not in takes and key not in own:
+            extra = f", or linen's apply keywords {list(own)}" if own else ""
+            raise ValueError(
+                f"{fn}: keyword argument {key}={_short(kwargs[key])} is not a parameter of "
+                f"{type(model).__name__}.__call__, which takes {takes}{extra}."
+            )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_SCOPE_ERRORS = tuple(
+    getattr(flax.errors, name)
+    for name in (
+        "ScopeParamNotFoundError",
+        "ScopeCollectionNotFound",
+        "ScopeParamShapeError",
+        "ScopeVariableNotFoundError",
+    )
+    if hasattr(flax.errors, name)
+)
+
+
+@contextlib.contextmanager
+def variables_fit(fn: str) -> Iterator[None]:
+    """Flax's errors for variables that do not fit the module (a missing parameter or
+    collection, a wrong shape), re-raised as a ValueError naming ``fn``'s ``variables``."""
+    try:
+        yield
+    except _SCOPE_ERRORS as err:
+        message = str(err).split(" (https://")[0].rstrip(".")
+        raise ValueError(
+            f"{fn}: variables do not fit the module: {message}. Pass the variables that "
+            "module.init returned for this very module."
+        ) from err
 
 
 def natural_key(path: str) -> tuple[tuple[Any, ...], ...]:
