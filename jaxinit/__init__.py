@@ -59,6 +59,7 @@ if TYPE_CHECKING:  # what static tools see; at run time these load lazily (``__g
     from .lsuv import LSUVReport as LSUVReport
     from .lsuv import lsuv as lsuv
     from .recipes import mup as mup
+    from .recipes import umup as umup
     from .recipes.coord_check import CoordCheck as CoordCheck
     from .recipes.coord_check import coord_check as coord_check
 
@@ -77,6 +78,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "CoordCheck": (".recipes.coord_check", "CoordCheck"),
     "coord_check": (".recipes.coord_check", "coord_check"),
     "mup": (".recipes.mup", None),
+    "umup": (".recipes.umup", None),
     "Measurement": ("._measure", "Measurement"),
     "measure": ("._measure", "measure"),
 }
@@ -124,6 +126,7 @@ __all__ = [
     "torch_default",
     "tree",
     "truncated_normal",
+    "umup",
     "uniform",
     "variance_scaling",
     "xavier_normal",

@@ -158,9 +158,7 @@ class _Family:
         return module
 
     def nnx_model(self, size, key):
-        from flax import nnx
-
-        model = self.make_model(size, rngs=nnx.Rngs(key))
+        model = self.make_model(size, rngs=fa.nnx_rngs(key))
         if not fa.is_nnx(model):
             raise TypeError(
                 f"coord_check: make_model({size}, rngs) returned {type(model).__name__}; an "
@@ -171,26 +169,22 @@ class _Family:
     def shapes(self, size):
         """The abstract parameters and output of the model of ``size``."""
         if self.nnx:
-            from flax import nnx
-
-            model = nnx.eval_shape(lambda: self.nnx_model(size, 0))
-            out = nnx.eval_shape(lambda: self.nnx_model(size, 0)(self.x))
+            model = fa.nnx_eval_shape(lambda: self.nnx_model(size, 0))
+            out = fa.nnx_eval_shape(lambda: self.nnx_model(size, 0)(self.x))
             return model, out
         module = self.linen(size)
         variables = jax.eval_shape(module.init, jax.random.key(0), self.x)
         return variables, jax.eval_shape(module.apply, variables, self.x)
 
     def _nnx_fns(self, size, roles, parametrization, readout_zero_init, record):
-        from flax import nnx
-
         def build(key):
             model = self.nnx_model(size, key)
             mup.parametrize(model, roles, parametrization, readout_zero_init=readout_zero_init)
-            graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+            graphdef, params, rest = fa.nnx_split_params(model)
             return params, (graphdef, rest)
 
         def forward(params, static, x):
-            return record(nnx.merge(static[0], params, static[1]), None, x, {})
+            return record(fa.nnx_merge(static[0], params, static[1]), None, x, {})
 
         return build, forward
 

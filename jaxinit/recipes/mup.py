@@ -61,6 +61,7 @@ import optax
 
 from .. import tree
 from .._checks import check_bool, check_int, check_number
+from .._flax import adapter as fa
 
 ROLES = ("input", "embedding", "hidden", "output", "vector", "fixed")
 PARAMETRIZATIONS = ("sp", "mup", "completep")
@@ -292,10 +293,10 @@ def _check(parametrization: str, optimizer: str | None = None) -> None:
 
 def _kernel_of(path: str, roles: Roles) -> Role | None:
     """The role of the kernel beside the bias at ``path`` (None if there is none)."""
-    head = path.rsplit("/", 1)
-    if len(head) != 2 or head[1] != "bias":
+    head, _, last = path.rpartition("/")
+    if last != "bias":
         return None
-    return roles.get(f"{head[0]}/kernel")
+    return roles.get(f"{head}/kernel" if head else "kernel")  # a bare Dense: "bias", "kernel"
 
 
 def init_factors(roles: Roles, parametrization: str = "mup") -> dict[str, float]:
@@ -526,7 +527,7 @@ def dot_product_attention(
     query: jax.Array,
     key: jax.Array,
     value: jax.Array,
-    *args: Any,
+    *,
     base_head_dim: int | None = None,
     **kwargs: Any,
 ) -> jax.Array:
@@ -535,10 +536,9 @@ def dot_product_attention(
     Flax's own ``1/sqrt(d)``. Every other argument (mask, bias, dropout, dtype, ``module``)
     goes to ``flax.nnx.dot_product_attention`` unchanged. Arrays are ``[..., length, heads,
     head_dim]`` as in Flax."""
-    from flax import nnx
-
     base = _check_head_dim("dot_product_attention", base_head_dim)
-    return nnx.dot_product_attention(query * _head_scale(query, base), key, value, *args, **kwargs)
+    query = query * _head_scale(query, base)
+    return fa.dot_product_attention(query, key, value, linen=False, **kwargs)
 
 
 def attention_fn(base_head_dim: int | None = None) -> Callable[..., jax.Array]:
@@ -595,20 +595,19 @@ def attention_fn(base_head_dim: int | None = None) -> Callable[..., jax.Array]:
         )
         query = query * _head_scale(query, base)
         if force_fp32_for_softmax is not None:  # called by a linen module
-            import flax.linen as nn
-
-            return nn.dot_product_attention(
+            return fa.dot_product_attention(
                 query,
                 key,
                 value,
+                linen=True,
                 **common,
                 force_fp32_for_softmax=force_fp32_for_softmax,
                 qk_attn_weights_einsum=qk_attn_weights_einsum,
                 attn_weights_value_einsum=attn_weights_value_einsum,
             )
-        from flax import nnx
-
-        return nnx.dot_product_attention(query, key, value, **common, is_causal=is_causal)
+        return fa.dot_product_attention(
+            query, key, value, linen=False, **common, is_causal=is_causal
+        )
 
     return fn
 
