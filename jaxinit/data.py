@@ -17,6 +17,7 @@ from .app.data import load as load
 from .app.data import mnist as mnist
 from .app.data import read_idx as read_idx
 from .app.data import search_dirs as search_dirs
+from .app.data import stdlib_text as stdlib_text
 
 __all__ = [
     "DATASETS",
@@ -33,4 +34,5 @@ __all__ = [
     "mnist",
     "read_idx",
     "search_dirs",
+    "stdlib_text",
 ]

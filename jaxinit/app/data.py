@@ -39,6 +39,7 @@ __all__ = [
     "mnist",
     "read_idx",
     "search_dirs",
+    "stdlib_text",
 ]
 
 SYSTEM_DIR = Path("/usr/share/datasets")
@@ -287,6 +288,59 @@ def digits() -> Dataset:
     bunch: Any = load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[..., None]
     return Dataset(x, bunch.target.astype(np.int32), "digits")
+
+
+def stdlib_text(
+    max_bytes: int | None = None, *, root: str | os.PathLike | None = None
+) -> np.ndarray:
+    """Bytes of the Python standard library's source, for byte-level language models: the
+    top-level ``*.py`` files of ``sysconfig.get_paths()["stdlib"]`` (subfolders such as
+    ``test/`` and ``site-packages/`` are not read), in sorted name order, concatenated.
+
+    No download and no file of jaxinit's: the text is that of the running Python, so it (and
+    a model trained on it) changes with the Python version. Files are read until
+    ``max_bytes`` are held; a prefix of the text is the text of a smaller ``max_bytes``.
+
+    Args:
+      max_bytes: Keep the first ``max_bytes`` bytes (all of them when None).
+      root: A folder to read instead of the standard library's.
+
+    Returns:
+      A 1-D ``uint8`` array of at most ``max_bytes`` bytes.
+
+    Raises:
+      ValueError: If ``max_bytes`` is not an int >= 1.
+      FileNotFoundError: If the folder holds no ``*.py`` file.
+
+    Example:
+      >>> from jaxinit import data
+      >>> text = data.stdlib_text(max_bytes=1000)
+      >>> text.shape, text.dtype
+      ((1000,), dtype('uint8'))
+    """
+    if max_bytes is not None and (
+        isinstance(max_bytes, bool) or not isinstance(max_bytes, int | np.integer) or max_bytes < 1
+    ):
+        raise ValueError(
+            f"stdlib_text: max_bytes={max_bytes!r} must be an int >= 1, or None for all files."
+        )
+    if root is None:
+        import sysconfig
+
+        root = sysconfig.get_paths()["stdlib"]
+    files = sorted(f for f in Path(root).glob("*.py") if f.is_file())
+    if not files:
+        raise FileNotFoundError(
+            f"stdlib_text: no *.py file in {root}; pass root= a folder of them."
+        )
+    parts, held = [], 0
+    for f in files:
+        if max_bytes is not None and held >= max_bytes:
+            break
+        parts.append(f.read_bytes())
+        held += len(parts[-1])
+    text = b"".join(parts)
+    return np.frombuffer(text if max_bytes is None else text[:max_bytes], np.uint8).copy()
 
 
 DATASETS = ("digits", "fashion-mnist", "mnist")
