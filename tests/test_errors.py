@@ -80,6 +80,7 @@ class _Seq(nn.Module):
         return nn.Dense(7)(nn.relu(nn.Dense(16)(x)))
 
 
+@pytest.mark.slow  # 15 s on 2 cores; the label-shape rule is also checked by coord_check's tests
 def test_sequence_labels_take_the_output_shape_less_its_last_axis():
     x = jax.random.normal(jax.random.key(2), (4, 6, 8))
     labels = jax.random.randint(jax.random.key(3), (4, 6), 0, 7)

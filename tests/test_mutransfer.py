@@ -140,8 +140,7 @@ def test_roles_of_the_two_models(mt):
     ]
 
 
-@pytest.mark.parametrize("kind", ["sgd", "adam"])
-@pytest.mark.parametrize("parametrization", ["sp", "mup"])
+@pytest.mark.parametrize(("parametrization", "kind"), [("sp", "sgd"), ("mup", "adam")])
 def test_swept_learning_rate_is_the_last_factor(mt, kind, parametrization):
     # The sweep builds jaxinit.mup.optimizer with learning_rate=1.0 and multiplies its updates
     # by the (traced) rate; that must be the optimizer built with the rate itself, to float32

@@ -243,6 +243,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow  # 16 s on 2 cores
 def test_many_orthogonal_layers_under_jit_vmap_run_and_equal_the_loop():
     """jit(vmap) over keys of 6 orthogonal draws in one program: on XLA CPU, batched LAPACK QR
     calls could hang the thread pool; the draws are QR'd one key at a time instead. Run in a
