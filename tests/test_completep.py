@@ -94,12 +94,14 @@ def test_depth_factors_are_the_closed_forms(alpha):
     assert mup.branch_multiplier(8, alpha) == pytest.approx(8**-alpha, rel=1e-15)
 
 
-def _leafwise_adam(params, grads_seq, lrs, epss, wd=None):
-    """optax's adam (or adamw), one parameter at a time with its own lr and eps."""
+def _leafwise(flat, grads_seq, lrs, epss, decays=None):
+    """optax's adam (adamw with ``decays``), one parameter at a time with its own rates."""
     out = {}
-    for name, p in params.items():
-        lr, eps = lrs[name], epss[name]
-        opt = optax.adamw(lr, eps=eps, weight_decay=wd) if wd else optax.adam(lr, eps=eps)
+    for name, p in flat.items():
+        if decays is None:
+            opt = optax.adam(lrs[name], eps=epss[name])
+        else:
+            opt = optax.adamw(lrs[name], eps=epss[name], weight_decay=decays[name])
         state = opt.init(p)
         for g in grads_seq:
             u, state = opt.update(g[name], state, p)
@@ -137,33 +139,18 @@ def test_adam_eps_and_decoupled_decay_match_optax_per_parameter(decoupled):
     lrf = mup.lr_factors(r, "completep", "adam")
     width = mup.lr_factors(r, "completep", "adam", alpha=1.0)  # alpha=1: no depth lr factor
     epsf = mup.eps_factors(r, "completep")
-    want = _leafwise_adam(
+    want = _leafwise(
         flat,
         grads_seq,
         {n: lr * lrf[n] for n in flat},
         {n: eps * epsf[n] for n in flat},
-        # adamw decays by lr_p * wd_p * w, with wd_p = wd / (width part of lr factor)
-        wd=None,
+        # adamw decays by lr_p * wd_p * w, with wd_p = wd / (width part of the lr factor)
+        {n: wd / width[n] for n in flat} if decoupled else None,
     )
-    if decoupled:
-        want = _leafwise_adamw(flat, grads_seq, lr, lrf, epsf, eps, wd, width)
     got = dict(_flat(p))
     for path, v in got.items():
         name = "/".join(str(k.key) for k in path)
         np.testing.assert_allclose(v, want[name], rtol=2e-5, atol=1e-7, err_msg=name)
-
-
-def _leafwise_adamw(flat, grads_seq, lr, lrf, epsf, eps, wd, width):
-    out = {}
-    for name, p in flat.items():
-        lr_p = lr * lrf[name]
-        opt = optax.adamw(lr_p, eps=eps * epsf[name], weight_decay=wd / width[name])
-        state = opt.init(p)
-        for g in grads_seq:
-            u, state = opt.update(g[name], state, p)
-            p = optax.apply_updates(p, u)
-        out[name] = p
-    return out
 
 
 def _shapes_params(r):
