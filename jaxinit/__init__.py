@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # what static tools see; at run time these load lazily (``__g
     from . import models as models
     from . import probe as probe
     from . import tree as tree
+    from ._flax.layers import for_layer as for_layer
     from ._measure import Measurement as Measurement
     from ._measure import measure as measure
     from .analysis import Band as Band
@@ -79,6 +80,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "coord_check": (".recipes.coord_check", "coord_check"),
     "mup": (".recipes.mup", None),
     "umup": (".recipes.umup", None),
+    "for_layer": ("._flax.layers", "for_layer"),
     "Measurement": ("._measure", "Measurement"),
     "measure": ("._measure", "measure"),
 }
@@ -98,6 +100,7 @@ __all__ = [
     "critical_sigma_w",
     "data",
     "delta_orthogonal",
+    "for_layer",
     "gain",
     "glorot_normal",
     "glorot_uniform",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,7 +38,13 @@ def normalize_axes(arg: str, axes: Axes, ndim: int, fn: str = "compute_fans") ->
 
 
 def compute_fans(
-    shape: Sequence[int], in_axis: Axes = -2, out_axis: Axes = -1, batch_axis: Axes = ()
+    shape: Sequence[int],
+    in_axis: Axes = -2,
+    out_axis: Axes = -1,
+    batch_axis: Axes = (),
+    *,
+    einsum: str | None = None,
+    operand: int = 1,
 ) -> tuple[int, int]:
     """``(fan_in, fan_out)`` of a weight of ``shape``.
 
@@ -56,21 +63,30 @@ def compute_fans(
     PyTorch / equinox Linear ``(out, in)``      ``in_axis=-1, out_axis=-2``
     PyTorch / equinox Conv ``(out, in, *sp)``   ``in_axis=1, out_axis=0``
     DenseGeneral ``(in1, in2, out1, out2)``     ``in_axis=(0, 1), out_axis=(2, 3)``
-    Einsum ``"hdk"`` per-head ``(heads, d, k)`` ``in_axis=1, out_axis=2, batch_axis=0``
+    Einsum ``"hdk"`` per-head ``(heads, d, k)`` ``einsum="bhd,hdk->bhk"`` (or
+                                                ``in_axis=1, out_axis=2, batch_axis=0``)
     =========================================  ==========================================
+
+    With ``einsum=``, the axes come from the equation (:func:`einsum_axes`): a label of the
+    weight shared with the other operand only is an input axis, with the output only an output
+    axis, with both a batch axis.
 
     Args:
       shape: The weight's shape.
       in_axis: Axis or axes holding input features.
       out_axis: Axis or axes holding output features.
       batch_axis: Axis or axes of independent copies, counted in neither fan.
+      einsum: An equation ``"x,w->y"`` of two operands (``jnp.einsum`` / Flax ``Einsum``
+        syntax) in which the weight is operand ``operand``; replaces the three axis arguments.
+      operand: The weight's position in ``einsum``: 0 or 1 (Flax ``Einsum``: 1).
 
     Returns:
       ``(fan_in, fan_out)`` as Python ints.
 
     Raises:
-      ValueError: for a shape of rank < 2 with the default axes, axes out of range, or an axis
-        given two roles.
+      ValueError: for a shape of rank < 2 with the default axes, axes out of range, an axis
+        given two roles, or an equation that is not of two operands or does not match the
+        shape's rank.
 
     Example:
       >>> import jaxinit
@@ -80,8 +96,72 @@ def compute_fans(
       (64, 128)
       >>> jaxinit.compute_fans((8, 64, 16), in_axis=1, out_axis=2, batch_axis=0)
       (64, 16)
+      >>> jaxinit.compute_fans((8, 64, 16), einsum="bhd,hdk->bhk")
+      (64, 16)
     """
+    if einsum is not None:
+        given = {"in_axis": in_axis, "out_axis": out_axis, "batch_axis": batch_axis}
+        if (in_axis, out_axis, batch_axis) != (-2, -1, ()):
+            raise ValueError(
+                f"compute_fans: einsum={einsum!r} sets the axes; got also {given}. Pass either "
+                "einsum= or in_axis=/out_axis=/batch_axis=."
+            )
+        in_axis, out_axis, batch_axis = einsum_axes(einsum, operand, ndim=len(tuple(shape)))
     return fans_of(shape, in_axis, out_axis, batch_axis)
+
+
+_EINSUM = re.compile(r"^\s*([^,\->\s]*)\s*,\s*([^,\->\s]*)\s*->\s*([^,\->\s]*)\s*$")
+
+
+def einsum_axes(
+    equation: str,
+    operand: int = 1,
+    *,
+    ndim: int | None = None,
+    fn: str = "compute_fans",
+    arg: str = "einsum",
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """``(in_axes, out_axes, batch_axes)`` of operand ``operand`` of a two-operand einsum.
+
+    A label of the weight that the other operand also has and the output does not is summed
+    against the input: an input axis. One the output has and the other operand does not is an
+    output axis. One in all three is a batch axis (independent copies, e.g. heads). A label in
+    the weight only is summed out alone; it is left as receptive field. ``...`` may stand for
+    broadcast axes of the input and output, not of the weight.
+
+    Example:
+      >>> from jaxinit._fans import einsum_axes
+      >>> einsum_axes("bhd,hdk->bhk")
+      ((1,), (2,), (0,))
+      >>> einsum_axes("btd,dnh->btnh")
+      ((0,), (1, 2), ())
+    """
+    if not isinstance(equation, str):
+        raise TypeError(f"{fn}: {arg}={equation!r} must be a str such as 'bhd,hdk->bhk'.")
+    if operand not in (0, 1) or isinstance(operand, bool):
+        raise ValueError(f"{fn}: operand={operand!r} must be 0 or 1 (the weight's position).")
+    m = _EINSUM.match(equation.replace("...", ""))
+    if m is None:
+        raise ValueError(
+            f"{fn}: {arg}={equation!r} is not an equation of two operands 'x,w->y' (e.g. "
+            "'bhd,hdk->bhk')."
+        )
+    groups = m.groups()
+    w, x, y = groups[operand], groups[1 - operand], groups[2]
+    if "..." in equation.split("->")[0].split(",")[operand]:
+        raise ValueError(
+            f"{fn}: {arg}={equation!r} gives the weight (operand {operand}) broadcast axes "
+            "'...'; name each of its axes with a label."
+        )
+    if ndim is not None and len(w) != ndim:
+        raise ValueError(
+            f"{fn}: operand {operand} of einsum={equation!r} has {len(w)} labels, but the "
+            f"shape has rank {ndim}."
+        )
+    ins = tuple(i for i, c in enumerate(w) if c in x and c not in y)
+    outs = tuple(i for i, c in enumerate(w) if c in y and c not in x)
+    batch = tuple(i for i, c in enumerate(w) if c in x and c in y)
+    return ins, outs, batch
 
 
 def fans_of(

@@ -32,7 +32,6 @@ and attention are not affine in this sense.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
@@ -40,7 +39,7 @@ import flax.linen as nn
 import numpy as np
 from flax import nnx
 
-from jaxinit._fans import compute_fans
+from jaxinit._fans import compute_fans, einsum_axes
 
 __all__ = [
     "KINDS",
@@ -189,26 +188,18 @@ def kind_of(module: Any) -> LayerKind | None:
     return None
 
 
-_EINSUM = re.compile(r"^\s*([^,\->\s]*)\s*,\s*([^,\->\s]*)\s*->\s*([^,\->\s]*)\s*$")
-
-
 def einsum_weight(einsum_str: str) -> Weight:
-    """The axes of an Einsum kernel (the second operand) from the equation: labels shared
-    with the input only are input axes, with the output only output axes, with both batch
-    axes; labels in neither are summed out (treated as receptive field).
+    """The axes of an Einsum kernel (the second operand) from the equation
+    (:func:`jaxinit._fans.einsum_axes`): labels shared with the input only are input axes,
+    with the output only output axes, with both batch axes; labels in neither are summed out
+    (treated as receptive field).
 
     Example:
       >>> from jaxinit._flax.kinds import einsum_weight
       >>> einsum_weight("bhd,hdk->bhk")  # per-head projections
       Weight(in_axis=(1,), out_axis=(2,), batch_axis=(0,), rest='receptive')
     """
-    m = _EINSUM.match(einsum_str.replace("...", ""))
-    if m is None:
-        raise ValueError(f"einsum_str={einsum_str!r} is not of the form 'inputs,kernel->output'.")
-    x, w, y = m.groups()
-    ins = tuple(i for i, c in enumerate(w) if c in x and c not in y)
-    outs = tuple(i for i, c in enumerate(w) if c in y and c not in x)
-    batch = tuple(i for i, c in enumerate(w) if c in x and c in y)
+    ins, outs, batch = einsum_axes(einsum_str, 1, fn="Einsum", arg="einsum_str")
     return Weight(in_axis=ins, out_axis=outs, batch_axis=batch)
 
 
