@@ -2,14 +2,17 @@
 
 A network at initialization is described by the maps of its layers, composed in forward
 order: :func:`dense` (``q -> sigma_w^2 q + sigma_b^2``), :func:`activation`
-(``q -> E[phi(sqrt(q) z)^2]``), :func:`residual` (a skip connection around a branch) and
-:func:`compose`. Each map sends a :class:`State` (the second moment ``q`` of the signal's
-elements, their mean, the gradient factor ``chi`` accumulated so far, and room for the
-correlation ``c`` of two inputs) to the state after the layer, so a whole network is one map
-and :func:`trace` lists the state after each layer. :func:`predict` and
+(``q -> E[phi(sqrt(q) z)^2]``), :func:`residual` (a skip connection around a branch),
+:func:`layer_norm`, :func:`rms_norm`, :func:`batch_norm`, :func:`avg_pool`,
+:func:`attention` and :func:`transformer_block`, and :func:`compose`. Each map sends a
+:class:`State` (the second moment ``q`` of the signal's elements, their mean, the gradient
+factor ``chi`` accumulated so far and, for two inputs, the second input's moments and the
+correlation ``c`` of the two signals) to the state after the layer, so a whole network is one
+map and :func:`trace` lists the state after each layer. :func:`predict` and
 :func:`critical_sigma_w` are built on these maps; :func:`sigma_w` reads a weight scale from an
 initializer's variance law. These are the recursions of Poole et al. 2016 and Schoenholz et
-al. 2017, evaluated with the kink-exact Gaussian quadrature of :mod:`jaxinit._quadrature`.
+al. 2017 (the q- and C-maps), evaluated with the kink-exact Gaussian quadrature of
+:mod:`jaxinit._quadrature` (nested for the two-input expectation ``E[phi(u) phi(v)]``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import jax
 import numpy as np
 
 from ._checks import check_number
-from ._quadrature import evaluate64, gaussian_expectation
+from ._quadrature import bivariate_expectation, evaluate64, gaussian_expectation
 from ._types import Activation
 from .gains import (
     ACTIVATIONS,
@@ -38,7 +41,11 @@ from .gains import (
 
 __all__ = [
     "ActivationMap",
+    "AttentionMap",
+    "AvgPoolMap",
+    "BatchNormMap",
     "DenseMap",
+    "LayerNormMap",
     "Map",
     "Network",
     "Prediction",
@@ -46,13 +53,19 @@ __all__ = [
     "State",
     "Step",
     "activation",
+    "attention",
+    "avg_pool",
+    "batch_norm",
     "compose",
     "critical_sigma_w",
     "dense",
+    "layer_norm",
     "predict",
     "residual",
+    "rms_norm",
     "sigma_w",
     "trace",
+    "transformer_block",
 ]
 
 # Bound on sigma_w and sigma_b: their squares (the maps' factors) stay finite in float64.
@@ -60,27 +73,46 @@ _MOST_SIGMA = 1e150
 
 
 class State(NamedTuple):
-    """The mean-field state of a signal between two layers.
+    """The mean-field state of a signal between two layers, for one input or for two.
+
+    With ``c=None`` the state describes one input's signal. With a number ``c`` it describes
+    the signals ``x1``, ``x2`` of two inputs (or two tokens of one sequence, for
+    :func:`attention`): ``q``, ``mean`` are the first's, ``q2``, ``mean2`` the second's
+    (``None``: equal to the first's), and every map carries both and their correlation.
 
     Attributes:
-      q: Second moment ``E[x^2]`` of each element of the signal (over inputs and
+      q: Second moment ``E[x1^2]`` of each element of the signal (over inputs and
         initializations; equal to the variance when ``mean`` is 0).
-      c: Correlation of the signals of two different inputs. Reserved for the correlation
-        map: every map here carries one input and needs ``c=None``.
+      c: ``None`` for one input; for two, the correlation (cosine) of their signals,
+        ``c = E[x1 x2] / sqrt(E[x1^2] E[x2^2])``, in [-1, 1] (with non-zero means, of the
+        second moments, as ``q`` is). ``E[x1 x2]`` is the NNGP kernel of the two inputs.
       chi: Gradient factor accumulated over the maps applied so far: the second moment of the
-        loss gradient w.r.t. the map chain's input over that w.r.t. its output (equal widths).
-      mean: ``E[x]`` of each element (0 after a :func:`dense` map: its weights have mean 0).
+        loss gradient w.r.t. the map chain's input over that w.r.t. its output (equal widths),
+        for the first input.
+      mean: ``E[x1]`` of each element (0 after a :func:`dense` map: its weights have mean 0).
+      q2: ``E[x2^2]``, for two inputs; ``None``: equal to ``q``.
+      mean2: ``E[x2]``, for two inputs; ``None``: equal to ``mean``.
+
+    For maps that act on each input separately (all but :func:`attention`) the slope of the
+    C-map at ``c = 1`` with equal inputs, ``chi_1 = C'(1)``, is ``chi q_in / q_out`` (Price's
+    theorem: ``d E[x1 x2]_out / d E[x1 x2]_in`` at ``x1 = x2`` is the gradient factor);
+    :func:`predict` reports it per layer.
 
     Example:
       >>> from jaxinit import meanfield as mf
       >>> mf.State(2.0)
-      State(q=2.0, c=None, chi=1.0, mean=0.0)
+      State(q=2.0, c=None, chi=1.0, mean=0.0, q2=None, mean2=None)
+      >>> s = mf.dense(1.0, 1.0).apply(mf.State(1.0, c=0.0))  # a shared bias correlates
+      >>> s.q, s.c, s.q2
+      (2.0, 0.5, 2.0)
     """
 
     q: float
     c: float | None = None
     chi: float = 1.0
     mean: float = 0.0
+    q2: float | None = None
+    mean2: float | None = None
 
 
 class Map(Protocol):
@@ -106,12 +138,36 @@ class Step(NamedTuple):
     chi: float
 
 
-def _one_input(name: str, state: State) -> None:
-    if state.c is not None:
-        raise NotImplementedError(
-            f"{name}: state.c={state.c!r}; the correlation map of two inputs is not "
-            "implemented, so maps take a state with c=None."
-        )
+def _second(state: State) -> tuple[float, float, float]:
+    """The second input's ``(q2, mean2, c)`` of a two-input state."""
+    assert state.c is not None
+    q2 = state.q if state.q2 is None else state.q2
+    m2 = state.mean if state.mean2 is None else state.mean2
+    return q2, m2, state.c
+
+
+def _cosine(q12: float, q1: float, q2: float) -> float:
+    """``q12 / sqrt(q1 q2)`` clipped to [-1, 1] (rounding); 1 for two zero signals."""
+    d = math.sqrt(q1 * q2)
+    if not d > 0:
+        return 1.0 if d == 0 else math.nan
+    return min(max(q12 / d, -1.0), 1.0)
+
+
+def _pair(state: State, name: str) -> tuple[float, float, float, float, float]:
+    """``(q1, q2, mean1, mean2, E[x1 x2])`` of a two-input state."""
+    if state.c is None:
+        raise ValueError(f"{name}: needs a two-input state (c is None).")
+    q2, m2, c = _second(state)
+    c = float(c)
+    if not -1 - 1e-12 <= c <= 1 + 1e-12:
+        raise ValueError(f"{name}: state.c={c!r} must be a correlation in [-1, 1].")
+    return state.q, q2, state.mean, m2, c * math.sqrt(state.q * q2)
+
+
+def _two(one: State, q2: float, m2: float, q12: float) -> State:
+    """The two-input state with ``one``'s first input and the second's ``q2``, ``m2``."""
+    return one._replace(c=_cosine(q12, one.q, q2), q2=q2, mean2=m2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,17 +179,23 @@ class DenseMap:
     sigma_b: float = 0.0
 
     def apply(self, state: State) -> State:
-        """``q -> sigma_w^2 q + sigma_b^2``, mean 0, ``chi`` times ``sigma_w^2``."""
-        _one_input("dense", state)
-        sw2 = self.sigma_w**2
-        return State(sw2 * state.q + self.sigma_b**2, None, state.chi * sw2, 0.0)
+        """``q -> sigma_w^2 q + sigma_b^2``, mean 0, ``chi`` times ``sigma_w^2``; for two
+        inputs ``E[x1 x2] -> sigma_w^2 E[x1 x2] + sigma_b^2``."""
+        sw2, sb2 = self.sigma_w**2, self.sigma_b**2
+        one = State(sw2 * state.q + sb2, None, state.chi * sw2, 0.0)
+        if state.c is None:
+            return one
+        _, q2, _, _, q12 = _pair(state, "dense")
+        return _two(one, sw2 * q2 + sb2, 0.0, sw2 * q12 + sb2)
 
 
 def dense(sigma_w: float, sigma_b: float = 0.0) -> DenseMap:
     """The map of a Dense (or conv) layer with weights of variance ``sigma_w^2 / fan_in``.
 
     Forward, ``q -> sigma_w^2 q + sigma_b^2`` (``q`` is the input's second moment, so a
-    non-zero input mean counts); the output has mean 0. Backward, the gradient's second moment
+    non-zero input mean counts); the output has mean 0. For two inputs the cross second
+    moment maps the same way, ``q12 -> sigma_w^2 q12 + sigma_b^2`` (the bias is shared, the
+    weights are the same for both inputs). Backward, the gradient's second moment
     grows by ``sigma_w^2`` (times ``fan_out / fan_in`` when the widths differ). Use
     :func:`sigma_w` to read ``sigma_w`` from an initializer.
 
@@ -150,7 +212,7 @@ def dense(sigma_w: float, sigma_b: float = 0.0) -> DenseMap:
     Example:
       >>> from jaxinit import meanfield as mf
       >>> mf.dense(2.0, 0.5).apply(mf.State(1.0))
-      State(q=4.25, c=None, chi=4.0, mean=0.0)
+      State(q=4.25, c=None, chi=4.0, mean=0.0, q2=None, mean2=None)
     """
     return DenseMap(
         check_number("dense", "sigma_w", sigma_w, most=_MOST_SIGMA),
@@ -230,11 +292,27 @@ class ActivationMap:
         m1 = gaussian_expectation(self.phi, q, kinks=self.kinks)
         return m1, m2, self._d2(q)
 
+    def cross(self, q1: float, q2: float, c: float) -> float:
+        """``E[phi(u) phi(v)]`` for ``(u, v)`` jointly normal with mean 0, variances ``q1``,
+        ``q2`` and correlation ``c`` (the activation's NNGP kernel; NaN for a non-finite
+        argument), by nested kink-exact quadrature."""
+        if not (math.isfinite(q1) and math.isfinite(q2) and math.isfinite(c)):
+            return math.nan
+        return bivariate_expectation(
+            self.phi, self.phi, q1, q2, c, kinks_f=self.kinks, kinks_g=self.kinks
+        )
+
     def apply(self, state: State) -> State:
-        """``q -> E[phi(sqrt(q) z)^2]``, mean ``E[phi]``, ``chi`` times ``E[phi'^2]``."""
-        _one_input("activation", state)
+        """``q -> E[phi(sqrt(q) z)^2]``, mean ``E[phi]``, ``chi`` times ``E[phi'^2]``; for
+        two inputs ``E[x1 x2] -> E[phi(u) phi(v)]`` (:meth:`cross`)."""
         m1, m2, d2 = self.moments(state.q)
-        return State(m2, None, state.chi * d2, m1)
+        one = State(m2, None, state.chi * d2, m1)
+        if state.c is None:
+            return one
+        q1, q2, _, _, q12 = _pair(state, "activation")
+        n1, n2, _ = (m1, m2, d2) if q2 == q1 else self.moments(q2)
+        c = q12 / math.sqrt(q1 * q2) if q1 * q2 > 0 else 1.0
+        return _two(one, n2, n1, self.cross(q1, q2, c))
 
 
 def _activation_map(fn_name: str, phi: Activation, param: float | None) -> ActivationMap:
@@ -247,9 +325,14 @@ def activation(phi: Activation, param: float | None = None) -> ActivationMap:
 
     The input is taken as ``N(0, q)`` (as after a :func:`dense` map). Forward,
     ``q -> E[phi(sqrt(q) z)^2]``, ``z ~ N(0, 1)``, with output mean ``E[phi(sqrt(q) z)]``;
-    backward, the gradient's second moment grows by ``E[phi'(sqrt(q) z)^2]``. Expectations
-    use Gauss-Legendre quadrature with panel edges at the activation's kinks (exact to
-    rounding for ReLU-like functions), ``phi'`` comes from ``jax.grad``.
+    backward, the gradient's second moment grows by ``E[phi'(sqrt(q) z)^2]``. For two inputs
+    with second moments ``q1``, ``q2`` and correlation ``c``, the cross moment becomes
+    ``E[phi(u) phi(v)]`` with ``(u, v)`` jointly normal (variances ``q1``, ``q2``, correlation
+    ``c``): the C-map. Expectations use Gauss-Legendre quadrature with panel edges at the
+    activation's kinks (exact to rounding for ReLU-like functions; the two-input one nests
+    two such rules, the inner one split at each kink's conditional location), ``phi'`` comes
+    from ``jax.grad``. ReLU gives the arc-cosine kernel, ``erf`` neural-tangents' closed
+    form, to about 1e-15.
 
     Args:
       phi: A name known to :func:`jaxinit.gain` or a JAX-differentiable function of one
@@ -273,50 +356,79 @@ def activation(phi: Activation, param: float | None = None) -> ActivationMap:
     return _activation_map("activation", phi, param)
 
 
-def _starts_with_dense(m: Map) -> bool:
+def _decorrelates(m: Map) -> bool:
+    """Whether a map holds a random zero-mean layer (dense, or attention's value
+    projection), which makes its output uncorrelated with its input beyond the means."""
     if isinstance(m, Network):
-        return _starts_with_dense(m.maps[0])
-    return isinstance(m, DenseMap)
+        return any(_decorrelates(x) for x in m.maps)
+    return isinstance(m, DenseMap | AttentionMap)
+
+
+def _check_finite(fn_name: str, name: str, value: Any) -> float:
+    return check_number(fn_name, name, value, signed=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class ResidualMap:
-    """The map of a skip connection ``x + alpha f(x)`` around a branch ``f``; built by
+    """The map of a skip connection ``skip x + alpha f(x)`` around a branch ``f``; built by
     :func:`residual`."""
 
     branch: Map
     alpha: float = 1.0
+    skip: float = 1.0
 
     def apply(self, state: State) -> State:
-        """``q -> q + 2 alpha E[x] E[f] + alpha^2 q_f``, ``chi`` times
-        ``1 + alpha^2 chi_f``."""
-        _one_input("residual", state)
-        b = self.branch.apply(State(state.q, None, 1.0, state.mean))
-        a = self.alpha
-        q = state.q + 2 * a * state.mean * b.mean + a * a * b.q
-        return State(q, None, state.chi * (1 + a * a * b.chi), state.mean + a * b.mean)
+        """``q -> skip^2 q + 2 skip alpha E[x] E[f] + alpha^2 q_f``, ``chi`` times
+        ``skip^2 + alpha^2 chi_f``; for two inputs ``E[y1 y2] = skip^2 E[x1 x2] +
+        skip alpha (E[x1] E[f2] + E[f1] E[x2]) + alpha^2 E[f1 f2]``."""
+        b = self.branch.apply(state._replace(chi=1.0))
+        a, k = self.alpha, self.skip
+        q = k * k * state.q + 2 * a * k * state.mean * b.mean + a * a * b.q
+        one = State(q, None, state.chi * (k * k + a * a * b.chi), k * state.mean + a * b.mean)
+        if state.c is None:
+            return one
+        if b.c is None:
+            raise ValueError(
+                f"residual: the branch {self.branch!r} returned a one-input state for a "
+                "two-input one; every map in it must carry c."
+            )
+        _, q2, m1, m2, q12 = _pair(state, "residual")
+        _, qb2, mb1, mb2, qb12 = _pair(b, "residual")
+        return _two(
+            one,
+            k * k * q2 + 2 * a * k * m2 * mb2 + a * a * qb2,
+            k * m2 + a * mb2,
+            k * k * q12 + a * k * (m1 * mb2 + mb1 * m2) + a * a * qb12,
+        )
 
 
-def residual(branch: Map, alpha: float = 1.0) -> ResidualMap:
-    """The map of a residual block ``y = x + alpha f(x)`` whose branch ``f`` starts with a
-    Dense layer.
+def residual(branch: Map, alpha: float = 1.0, *, skip: float = 1.0) -> ResidualMap:
+    """The map of a residual block ``y = skip x + alpha f(x)`` whose branch ``f`` holds a
+    random layer (a :func:`dense` or :func:`attention` map, anywhere in it).
 
     The branch's random zero-mean weights make ``f(x)`` uncorrelated with ``x`` beyond the
     means (in the wide limit), so, with ``q_f``, ``m_f`` and ``chi_f`` the branch map's
     output second moment, mean and gradient factor::
 
-        q_y = q_x + 2 alpha m_x m_f + alpha^2 q_f,     m_y = m_x + alpha m_f
-        chi = 1 + alpha^2 chi_f
+        q_y = skip^2 q_x + 2 skip alpha m_x m_f + alpha^2 q_f,   m_y = skip m_x + alpha m_f
+        chi = skip^2 + alpha^2 chi_f
+
+    and for two inputs ``q12_y = skip^2 q12_x + skip alpha (m_x1 m_f2 + m_f1 m_x2) +
+    alpha^2 q12_f`` (neural-tangents' ``FanOut``/``FanInSum`` rule when the means are 0).
+    ``alpha = L^-1/2`` (or ``L^-1``) is the depth-scaled branch multiplier; ``skip < 1``
+    with ``skip^2 + alpha^2 = 1`` keeps ``q`` (a "shortcut weight").
 
     Args:
-      branch: The branch's map; it must begin with a :func:`dense` map.
+      branch: The branch's map; it must hold a :func:`dense` or :func:`attention` map.
       alpha: The branch multiplier, a finite number.
+      skip: The skip path's scale, a finite number.
 
     Returns:
       A :class:`ResidualMap`.
 
     Raises:
-      ValueError: If the branch does not begin with a dense map or ``alpha`` is not finite.
+      ValueError: If the branch holds no random layer, or ``alpha`` or ``skip`` is not
+        finite.
 
     Example:
       >>> from jaxinit import meanfield as mf
@@ -329,17 +441,365 @@ def residual(branch: Map, alpha: float = 1.0) -> ResidualMap:
             f"residual: branch={branch!r} is not a mean-field map; build it with dense(...), "
             "activation(...), compose(...)."
         )
-    if not _starts_with_dense(branch):
+    if not _decorrelates(branch):
         raise ValueError(
-            f"residual: branch={branch!r} must begin with a dense(...) map: only a random "
-            "zero-mean layer makes the branch uncorrelated with the skip path."
+            f"residual: branch={branch!r} must contain a dense(...) or attention(...) map: "
+            "only a random zero-mean layer makes the branch uncorrelated with the skip path."
         )
-    a = alpha
-    if isinstance(a, bool) or not isinstance(a, int | float | np.integer | np.floating):
-        raise ValueError(f"residual: alpha={alpha!r} must be a finite number.")
-    if not math.isfinite(float(a)):
-        raise ValueError(f"residual: alpha={alpha!r} must be a finite number.")
-    return ResidualMap(branch, float(a))
+    return ResidualMap(
+        branch, _check_finite("residual", "alpha", alpha), _check_finite("residual", "skip", skip)
+    )
+
+
+def _check_epsilon(fn_name: str, epsilon: float) -> float:
+    return check_number(fn_name, "epsilon", epsilon, most=_MOST_SIGMA)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerNormMap:
+    """The map of a LayerNorm (``center=True``) or RMSNorm (``center=False``) over the
+    feature axis, scale 1 and bias 0 (their initial values); built by :func:`layer_norm`
+    and :func:`rms_norm`."""
+
+    center: bool = True
+    epsilon: float = 0.0
+
+    def apply(self, state: State) -> State:
+        """``q -> v / (v + epsilon)`` with ``v = q - mean^2`` (LayerNorm) or ``v = q``
+        (RMSNorm); ``c`` becomes the centered correlation (LayerNorm) or stays (RMSNorm)."""
+
+        def one(q: float, m: float) -> tuple[float, float, float]:
+            v = q - m * m if self.center else q
+            d = v + self.epsilon
+            return v, d, (0.0 if self.center else m / math.sqrt(d) if d > 0 else math.nan)
+
+        v1, d1, m1 = one(state.q, state.mean)
+        out = State(v1 / d1 if d1 > 0 else math.nan, None, state.chi / d1, m1)
+        if state.c is None:
+            return out
+        _, q2, mx1, mx2, q12 = _pair(state, "layer_norm")
+        v2, d2, m2 = one(q2, mx2)
+        k12 = q12 - mx1 * mx2 if self.center else q12
+        return _two(out, v2 / d2 if d2 > 0 else math.nan, m2, k12 / math.sqrt(d1 * d2))
+
+
+def layer_norm(epsilon: float = 0.0) -> LayerNormMap:
+    """The map of a LayerNorm over the feature axis at initialization (scale 1, bias 0).
+
+    Each example's features are centered by their mean and divided by their standard
+    deviation; in the wide limit these are the element mean ``m`` and ``sqrt(q - m^2)``, so
+    ``y = (x - m) / sqrt(q - m^2 + epsilon)``: ``q -> 1`` (``v / (v + epsilon)``), mean 0,
+    and two inputs' correlation becomes their centered correlation (the cosine of the
+    centered signals; unchanged when the means are 0). Backward, the gradient's second
+    moment is divided by ``q - m^2 + epsilon`` (the projection LayerNorm's Jacobian also
+    applies removes O(1/width)).
+
+    Args:
+      epsilon: Added to the variance; 0 is the wide limit, Flax's default is ``1e-6``.
+
+    Returns:
+      A :class:`LayerNormMap`.
+
+    Raises:
+      ValueError: If ``epsilon`` is negative or not finite.
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> s = mf.layer_norm().apply(mf.State(5.0, c=0.6, mean=1.0))
+      >>> s.q, s.mean, round(s.c, 12)  # c: (0.6 * 5 - 1) / (5 - 1)
+      (1.0, 0.0, 0.5)
+    """
+    return LayerNormMap(True, _check_epsilon("layer_norm", epsilon))
+
+
+def rms_norm(epsilon: float = 0.0) -> LayerNormMap:
+    """The map of an RMSNorm over the feature axis at initialization (scale 1).
+
+    ``y = x / sqrt(q + epsilon)`` in the wide limit: ``q -> q / (q + epsilon)`` (1 for
+    ``epsilon = 0``), mean ``m / sqrt(q + epsilon)``, two inputs' correlation unchanged (the
+    cosine). Backward, the gradient's second moment is divided by ``q + epsilon``.
+
+    Args:
+      epsilon: Added to the mean square; 0 is the wide limit, Flax's default is ``1e-6``.
+
+    Returns:
+      A :class:`LayerNormMap` with ``center=False``.
+
+    Raises:
+      ValueError: If ``epsilon`` is negative or not finite.
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> s = mf.rms_norm().apply(mf.State(4.0, c=0.6, mean=1.0))
+      >>> s.q, s.mean, s.c
+      (1.0, 0.5, 0.6)
+    """
+    return LayerNormMap(False, _check_epsilon("rms_norm", epsilon))
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchNormMap:
+    """The map of a BatchNorm with batch statistics at initialization (scale 1, bias 0);
+    built by :func:`batch_norm`."""
+
+    batch_size: int | None = None
+    epsilon: float = 0.0
+
+    def apply(self, state: State) -> State:
+        """``q -> v / (v + epsilon)``, ``v = q - mean^2``, mean 0, ``chi`` over
+        ``v + epsilon``; for two inputs ``c -> -1 / (batch_size - 1)`` (0 for an infinite
+        batch) times ``v / (v + epsilon)``."""
+        v = state.q - state.mean**2
+        d = v + self.epsilon
+        out = State(v / d if d > 0 else math.nan, None, state.chi / d, 0.0)
+        if state.c is None:
+            return out
+        _, q2, _, m2, _ = _pair(state, "batch_norm")
+        v2 = q2 - m2 * m2
+        n = self.batch_size
+        cross = 0.0 if n is None else -1.0 / (n - 1)
+        q2o = v2 / (v2 + self.epsilon) if v2 + self.epsilon > 0 else math.nan
+        return _two(out, q2o, 0.0, cross * math.sqrt(out.q * q2o))
+
+
+def batch_norm(batch_size: int | None = None, epsilon: float = 0.0) -> BatchNormMap:
+    """The map of a BatchNorm that normalizes each feature with its batch statistics (the
+    training-mode forward pass at initialization: scale 1, bias 0).
+
+    Assumptions: each feature's values over the batch are the batch's inputs through the
+    same weights, so its batch mean is the element mean ``m`` plus the component the batch's
+    inputs share, and its batch variance what is left; the output has ``q = 1``
+    (``v / (v + epsilon)``, ``v = q - m^2``) and mean 0 exactly per feature, whatever the
+    inputs. Backward, the gradient's second moment is divided by ``v + epsilon``. For two
+    inputs, the batch is taken to be exchangeable: ``batch_size`` inputs whose every pair has
+    the tracked pair's correlation. Centering by the batch mean then leaves every pair the
+    correlation ``-1 / (batch_size - 1)`` (the pairwise average of centered values), 0 for
+    an infinite batch (``None``): BatchNorm decorrelates a batch whatever its input
+    correlation.
+
+    Args:
+      batch_size: The batch size B >= 2, or ``None`` for the infinite-batch limit.
+      epsilon: Added to the variance; 0 is the wide limit, Flax's default is ``1e-5``.
+
+    Returns:
+      A :class:`BatchNormMap`.
+
+    Raises:
+      ValueError: If ``batch_size`` is not an int >= 2 or ``epsilon`` is negative.
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> s = mf.batch_norm(batch_size=5).apply(mf.State(3.0, c=0.9, mean=1.0))
+      >>> s.q, s.mean, s.c
+      (1.0, 0.0, -0.25)
+    """
+    if batch_size is not None and (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or batch_size < 2
+    ):
+        raise ValueError(f"batch_norm: batch_size={batch_size!r} must be an int >= 2 or None.")
+    return BatchNormMap(
+        None if batch_size is None else int(batch_size), _check_epsilon("batch_norm", epsilon)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class AvgPoolMap:
+    """The map of an average pooling over ``window`` positions; built by :func:`avg_pool`."""
+
+    window: int
+    spatial_corr: float = 0.0
+
+    def apply(self, state: State) -> State:
+        """Means kept; centered second moments times ``(1 + (window - 1) rho) / window``;
+        ``chi`` over ``window^2``."""
+        k, rho = self.window, self.spatial_corr
+        f = (1 + (k - 1) * rho) / k
+        m1 = state.mean
+        out = State(m1 * m1 + f * (state.q - m1 * m1), None, state.chi / (k * k), m1)
+        if state.c is None:
+            return out
+        _, q2, _, m2, q12 = _pair(state, "avg_pool")
+        return _two(out, m2 * m2 + f * (q2 - m2 * m2), m2, m1 * m2 + f * (q12 - m1 * m2))
+
+
+def avg_pool(window: int, spatial_corr: float = 0.0) -> AvgPoolMap:
+    """The map of an average pooling over ``window`` positions (e.g. 4 for 2x2; the number of
+    positions for global average pooling), stride equal to the window.
+
+    Assumptions: the positions of a window have the same mean ``m`` and second moment ``q``,
+    and their centered signals have pairwise correlation ``spatial_corr`` (``rho``; 0:
+    independent positions, 1: a constant image); for two inputs the cross-covariance of
+    different positions is ``rho`` times that of the same position. Then::
+
+        q -> m^2 + (q - m^2) (1 + (window - 1) rho) / window,   mean kept
+        q12 -> m1 m2 + (q12 - m1 m2) (1 + (window - 1) rho) / window
+
+    Backward, each position receives ``1 / window`` of the output's gradient: the per-element
+    second moment is divided by ``window^2``.
+
+    Args:
+      window: Positions averaged, an int >= 1.
+      spatial_corr: ``rho``, in ``[-1 / (window - 1), 1]``.
+
+    Returns:
+      An :class:`AvgPoolMap`.
+
+    Raises:
+      ValueError: If ``window`` or ``spatial_corr`` is out of range.
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> mf.avg_pool(4).apply(mf.State(2.0)).q  # four independent positions
+      0.5
+    """
+    if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
+        raise ValueError(f"avg_pool: window={window!r} must be an int >= 1.")
+    rho = _check_finite("avg_pool", "spatial_corr", spatial_corr)
+    low = -1.0 / (window - 1) if window > 1 else -1.0
+    if not low <= rho <= 1:
+        raise ValueError(
+            f"avg_pool: spatial_corr={spatial_corr!r} must be in [{low:.4g}, 1] for "
+            f"window={window}."
+        )
+    return AvgPoolMap(int(window), rho)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionMap:
+    """The map of a self-attention layer with uniform attention at initialization; built by
+    :func:`attention`."""
+
+    tokens: int
+    sigma_v: float = 1.0
+    sigma_o: float = 1.0
+    token_corr: float = 0.0
+
+    def apply(self, state: State) -> State:
+        """Every output token ``sigma_v^2 sigma_o^2 (q + (T - 1) q12) / T``, token
+        correlation 1, ``chi`` times ``sigma_v^2 sigma_o^2 / T``."""
+        t, g = self.tokens, (self.sigma_v * self.sigma_o) ** 2
+        if state.c is None:
+            q_bar, q12 = state.q, self.token_corr * state.q
+        else:
+            q1, q2, _, _, q12 = _pair(state, "attention")
+            q_bar = 0.5 * (q1 + q2)
+        q = g * (q_bar + (t - 1) * q12) / t
+        out = State(q, None, state.chi * g / t, 0.0)
+        return out if state.c is None else _two(out, q, 0.0, q)
+
+
+def attention(
+    tokens: int, sigma_v: float = 1.0, sigma_o: float = 1.0, *, token_corr: float = 0.0
+) -> AttentionMap:
+    """The map of a (multi-head, bidirectional) self-attention layer at initialization,
+    under uniform attention.
+
+    Assumptions: the attention weights are uniform, ``1/T`` over the ``T = tokens`` tokens
+    (the logits are 0: zero-initialized queries or keys, or the small-logit limit of
+    ``1/d`` scaling); the value and output projections are random with weight scales
+    ``sigma_v``, ``sigma_o``; every token has the second moment ``q`` and every pair of
+    tokens the cross second moment ``q12``. A two-input state is read as two tokens of one
+    sequence (``c`` their correlation, ``q12 = c sqrt(q1 q2)``, ``q = (q1 + q2) / 2``); a
+    one-input state takes ``q12 = token_corr q``. Then every output token is the same vector::
+
+        q_out = sigma_v^2 sigma_o^2 (q + (T - 1) q12) / T,   mean 0,   c_out = 1
+
+    so uniform attention collapses the rank of the sequence in one step (its output's token
+    correlation is 1) and shrinks ``q`` by ``T`` for uncorrelated tokens. Backward (value path
+    only; the logits' gradient is 0 when the queries or keys are 0), with gradients
+    uncorrelated over tokens, the second moment grows by ``sigma_v^2 sigma_o^2 / T``. For
+    causal attention these hold for the last token.
+
+    Args:
+      tokens: Sequence length T >= 1.
+      sigma_v: Weight scale of the value projection, ``sqrt(fan_in Var(W_v))``.
+      sigma_o: Weight scale of the output projection.
+      token_corr: Token correlation for one-input states, in [-1, 1].
+
+    Returns:
+      An :class:`AttentionMap`.
+
+    Raises:
+      ValueError: If ``tokens`` is not an int >= 1 or a scale is negative.
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> s = mf.attention(8).apply(mf.State(1.0, c=0.5))  # (1 + 7 * 0.5) / 8
+      >>> s.q, s.c
+      (0.5625, 1.0)
+    """
+    if isinstance(tokens, bool) or not isinstance(tokens, int | np.integer) or tokens < 1:
+        raise ValueError(f"attention: tokens={tokens!r} must be an int >= 1.")
+    corr = _check_finite("attention", "token_corr", token_corr)
+    if not -1 <= corr <= 1:
+        raise ValueError(f"attention: token_corr={token_corr!r} must be in [-1, 1].")
+    return AttentionMap(
+        int(tokens),
+        check_number("attention", "sigma_v", sigma_v, most=_MOST_SIGMA),
+        check_number("attention", "sigma_o", sigma_o, most=_MOST_SIGMA),
+        corr,
+    )
+
+
+def transformer_block(
+    tokens: int,
+    *,
+    norm: str = "pre",
+    activation: Activation = "gelu",
+    sigma_w: float = 1.0,
+    sigma_b: float = 0.0,
+    alpha: float = 1.0,
+    rms: bool = False,
+    epsilon: float = 0.0,
+) -> Network:
+    """The map of a transformer block: attention then MLP, each in a residual, with
+    LayerNorm (or RMSNorm) before the branches (pre-LN) or after the sums (post-LN).
+
+    Pre-LN: ``x + alpha Attn(LN(x))``, then ``x + alpha MLP(LN(x))``; post-LN:
+    ``LN(x + alpha Attn(x))``, then ``LN(x + alpha MLP(x))``. ``Attn`` is :func:`attention`
+    (uniform attention over ``tokens``, with its assumptions) and ``MLP`` is
+    ``dense(sigma_w, sigma_b), activation, dense(sigma_w, sigma_b)``; every projection has
+    weight scale ``sigma_w`` (1: LeCun; a model's hidden width does not enter the forward
+    maps). With pre-LN each branch adds about the same ``alpha^2 v`` to ``q`` (its input is
+    normalized), so ``q`` grows linearly with depth; with post-LN ``q`` is 1 after every
+    block.
+
+    Args:
+      tokens: Sequence length T >= 1.
+      norm: ``"pre"`` or ``"post"``.
+      activation: The MLP's activation, a name or a function.
+      sigma_w: Weight scale of every projection.
+      sigma_b: Bias standard deviation of the MLP's Dense layers.
+      alpha: Branch multiplier of both residuals.
+      rms: RMSNorm instead of LayerNorm.
+      epsilon: The norms' epsilon.
+
+    Returns:
+      A :class:`Network` of four maps (two residuals and two norms).
+
+    Raises:
+      ValueError: For an unknown ``norm`` or a bad number.
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> block = mf.transformer_block(16, activation="relu", sigma_w=2 ** 0.5, alpha=0.5)
+      >>> [round(s.state.q, 12) for s in mf.trace(mf.compose(block, block), 1.0)]
+      [1.0625, 1.5625, 1.625, 2.125]
+    """
+    if norm not in ("pre", "post"):
+        raise ValueError(f"transformer_block: norm={norm!r} is not supported; use 'pre' or 'post'.")
+    ln = LayerNormMap(not rms, _check_epsilon("transformer_block", epsilon))
+    sw = check_number("transformer_block", "sigma_w", sigma_w, most=_MOST_SIGMA)
+    sb = check_number("transformer_block", "sigma_b", sigma_b, most=_MOST_SIGMA)
+    a = _check_finite("transformer_block", "alpha", alpha)
+    attn = attention(tokens, sw, sw)
+    mlp = compose(DenseMap(sw, sb), _activation_map("transformer_block", activation, None))
+    mlp = compose(mlp, DenseMap(sw, sb))
+    if norm == "pre":
+        return compose(ResidualMap(compose(ln, attn), a), ResidualMap(compose(ln, *mlp.maps), a))
+    return compose(ResidualMap(attn, a), ln, ResidualMap(mlp, a), ln)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -470,6 +930,13 @@ class Prediction(NamedTuple):
         moment grows from layer ``l + 1`` back to layer ``l`` (times the width ratio).
       grad_var: Second moment of the loss gradient w.r.t. each Dense output, relative to the
         last layer's (``grad_var[-1] == 1``).
+      c: With ``input_corr=``, the correlation ``c_l`` of two inputs' Dense outputs at each
+        layer (the C-map iterated, ``q`` the same for both); ``None`` otherwise.
+      chi_1: ``C'(1)`` of each layer: the slope at ``c = 1`` of the map from the layer's
+        input correlation to its output's (``c_{l-1} -> c_l``; the network input's for the
+        first layer), ``chi_1[l] = chi[l-1] q[l-1] / q[l]`` and
+        ``chi_1[0] = sigma_w^2 input_var / q[0]``. At a fixed point of ``q`` it equals
+        ``chi``; ``chi_1 > 1`` is the chaotic phase, ``< 1`` the ordered one.
     """
 
     q: np.ndarray
@@ -477,6 +944,8 @@ class Prediction(NamedTuple):
     post_std: np.ndarray
     chi: np.ndarray
     grad_var: np.ndarray
+    c: np.ndarray | None = None
+    chi_1: np.ndarray | None = None
 
     @property
     def std(self) -> np.ndarray:
@@ -498,6 +967,7 @@ def predict(
     input_var: float = 1.0,
     param: float | None = None,
     widths: Sequence[int] | None = None,
+    input_corr: float | None = None,
 ) -> Prediction:
     """Mean-field prediction of each layer's signal in a Dense/activation chain.
 
@@ -509,7 +979,11 @@ def predict(
         q_1 = sigma_w^2 input_var + sigma_b^2
         q_l = sigma_w^2 E[phi(sqrt(q_{l-1}) z)^2] + sigma_b^2,   z ~ N(0, 1)
 
-    and, backwards, the gradient of the loss w.r.t. ``h_l`` has second moment
+    and, for two inputs of second moment ``input_var`` and correlation ``input_corr``, the
+    cross moment ``q12_1 = sigma_w^2 input_corr input_var + sigma_b^2``,
+    ``q12_l = sigma_w^2 E[phi(u) phi(v)] + sigma_b^2`` with ``(u, v)`` jointly normal
+    (variance ``q_{l-1}``, correlation ``c_{l-1} = q12_{l-1} / q_{l-1}``); and, backwards,
+    the gradient of the loss w.r.t. ``h_l`` has second moment
     ``g_l = chi_l g_{l+1} width_{l+1} / width_l`` with
     ``chi_l = sigma_w^2 E[phi'(sqrt(q_l) z)^2]`` (with per-layer ``sigma_w``, the one of
     layer ``l + 1``, whose weights carry the gradient back). Expectations are computed by
@@ -531,9 +1005,12 @@ def predict(
       param: ``negative_slope`` for ``leaky_relu``, ``alpha`` for ``elu``/``celu``.
       widths: Output width of each layer (``depth`` ints) for the backward pass; default all
         equal. The forward pass does not depend on widths.
+      input_corr: The correlation of two inputs, in [-1, 1], to predict their correlation
+        ``c`` at every layer (one two-dimensional quadrature per layer).
 
     Returns:
-      A :class:`Prediction` of NumPy float64 arrays of length ``depth``.
+      A :class:`Prediction` of NumPy float64 arrays of length ``depth`` (``c`` is ``None``
+      without ``input_corr``).
 
     Example:
       >>> import jaxinit
@@ -542,6 +1019,9 @@ def predict(
       (True, (50,))
       >>> bool(jaxinit.predict("tanh", 3, sigma_w=1.0).chi[0] < 1)
       True
+      >>> p = jaxinit.predict("relu", 20, input_corr=0.0)  # ReLU correlates inputs
+      >>> bool(p.c[0] == 0 < p.c[1] < p.c[-1] < 1), bool(abs(p.chi_1[-1] - 1) < 1e-12)
+      (True, True)
 
     References:
       Poole et al. 2016, https://arxiv.org/abs/1606.05340;
@@ -572,6 +1052,13 @@ def predict(
                 f"predict: widths={widths!r} must be {depth} positive ints (one per layer)."
             )
         ratio = np.append(w[1:] / w[:-1], 1.0)
+    if input_corr is not None:
+        c0 = check_number("predict", "input_corr", input_corr, signed=True)
+        if not -1 <= c0 <= 1:
+            raise ValueError(f"predict: input_corr={input_corr!r} must be in [-1, 1].")
+        state = State(q_in, float(c0))
+    else:
+        state = State(q_in)
 
     # Layer by layer, as trace(compose(dense, activation, dense, ...)) would apply the maps.
     # From the layer where sigma_w stops changing, the dense output's q determines every later
@@ -581,12 +1068,13 @@ def predict(
     same_from = depth - 1
     while same_from > 0 and sws[same_from - 1] == sws[-1]:
         same_from -= 1
-    rows = np.empty((5, depth))  # q, post_mean, post_std, dense chi, activation chi
+    rows = np.empty((6, depth))  # q, post_mean, post_std, dense chi, activation chi, c
     seen: dict[Any, int] = {}
-    state = State(q_in)
     for layer in range(depth):
         d = DenseMap(sws[layer], sb).apply(state._replace(chi=1.0))
         key = "nan" if math.isnan(d.q) else d.q
+        if d.c is not None:
+            key = (key, "nan" if math.isnan(d.c) else d.c)
         if key in seen:
             first = seen[key]
             rest = np.arange(layer, depth)
@@ -601,11 +1089,15 @@ def predict(
             math.sqrt(max(a.q - a.mean * a.mean, 0.0)),
             d.chi,
             a.chi,
+            math.nan if d.c is None else d.c,
         )
         state = a
-    q, post_mean, post_std, dense_chi, act_chi = rows
+    q, post_mean, post_std, dense_chi, act_chi, c = rows
     q, post_mean, post_std = q.copy(), post_mean.copy(), post_std.copy()
     chi = dense_chi * act_chi
+    # C'(1) = d q12_out / d q12_in (the gradient factor, by Price's theorem) * q_in / q_out.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        chi_1 = np.concatenate([[dense_chi[0] * q_in], chi[:-1] * q[:-1]]) / q
     grad_var = np.ones(depth)
     if depth > 1:
         # dL/dh_l = phi'(h_l) * W_{l+1}^T dL/dh_{l+1}: layer l+1's weights carry it back.
@@ -616,7 +1108,9 @@ def predict(
         with np.errstate(over="ignore", invalid="ignore"):  # an exploding chain gives inf
             running = np.multiply.accumulate(np.concatenate([[1.0], factors.ravel()]))
         grad_var[layers] = running[3::3]
-    return Prediction(q, post_mean, post_std, chi, grad_var)
+    return Prediction(
+        q, post_mean, post_std, chi, grad_var, None if input_corr is None else c.copy(), chi_1
+    )
 
 
 def _bisect(f: Callable[[float], float], a: float, b: float, fa: float) -> float:

@@ -149,14 +149,14 @@ def test_residual_relu_branch_matches_a_wide_random_network():
         (
             lambda: mf.residual(mf.activation("relu")),
             ValueError,
-            r"residual: branch=.* must begin with a dense",
+            r"residual: branch=.* must contain a dense\(...\) or attention",
         ),
         (lambda: mf.residual(mf.dense(1.0), math.inf), ValueError, r"alpha=inf must be a finite"),
         (lambda: mf.trace(mf.dense(1.0), -1.0), ValueError, r"trace: state=-1.0 must be"),
         (
-            lambda: mf.dense(1.0).apply(mf.State(1.0, c=0.5)),
-            NotImplementedError,
-            r"dense: state.c=0.5; the correlation map",
+            lambda: mf.dense(1.0).apply(mf.State(1.0, c=1.5)),
+            ValueError,
+            r"dense: state.c=1.5 must be a correlation in \[-1, 1\]",
         ),
     ],
 )
