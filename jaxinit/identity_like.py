@@ -88,8 +88,9 @@ def zero_hadamard(scale: float = 1.0) -> Initializer:
     github.com/jiaweizzhao/ZerO-initialization) computes the widening case as
     ``eye(out, p) @ hadamard(p) / 2^(m/2) @ eye(p, in)`` with ``m = ceil(log2 out)`` on a
     PyTorch ``(out, in)`` weight; this is its transpose (``H_p`` is symmetric), so the values
-    agree exactly. With ``out`` a power of two the columns are orthonormal (``W W^T = I`` on the
-    inputs, a norm-preserving map). The paper's Algorithm 1 prints ``c = 2^(-(m-1)/2)``,
+    agree exactly. With ``out`` a power of two the rows of the ``(in, out)`` kernel are
+    orthonormal (``W W^T = I``: ``x -> x W`` preserves norms); otherwise they are cut from longer
+    orthogonal rows. The paper's Algorithm 1 prints ``c = 2^(-(m-1)/2)``,
     ``sqrt(2)`` times the code's constant; ``scale=math.sqrt(2)`` gives that value.
 
     Variance law: the weights are not random; ``init.variance(fan_in, fan_out, shape=...)`` is
