@@ -74,7 +74,9 @@ def _nt_chain(kernel, depth, sw, sb, v, c0):
 
 
 def _rel(a, b):
-    return float(np.max(np.abs(np.asarray(a) / np.asarray(b) - 1)))
+    """Largest relative error (absolute where the reference is 0)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b) / np.where(b == 0, 1.0, np.abs(b))))
 
 
 def _check_chain(name, sw, sb, depth=64, v=1.3, c0=0.2):
@@ -83,7 +85,8 @@ def _check_chain(name, sw, sb, depth=64, v=1.3, c0=0.2):
     q, c = _nt_chain(kernel, depth, sw, sb, v, c0)
     assert p.c is not None
     np.testing.assert_allclose(p.q, q, rtol=RTOL)
-    np.testing.assert_allclose(p.c, c, rtol=RTOL)
+    # atol for c = 0 exactly (odd activations, no bias, orthogonal inputs): rounding only.
+    np.testing.assert_allclose(p.c, c, rtol=RTOL, atol=1e-14)
     return max(_rel(p.q, q), _rel(p.c, c))
 
 
@@ -99,8 +102,12 @@ def test_q_and_c_over_depth_equal_neural_tangents(name, sw, sb, depth):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(KERNELS))
 def test_q_and_c_over_depth_equal_neural_tangents_on_a_grid(name):
+    """Depth 1..64 on a (sigma_w, sigma_b, input correlation) grid. GELU stops at
+    sigma_w = sqrt(2): beyond, q grows like 2^l and the reference's (k + 1)^2 - k12^2
+    cancels in float64 (at q ~ 1e19 it is 0)."""
     errors = {}
-    for sw in (0.8, 1.0, 1.4142135623730951, 2.0):
+    sws = (0.8, 1.0, 1.4142135623730951) + ((2.0,) if name != "gelu" else ())
+    for sw in sws:
         for sb in (0.0, 0.1, 0.5):
             for c0 in (-0.5, 0.0, 0.9):
                 errors[(sw, sb, c0)] = _check_chain(name, sw, sb, c0=c0)
