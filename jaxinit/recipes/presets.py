@@ -419,7 +419,12 @@ def big_vision_vit(
             _fan_in("truncated_normal"),
             f"Var 1/fan_in (lecun_normal): {src} _Model embedding, nn.Conv default",
         ),
-        Rule(p.pos, normal(1 / math.sqrt(d_model)), f"N(0, 1/width): {src} get_posemb"),
+        Rule(
+            p.pos,
+            normal(1 / math.sqrt(d_model)),
+            f"N(0, 1/width): {src} get_posemb('learn')",
+            optional=True,
+        ),
         Rule(p.cls, zeros(), f"0: {src} _Model cls", optional=True),
         Rule(p.query, attn, why_attn),
         Rule(p.key, attn, why_attn),
