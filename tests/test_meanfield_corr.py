@@ -337,3 +337,48 @@ def test_predicted_correlation_matches_a_wide_random_network(name="relu", sb=0.3
     p = jaxinit.predict(act, 3, sigma_w=sw, sigma_b=sb, input_var=1.0, input_corr=c0)
     assert p.c is not None
     assert_mean(cos, float(p.c[-1]), f"cosine after 3 layers ({name})")
+
+
+@pytest.mark.slow
+def test_residual_and_pre_ln_maps_inside_the_flax_seed_band():
+    """A linen network of two residual ReLU blocks, two pre-LN blocks and a head, width 1024,
+    256 seeds: each Dense output's predicted std lies inside layer_stats' 95% seed band."""
+    import flax.linen as nn
+
+    width, alpha = 1024, 0.5
+    he, lecun = jaxinit.he_normal(), jaxinit.lecun_normal()
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for norm in (False, False, True, True):
+                h = nn.LayerNorm(epsilon=1e-6)(x) if norm else x
+                h = nn.Dense(width, kernel_init=he)(h)
+                x = x + alpha * nn.Dense(width, kernel_init=lecun)(nn.relu(h))
+            return nn.Dense(width, kernel_init=lecun)(x)
+
+    x = jax.random.normal(jax.random.key(3), (16, width))
+    st = jaxinit.layer_stats(Net(), x, seeds=256, key=1, grads=False)
+    sw1, sw2 = mf.sigma_w(he, width, width), mf.sigma_w(lecun, width, width)
+    assert sw1 == pytest.approx(2**0.5) and sw2 == pytest.approx(1.0)
+    maps, blocks = [], []
+    for norm in (False, False, True, True):
+        first = (mf.layer_norm(1e-6),) if norm else ()
+        branch = mf.compose(*first, mf.dense(sw1), mf.activation("relu"), mf.dense(sw2))
+        maps.append(mf.residual(branch, alpha))
+        blocks.append(branch)
+    # Predicted Dense outputs: each block's two Dense layers (from the block's input), the head.
+    state, want = mf.State(float(jnp_mean_sq(x))), []
+    for block, branch in zip(maps, blocks, strict=True):
+        steps = mf.trace(branch, state)
+        want += [s.state.q for s in steps if isinstance(s.map, mf.DenseMap)]
+        state = block.apply(state)
+    want.append(mf.dense(sw2).apply(state).q)
+    band = st.summary()["std"]
+    pred = np.sqrt(want)
+    assert len(st.names) == len(pred)
+    assert np.all((band.lo <= pred) & (pred <= band.hi)), (band, pred)
+
+
+def jnp_mean_sq(x):
+    return np.mean(np.asarray(x, np.float64) ** 2)
