@@ -1138,7 +1138,9 @@ def critical_sigma_w(
     At this ``sigma_w`` deep Dense chains neither order (inputs' correlations collapse to 1)
     nor become chaotic, and gradients neither explode nor vanish (Schoenholz et al. 2017).
     In map terms: ``q*`` is the fixed point of ``compose(dense(sigma_w, sigma_b),
-    activation(phi))`` and ``chi`` that map's gradient factor there. Solved in ``q*``: the
+    activation(phi))`` and ``chi`` that map's gradient factor there, which is also the slope
+    ``C'(1)`` of its correlation map (Price's theorem): :func:`predict`'s ``chi_1`` tends to 1
+    at this ``sigma_w``. Solved in ``q*``: the
     two conditions give ``(q - sigma_b^2) E[phi'^2] = E[phi^2]``,
     found by a bracketing root search, and ``sigma_w = E[phi'(sqrt(q*) z)^2]^(-1/2)``.
 
