@@ -273,6 +273,28 @@ class Init:
             )
         return float(self._variance(fans[0], fans[1], dims))
 
+    @property
+    def name(self) -> str:
+        """The factory's name, as ``repr`` shows it: ``"he_normal"``, ``"zeros"``.
+
+        Example:
+          >>> import jaxinit
+          >>> jaxinit.he_normal().name, jaxinit.truncated_normal(0.02).name
+          ('he_normal', 'truncated_normal')
+        """
+        return self._name
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The factory's arguments, as ``repr`` shows them (a new dict on each access).
+
+        Example:
+          >>> import jaxinit
+          >>> jaxinit.truncated_normal(0.02).params
+          {'stddev': 0.02, 'lower': -2.0, 'upper': 2.0}
+        """
+        return dict(self._params)
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
         return f"jaxinit.{self._name}({args})"
