@@ -1,4 +1,4 @@
-"""The ``jaxinit`` command: ``demo``, ``stats``, ``lsuv``, ``gain``, ``coord-check``.
+"""The ``jaxinit`` command: ``demo``, ``stats``, ``lsuv``, ``gain``, ``coord-check``, ``audit``.
 
 A thin layer over :mod:`jaxinit.analysis`, :func:`jaxinit.lsuv`, :func:`jaxinit.coord_check`,
 :mod:`jaxinit.app.report` (rich)
@@ -471,6 +471,72 @@ def _cmd_gain(args, parser) -> int:
     return 0
 
 
+def _load_object(spec: str, option: str, parser: argparse.ArgumentParser) -> Any:
+    """The object ``spec`` names: ``package.module:name`` (imported, with the current
+    directory on the path) or ``path/to/file.py:name``; a usage error otherwise."""
+    import importlib
+    import importlib.util
+    import os
+
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name.isidentifier():
+        parser.error(
+            f"argument {option}: {spec!r} is not of the form module:name or file.py:name "
+            "(e.g. mypkg.models:make_model)"
+        )
+    try:
+        if where.endswith(".py") or os.sep in where or "/" in where:
+            path = Path(where)
+            if not path.is_file():
+                parser.error(f"argument {option}: no file {where!r}")
+            mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if mod_spec is None or mod_spec.loader is None:
+                parser.error(f"argument {option}: cannot import {where!r}")
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(where)
+    except ImportError as err:
+        parser.error(f"argument {option}: cannot import {where!r}: {err}")
+    if not hasattr(module, name):
+        parser.error(f"argument {option}: {where!r} has no attribute {name!r}")
+    return getattr(module, name)
+
+
+def _cmd_audit(args, parser) -> int:
+    from jaxinit._flax.adapter import is_linen, is_nnx
+    from jaxinit.recipes.audit import audit
+
+    factory = _load_object(args.factory, "factory", parser)
+    made = factory() if callable(factory) and not is_nnx(factory) else factory
+    recipe = None
+    if args.recipe is not None:
+        recipe = _load_object(args.recipe, "--recipe", parser)
+        if callable(recipe) and not hasattr(recipe, "rules"):
+            recipe = recipe()
+        if not hasattr(recipe, "rules"):
+            parser.error(
+                f"argument --recipe: {args.recipe!r} gives {type(recipe).__name__}, not a "
+                "jaxinit Recipe"
+            )
+    if isinstance(made, tuple) and len(made) in (2, 3) and is_linen(made[0]):
+        module, variables, *x = made
+        result = audit(variables, recipe, module=module, x=x[0] if x else None)
+    else:
+        try:
+            result = audit(made, recipe)
+        except TypeError as err:
+            parser.error(
+                f"argument factory: {args.factory!r} returned {type(made).__name__}; it must "
+                f"return an NNX model or (linen module, variables) ({err})"
+            )
+    if not args.quiet:
+        print(result.table())
+    return 1 if result.findings else 0
+
+
 # The coordinate check: its models, its defaults (full, --quick) and its batch.
 _COORD_MODELS = ("mlp", "cnn", "transformer")
 _COORD_DEFAULTS = {"widths": ((64, 128, 256, 512, 1024), (32, 64, 128)), "seeds": (4, 2)}
@@ -827,6 +893,23 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"tiny defaults: widths {','.join(map(str, quick))}, "
         f"{_COORD_DEFAULTS['seeds'][1]} seeds; an explicit option wins over --quick",
     )
+
+    aud = sub.add_parser(
+        "audit",
+        help="audit a model's initialization, optionally against a recipe",
+        description="Import FACTORY (module:name or file.py:name; a function of no arguments "
+        "returning an NNX model, or (linen module, variables[, example input])), measure "
+        "every parameter with jaxinit.audit (std, std*sqrt(fan_in), depth factor, truncation, "
+        "zeros, identity, identical or correlated pairs), compare it with --recipe, and print "
+        "the table and the findings. Exit status 1 if there are findings.",
+    )
+    aud.add_argument("factory", help="module:name of the model factory")
+    aud.add_argument(
+        "--recipe",
+        default=None,
+        help="module:name of a jaxinit Recipe, or of a function of no arguments returning one",
+    )
+    aud.add_argument("--quiet", action="store_true", help="print nothing; only the exit status")
     return parser
 
 
@@ -836,6 +919,7 @@ _COMMANDS = {
     "lsuv": _cmd_lsuv,
     "gain": _cmd_gain,
     "coord-check": _cmd_coord_check,
+    "audit": _cmd_audit,
 }
 
 
