@@ -206,8 +206,9 @@ def zero_init_residual(where: Patterns = ("**/bn2/scale",)) -> Recipe:
     """Zero the last normalization scale (or the last kernel) of every residual branch, so
     that each block starts as the identity.
 
-    Goyal et al. 2017 ("Accurate, Large Minibatch SGD", section 5.1): "we initialize the BN
-    scaling coefficient gamma to 0 in the last BN of each residual block". Reference code:
+    Goyal et al. 2017 ("Accurate, Large Minibatch SGD", section 5.1): every BN scale gamma
+    starts at 1 except the last BN of each residual block, whose gamma starts at 0. Reference
+    code:
     torchvision ``models/resnet.py``, ``ResNet.__init__(zero_init_residual=True)``:
     ``nn.init.constant_(m.bn3.weight, 0)`` for every ``Bottleneck`` and
     ``nn.init.constant_(m.bn2.weight, 0)`` for every ``BasicBlock``. Flax's ImageNet example
@@ -254,10 +255,11 @@ def skipinit(where: Patterns = "**/skip_gain") -> Recipe:
     at 0, so a normalization-free residual network starts as the identity.
 
     De & Smith 2020 ("Batch Normalization Biases Residual Blocks Towards the Identity
-    Function in Deep Networks", section 4): "SkipInit ... includes a learnable scalar
-    multiplier at the end of each residual branch, initialized to alpha" with alpha = 0 (or
-    <= 1/sqrt(d) for d blocks; use a :class:`~jaxinit.recipes.recipe.Rule` with
-    ``jaxinit.constant(alpha)`` for that). The paper publishes no reference code.
+    Function in Deep Networks"): SkipInit puts a learnable scalar multiplier alpha at the end
+    of each residual branch of a network without normalization and initializes it to 0 (or
+    to a small constant, at most 1/sqrt(d) for d blocks: use a
+    :class:`~jaxinit.recipes.recipe.Rule` with ``jaxinit.constant(alpha)`` for that). The
+    paper publishes no reference code.
 
     Args:
       where: Pattern(s) of the scalar gates (one parameter per branch).
@@ -287,8 +289,9 @@ def skipinit(where: Patterns = "**/skip_gain") -> Recipe:
 def rezero(where: Patterns = "**/resweight") -> Recipe:
     """ReZero: ``x + alpha * F(x)`` with ``alpha`` a learnable scalar initialized to 0.
 
-    Bachlechner et al. 2020 ("ReZero is All You Need: Fast Convergence at Large Depth",
-    eq. 5): "alpha_i = 0 at initialization". Reference code: majumderb/rezero
+    Bachlechner et al. 2020 ("ReZero is All You Need: Fast Convergence at Large Depth"):
+    ``x_{i+1} = x_i + alpha_i F(x_i)`` with ``alpha_i = 0`` at initialization. Reference
+    code: majumderb/rezero
     ``rezero/transformer/rztx.py``, ``RZTXEncoderLayer``:
     ``self.resweight = nn.Parameter(torch.Tensor([0]))``, hence the default pattern.
 
@@ -330,8 +333,9 @@ def layerscale(
     """LayerScale (CaiT): a per-channel diagonal gate ``diag(lambda)`` on each residual
     branch, every ``lambda`` starting at a small ``epsilon``.
 
-    Touvron et al. 2021 ("Going deeper with Image Transformers", section 2): "epsilon = 0.1
-    for depth up to 18, epsilon = 1e-5 for depth 24 and epsilon = 1e-6 for deeper networks".
+    Touvron et al. 2021 ("Going deeper with Image Transformers", section 2, LayerScale): the
+    diagonal starts at epsilon = 0.1 for depth up to 18, 1e-5 for depth 24 and 1e-6 for
+    deeper networks.
     Reference code: facebookresearch/deit ``cait_models.py``, ``LayerScale_Block``:
     ``self.gamma_1 = nn.Parameter(init_values * torch.ones((dim)))`` (and ``gamma_2``), with
     ``init_scale=1e-5`` for the 24-layer models (``cait_XXS24``, ``cait_S24``) and ``1e-6``
@@ -399,12 +403,12 @@ def fixup(
 ) -> Recipe:
     """Fixup (Zhang, Dauphin & Ma 2019): train residual networks without normalization.
 
-    The paper's rule (section 3): "1. Initialize the classification layer and the last layer
-    of each residual branch to 0. 2. Initialize every other layer using a standard method
-    (e.g., He et al. 2015), and scale only the weight layers inside residual branches by
-    L^(-1/(2m-2)). 3. Add a scalar multiplier (initialized at 1) in every branch and a scalar
-    bias (initialized at 0) before each convolution, linear, and element-wise activation
-    layer", L the number of residual branches and m the number of layers in each.
+    The paper's rule (section 3): initialize the classification layer and the last layer of
+    each residual branch to 0; initialize every other layer with a standard method (He et
+    al. 2015) and scale only the weight layers inside residual branches by L^(-1/(2m-2));
+    add a scalar multiplier (initialized at 1) in every branch and a scalar bias
+    (initialized at 0) before each convolution, linear and element-wise activation layer.
+    L is the number of residual branches and m the number of layers in each.
 
     Reference code: hongyi-zhang/Fixup ``cifar/models/fixup_resnet_cifar.py``,
     ``FixupResNet.__init__``: ``nn.init.normal_(m.conv1.weight, mean=0, std=np.sqrt(2 /
@@ -704,7 +708,7 @@ def t_fixup(
     """T-Fixup (Huang, Perez, Ba & Volkovs 2020): a transformer without LayerNorm or
     warm-up, by scaling Xavier-initialized weights with the depth.
 
-    The paper's algorithm (section 3.2): Xavier initialization for every parameter but the
+    The paper's T-Fixup algorithm: Xavier initialization for every parameter but the
     input embeddings, ``N(0, d^(-1/2))`` for the embeddings; scale the value and output
     projections of every encoder attention block and the weights of every encoder MLP by
     ``0.67 N^(-1/4)``, those of the decoder (self and cross attention, MLP) by
@@ -824,8 +828,8 @@ def spectral_normal(
     """Normal weights with the spectral condition's scale:
     ``std = (1 / sqrt(fan_in)) * min(1, sqrt(fan_out / fan_in))``.
 
-    Yang, Simon & Bernstein 2023 ("A Spectral Condition for Feature Learning", section 3,
-    "Parametrization 1"): ``sigma_l = Theta(1/sqrt(n_{l-1}) * min{1, sqrt(n_l / n_{l-1})})``
+    Yang, Simon & Bernstein 2023 ("A Spectral Condition for Feature Learning",
+    Parametrization 1): ``sigma_l = Theta(1/sqrt(n_{l-1}) * min{1, sqrt(n_l / n_{l-1})})``
     makes the spectral norm of each weight ``Theta(sqrt(fan_out / fan_in))``. Variance law:
     ``init.variance(fan_in, fan_out) == min(1, fan_out / fan_in) / fan_in``.
 
@@ -884,8 +888,8 @@ def spectral(
     """The spectral condition's initialization on the selected kernels:
     ``std = (1 / sqrt(fan_in)) * min(1, sqrt(fan_out / fan_in))`` (:func:`spectral_normal`).
 
-    Yang, Simon & Bernstein 2023, "A Spectral Condition for Feature Learning" (section 3,
-    Parametrization 1); the paper gives the scaling, not code. Biases and other parameters
+    Yang, Simon & Bernstein 2023, "A Spectral Condition for Feature Learning"
+    (Parametrization 1); the paper gives the scaling, not code. Biases and other parameters
     are left as they are.
 
     Args:
