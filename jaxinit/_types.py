@@ -20,6 +20,7 @@ ActivationName = Literal[
     "conv_transpose2d",
     "conv_transpose3d",
     "elu",
+    "erf",
     "gelu",
     "gelu_tanh",
     "hard_sigmoid",

@@ -9,6 +9,7 @@ from typing import TypeGuard, get_args
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special
 import numpy as np
 
 from ._checks import check_number
@@ -35,6 +36,7 @@ _NAMED: dict[str, tuple[Callable, float | None, tuple[float, ...]]] = {
     "silu": (lambda x, p: jax.nn.silu(x), None, ()),
     "swish": (lambda x, p: jax.nn.silu(x), None, ()),
     "elu": (lambda x, p: jax.nn.elu(x, p), 1.0, (0.0,)),
+    "erf": (lambda x, p: jax.scipy.special.erf(x), None, ()),
     "celu": (lambda x, p: jax.nn.celu(x, p), 1.0, (0.0,)),
     "softplus": (lambda x, p: jax.nn.softplus(x), None, ()),
     "mish": (lambda x, p: jax.nn.mish(x), None, ()),
@@ -98,11 +100,12 @@ def gain(activation: Activation = "linear", param: float | None = None) -> float
     sqrt(2 / (1 + slope^2)) for ``leaky_relu`` (``param`` = slope, default 0.01); 3/4 for
     ``selu``. For any other name (``gelu`` (exact erf), ``gelu_tanh``, ``silu``/``swish``,
     ``elu``/``celu`` (``param`` = alpha), ``softplus``, ``mish``, ``softsign``, ``hard_tanh``,
-    ``relu6``, ``hard_sigmoid``, ``hard_silu``/``hard_swish``, ``log_sigmoid``, ``sin``) and for
-    any callable, the exact value 1 / sqrt(E[phi(z)^2]), z ~ N(0, 1), by Gauss-Legendre
-    quadrature with panel edges at the kinks (callables are assumed smooth except at 0 and at
-    multiples of 1/4; relative error below 1e-12 for the named functions). Pass ``jnp.tanh``
-    rather than ``"tanh"`` for the exact tanh value (1.5925) instead of PyTorch's 5/3.
+    ``relu6``, ``erf``, ``hard_sigmoid``, ``hard_silu``/``hard_swish``, ``log_sigmoid``,
+    ``sin``) and for any callable, the exact value 1 / sqrt(E[phi(z)^2]), z ~ N(0, 1), by
+    Gauss-Legendre quadrature with panel edges at the kinks (callables are assumed smooth
+    except at 0 and at multiples of 1/4; relative error below 1e-12 for the named functions).
+    Pass ``jnp.tanh`` rather than ``"tanh"`` for the exact tanh value (1.5925) instead of
+    PyTorch's 5/3.
 
     Args:
       activation: A name from the lists above, or a function ``phi`` of one array argument

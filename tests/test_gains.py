@@ -200,3 +200,10 @@ def test_activation_names_have_one_source():
 
     known = {*gains._TORCH_ONE, "tanh", "relu", "leaky_relu", "selu", *gains._NAMED}
     assert set(get_args(ActivationName)) == known == set(gains.ACTIVATIONS)
+
+
+def test_erf_gain_is_the_closed_form():
+    # E[erf(z)^2] = (2/pi) arcsin(2/3) for z ~ N(0, 1) (the arcsine kernel of Williams 1997 at
+    # v1 = v2 = c = 1, as neural-tangents writes it)
+    want = 1 / math.sqrt(2 / math.pi * math.asin(2 / 3))
+    assert abs(jaxinit.gain("erf") / want - 1) < 1e-12
