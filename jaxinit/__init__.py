@@ -28,6 +28,8 @@ from .gains import gain as gain
 from .meanfield import Prediction as Prediction
 from .meanfield import critical_sigma_w as critical_sigma_w
 from .meanfield import predict as predict
+from .identity_like import id_init as id_init
+from .identity_like import zero_hadamard as zero_hadamard
 from .orthogonal import delta_orthogonal as delta_orthogonal
 from .orthogonal import orthogonal as orthogonal
 from .structured import identity as identity
@@ -106,6 +108,7 @@ __all__ = [
     "glorot_uniform",
     "he_normal",
     "he_uniform",
+    "id_init",
     "identity",
     "kaiming_normal",
     "kaiming_uniform",
@@ -134,6 +137,7 @@ __all__ = [
     "variance_scaling",
     "xavier_normal",
     "xavier_uniform",
+    "zero_hadamard",
     "zeros",
 ]
 

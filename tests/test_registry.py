@@ -57,6 +57,11 @@ REGISTRY: dict[str, Entry] = {
     "identity": Entry(jaxinit.identity(2.0), (6, 10), random=False),
     "identity_conv": Entry(jaxinit.identity(), (3, 3, 8, 8), random=False, factory="identity"),
     "sparse": Entry(jaxinit.sparse(0.9), DENSE, complex_ok=False),
+    "zero_hadamard": Entry(jaxinit.zero_hadamard(), (96, 200), random=False, complex_ok=False),
+    "id_init": Entry(jaxinit.id_init(), (96, 200), random=False, complex_ok=False),
+    "id_init_noise": Entry(
+        jaxinit.id_init(1.0, 0.01), (3, 3, 16, 8), complex_ok=False, factory="id_init"
+    ),
     "torch_bias_default": Entry(jaxinit.torch_bias_default(fan_in=4), (2**17,), complex_ok=False),
     "prior_bias": Entry(
         jaxinit.prior_bias([10, 5, 5, 100, 100]), (5,), random=False, complex_ok=False
