@@ -439,6 +439,54 @@ def test_query_folding_on_flax_attention():
     assert _untouched(out["key"]["kernel"]) and _untouched(out["out"]["kernel"])
 
 
+def test_variance_laws_match_the_references():
+    """Each rule's variance law (what jaxinit.audit reads) against the closed form re-typed
+    from the paper or the reference code, for the settings the slow tests draw and more."""
+
+    def law(recipe, path, fan_in, fan_out):
+        rule = recipe.match(path)
+        assert rule is not None, path
+        return rule.init.variance(fan_in, fan_out)
+
+    def xavier(fan_in, fan_out, gain):  # torch.nn.init.xavier_{normal,uniform}_
+        return gain**2 * 2.0 / (fan_in + fan_out)
+
+    close = pytest.approx
+    assert law(gpt2(48), "h_0/attn/c_proj/kernel", 1600, 1600) == close((0.02 / 96**0.5) ** 2)
+    # Fixup, ResNet-110: std sqrt(2 / (out * k * k)) * 54 ** -0.5 (fixup_resnet_cifar.py)
+    assert law(fixup(54), "layer3_0/conv1/kernel", 9 * 32, 9 * 64) == close(2 / (9 * 64) / 54)
+    # Fixup, bottleneck (m = 3): conv1 and conv2 * num_layers ** -0.25, conv3 zero
+    r = fixup(16, 3)
+    assert law(r, "layer1_0/conv2/kernel", 9 * 64, 9 * 64) == close(2 / (9 * 64) * 16**-0.5)
+    assert r.match("layer1_0/conv3/kernel") == Rule(
+        "*/**/conv3/kernel", jaxinit.zeros(), "0: the last layer of each residual branch"
+    )
+    # DeepNet, encoder-decoder: 0.87 (N^4 M)^(-1/16) and (12M)^(-1/4) (the paper's table)
+    r = deepnorm(6, decoder_layers=18)
+    enc, dec = 0.87 * (6**4 * 18) ** (-1 / 16), (12 * 18) ** -0.25
+    assert law(r, "encoder/layers_1/fc2/kernel", 64, 16) == close(xavier(64, 16, enc))
+    assert law(r, "decoder/layers_1/encoder_attn/v_proj/kernel", 16, 16) == close(
+        xavier(16, 16, dec)
+    )
+    assert law(r, "decoder/layers_1/q_proj/kernel", 16, 16) == close(xavier(16, 16, 1.0))
+    # T-Fixup, encoder-decoder: 0.67 N^(-1/4) (encoder), (9M)^(-1/4) (decoder), embeddings
+    # N(0, d^-1/2 std) times (9N)^(-1/4) or (9M)^(-1/4) (layer6ai-labs/T-Fixup)
+    r = t_fixup(6, 12)
+    assert law(r, "encoder/layers_0/self_attn/out_proj/kernel", 16, 16) == close(
+        xavier(16, 16, 0.67 * 6**-0.25)
+    )
+    assert law(r, "decoder/layers_0/fc1/kernel", 16, 64) == close(xavier(16, 64, 108**-0.25))
+    assert law(r, "encoder/embed_tokens/embedding", 1000, 16) == close(16**-1 * 54**-0.5)
+    assert law(r, "decoder/embed_tokens/embedding", 1000, 16) == close(16**-1 * 108**-0.5)
+    assert law(r, "decoder/layers_3/self_attn/k_proj/kernel", 16, 16) == close(
+        xavier(16, 16, 0.5**0.5)
+    )
+    # spectral: (1/fan_in) min(1, fan_out/fan_in); query folding: (1/fan_in) / head_dim
+    assert law(spectral(), "a/kernel", 300, 100) == close(1 / 300 * 100 / 300)
+    assert law(spectral(), "a/kernel", 100, 300) == close(1 / 100)
+    assert law(query_folding(64), "attn/query/kernel", 512, 512) == close(1 / 512 / 64)
+
+
 # --------------------------------------------------------------------------------------------
 # residual gates and zero-init residual, combined with |
 
