@@ -17,7 +17,7 @@ A rule wins        the parameters it matches that no earlier rule matches
 A rule must match  at least one parameter of the target (else a ValueError naming the rule),
                    unless it is ``optional=True`` (biases of a model that may have none)
 A shadowed rule    (all of its matches won by earlier rules) is allowed: it is how
-                   ``override | base`` replaces rules
+                   ``base | override`` replaces rules
 ``a | b``          ``b``'s rules first, then ``a``'s: the later recipe overrides the earlier
 =================  ==========================================================================
 
