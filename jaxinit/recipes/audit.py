@@ -336,6 +336,11 @@ def _weight_of(owners: Callable[[str], Any], path: str) -> tuple[str, Weight | N
     return None
 
 
+# the layers of a linen module's parameters, by (module, input spec, paths): finding them traces
+# the forward pass (abstractly), which a second audit of the same model need not repeat
+_LINEN_LAYERS: dict[Any, dict[str, Any]] = {}
+
+
 def _layers(adapter: fa.Adapter, paths: Sequence[str], module: Any, x: Any) -> dict[str, Any]:
     """``{path: (kind name or "default", Weight or None)}``."""
     if adapter.kind == "nnx":
@@ -346,10 +351,21 @@ def _layers(adapter: fa.Adapter, paths: Sequence[str], module: Any, x: Any) -> d
         def owners(p: str) -> Any:
             return nodes.get(p)
     elif module is not None:
+        spec = tuple((tuple(np.shape(v)), str(jnp.result_type(v))) for v in jax.tree.leaves(x))
+        key = (module, jax.tree.structure(x), spec, tuple(paths))
+        try:
+            cached = _LINEN_LAYERS.get(key)
+        except TypeError:  # a module that cannot be hashed
+            key, cached = None, None
+        if cached is not None:
+            return dict(cached)
         mods = _linen_modules(module, adapter.target, x)
-
-        def owners(p: str) -> Any:
-            return mods.get(p)
+        out = {p: _weight_of(lambda q: mods.get(q), p) or ("default", None) for p in paths}
+        if key is not None:
+            while len(_LINEN_LAYERS) >= 8:
+                _LINEN_LAYERS.pop(next(iter(_LINEN_LAYERS)))
+            _LINEN_LAYERS[key] = out
+        return dict(out)
     else:
 
         def owners(p: str) -> Any:
