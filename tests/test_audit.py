@@ -419,6 +419,45 @@ def test_nnx_einsum_default_fan(correct):
 
 
 # --------------------------------------------------------------------------------------------
+# the other kinds: a shifted mean, a fill that is not the rule's, NaN, a conv dirac
+
+
+def test_mean_values_nonfinite_and_identity():
+    rng = np.random.default_rng(0)
+    dirac = np.zeros((3, 3, 4, 4))
+    dirac[1, 1] = np.eye(4)  # the centred conv identity, re-typed
+    nan = rng.normal(0.0, 0.02, (8, 8))
+    nan[2, 3] = np.nan
+    params = {
+        "dense": {"kernel": 0.01 + rng.normal(0.0, 0.02, (64, 64)), "bias": np.ones(64)},
+        "conv": {"kernel": dirac},
+        "other": {"kernel": nan},
+    }
+    variables = {"params": jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)}
+
+    def recipe(scale):
+        return Recipe(
+            "kinds (test)",
+            (
+                Rule("conv/kernel", jaxinit.identity(scale)),
+                Rule("**/kernel", jaxinit.normal(0.02)),
+                Rule("**/bias", jaxinit.zeros()),
+            ),
+        )
+
+    report = audit(variables, recipe(1.0))
+    want = {("mean", "dense/kernel"), ("values", "dense/bias"), ("nonfinite", "other/kernel")}
+    assert kinds_paths(report) == want
+    rows = {r.path: r for r in report.rows}
+    assert rows["conv/kernel"].identity and not rows["dense/kernel"].identity
+    assert rows["conv/kernel"].zeros == 9 * 16 - 4
+    assert rows["dense/bias"].constant and not rows["other/kernel"].finite
+    # a dirac of scale 1 where the rule says 2: its values differ by 1
+    (f,) = [f for f in audit(variables, recipe(2.0)).findings if f.path == "conv/kernel"]
+    assert (f.kind, f.measured) == ("values", 1.0)
+
+
+# --------------------------------------------------------------------------------------------
 # the command line: jaxinit audit module:factory [--recipe module:factory]
 
 FACTORIES = """

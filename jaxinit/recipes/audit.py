@@ -39,7 +39,8 @@ normal one never does (with probability ``1 - ALPHA``). Uniform values look trun
 
 **Pairs.** Parameters of the same number of elements are compared through one Gram matrix
 of their centred, flattened values per group: ``r_ij`` is the correlation of tensors ``i``
-and ``j``. Tensors with exactly equal values are ``"identical"`` (a reused PRNG key); others
+and ``j``. Pairs with ``r_ij >= 1 - 1e-4`` are compared value by value, and are
+``"identical"`` when every value is equal (a reused PRNG key); others
 with ``|r_ij| > z_P / sqrt(n)`` are ``"correlated"``, where ``n`` is the number of elements
 and ``z_P`` the two-sided normal quantile at ``ALPHA / P``, ``P`` the number of pairs compared
 in the whole model (under independence ``r_ij * sqrt(n)`` is about N(0, 1), so a model of
@@ -156,8 +157,9 @@ class Row(NamedTuple):
 
 class Finding(NamedTuple):
     """One departure: ``path``, a stable ``kind`` (:data:`KINDS`), a sentence, and the
-    expected and measured values (numbers, or for pairs the other path and the
-    correlation)."""
+    expected and measured values: numbers (a std, a mean, a bound; ``values``: 0 and the
+    largest difference), or for ``identical`` and ``correlated`` the other parameter's path
+    and the correlation."""
 
     path: str
     kind: str
@@ -929,14 +931,12 @@ def _pairs(
         if r >= _IDENTICAL_R and bool(jnp.array_equal(arrays[i], arrays[j])):
             kind = "identical"
             message = "holds exactly the same values as {other} (a reused key?)"
-            expected: Any = None
         elif abs(r) > z / math.sqrt(n):
             kind = "correlated"
             message = (
                 f"is correlated with {{other}}: r = {r:.4g}, beyond the chance level "
                 f"{z / math.sqrt(n):.3g} (n = {n}, {len(pairs)} pairs)"
             )
-            expected = z / math.sqrt(n)
         else:
             continue
         for me, other in ((i, j), (j, i)):
@@ -945,7 +945,7 @@ def _pairs(
                     paths[me],
                     kind,
                     message.format(other=paths[other]),
-                    expected if kind == "correlated" else paths[other],
+                    paths[other],
                     r,
                 )
             )
