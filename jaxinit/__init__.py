@@ -61,8 +61,13 @@ if TYPE_CHECKING:  # what static tools see; at run time these load lazily (``__g
     from .analysis import layer_stats as layer_stats
     from .lsuv import LSUVReport as LSUVReport
     from .lsuv import lsuv as lsuv
+    from . import recipes as recipes
     from .recipes import mup as mup
     from .recipes import umup as umup
+    from .recipes.audit import Audit as Audit
+    from .recipes.audit import audit as audit
+    from .recipes.recipe import Recipe as Recipe
+    from .recipes.recipe import Rule as Rule
     from .recipes.coord_check import CoordCheck as CoordCheck
     from .recipes.coord_check import coord_check as coord_check
 
@@ -81,6 +86,11 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "CoordCheck": (".recipes.coord_check", "CoordCheck"),
     "coord_check": (".recipes.coord_check", "coord_check"),
     "mup": (".recipes.mup", None),
+    "recipes": (".recipes", None),
+    "Recipe": (".recipes.recipe", "Recipe"),
+    "Rule": (".recipes.recipe", "Rule"),
+    "Audit": (".recipes.audit", "Audit"),
+    "audit": (".recipes.audit", "audit"),
     "umup": (".recipes.umup", None),
     "for_layer": ("._flax.layers", "for_layer"),
     "Measurement": ("._measure", "Measurement"),
@@ -88,6 +98,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 }
 
 __all__ = [
+    "Audit",
     "Band",
     "CoordCheck",
     "Initializer",
@@ -95,7 +106,10 @@ __all__ = [
     "LayerStats",
     "Measurement",
     "Prediction",
+    "Recipe",
+    "Rule",
     "__version__",
+    "audit",
     "compute_fans",
     "constant",
     "coord_check",
@@ -127,6 +141,7 @@ __all__ = [
     "predict",
     "prior_bias",
     "probe",
+    "recipes",
     "sparse",
     "torch_bias_default",
     "torch_default",
