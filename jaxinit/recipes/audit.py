@@ -224,8 +224,9 @@ class Audit(NamedTuple):
         out += [fmt(c) for c in lines]
         if any(r.layer == "default" for r in self.rows):
             out.append(
-                "layer 'default': fans from the default axes (in -2, out -1); pass module= "
-                "for layer-aware fans"
+                "layer 'default': fans from the default axes (in -2, out -1); for linen "
+                "variables pass module= (and x= for layers made inside nn.compact) for "
+                "layer-aware fans"
             )
         out.append("")
         if self.findings:
