@@ -1,0 +1,883 @@
+"""DKS and TAT activation transforms, solved in JAX: jittable and differentiable.
+
+Deep Kernel Shaping (DKS, Martens et al. 2021) and Tailored Activation Transformation (TAT,
+Zhang et al. 2022) replace an activation ``phi`` by
+
+    phi_hat(x) = output_scale * (phi(input_scale * x + input_shift) + output_shift)
+
+(for Leaky ReLU, with a chosen ``negative_slope``), with parameters chosen so that the whole
+network's kernel (its C map) is close to the identity in a controlled way. The network enters
+through its *subnetwork maximizing function* ``subnet_max_func(x, r_fn)`` (TAT paper, appendix
+"Additional details and pseudocode"): it composes a per-layer map ``r_fn`` the way the network
+composes its nonlinear layers, and returns the maximum over subnetworks.
+
+This module follows ``dks.base.activation_transform.get_transformed_activations`` of
+google-deepmind/dks (same targets, same starting points, same acceptance rule), but every
+step runs in JAX:
+
+* Gaussian expectations use composite Gauss-Legendre quadrature on [-10, 10] with a break at
+  each kink of the activation (mapped through the current input scale and shift), so
+  piecewise-linear activations are integrated to rounding error, not to O(h^2);
+* the local targets come from the same bisection as dks (``jax.lax.while_loop``);
+* the activation parameters come from damped Newton steps (``jax.jacfwd``) tried from dks's
+  starting points in dks's order; the first converged, accepted root is returned;
+* every solve goes through ``jax.lax.custom_root``, so the parameters are differentiable with
+  respect to the targets (implicit function theorem), and the whole transform can be jitted.
+
+Computations run in the default float dtype: float64 under ``jax_enable_x64`` (recommended:
+the parameters are then exact to about 1e-10 relative), float32 otherwise (about 1e-3).
+
+Two conventions differ from dks by design. (1) dks integrates with one 100,000-node
+Gauss-Legendre rule on [-10, 10] that straddles kinks; for ReLU and Leaky ReLU with a nonzero
+input shift this moves its solutions by up to about 3e-5 relative, and this module returns the
+exact ones. (2) For odd activations (tanh, erf, ...) the parameters with input_shift and
+output_shift negated define the same network up to signs; dks returns whichever its solver
+finds first, this module the one with input_shift >= 0. Input scales are reported >= 0.
+
+References:
+  Martens et al. 2021, Rapid training of deep neural networks without skip connections or
+  normalization layers using Deep Kernel Shaping, https://arxiv.org/abs/2110.01765
+  Zhang et al. 2022, Deep Learning without Shortcuts: Shaping the Kernel with Tailored
+  Rectifiers, https://openreview.net/forum?id=U0k7XNTiFEq
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, get_args
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.core import Tracer
+
+__all__ = [
+    "ACTIVATIONS",
+    "Method",
+    "TransformedActivation",
+    "gaussian_mean",
+    "gaussian_mean_2d",
+    "leaky_relu_c_map",
+    "transform",
+]
+
+Method = Literal["DKS", "TAT", "untransformed"]
+_METHODS: tuple[str, ...] = get_args(Method)
+
+SubnetMaxFunc = Callable[[Any, Callable[[Any], Any]], Any]
+
+# ---------------------------------------------------------------------------------------------
+# Activations (the table of dks.base.activation_getter, in jax.numpy), with their kinks: the
+# points where the function or one of its first two derivatives jumps.
+
+_SELU_LAMBDA = 1.0507009873554804934193349852946
+_SELU_ALPHA = 1.6732632423543772848170429916717
+
+
+def _elu(x, a=1.0, scale=1.0):
+    return scale * jnp.where(x < 0, a * jnp.expm1(jnp.minimum(x, 0.0)), x)
+
+
+def _leaky_relu(x, negative_slope=0.01):
+    return jnp.where(x < 0, negative_slope * x, x)
+
+
+def _gelu(x):
+    return x * 0.5 * (1.0 + jnp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def _gelu_exact(x):
+    return x * (jax.scipy.special.erf(x / math.sqrt(2.0)) + 1) / 2
+
+
+ACTIVATIONS: dict[str, tuple[Callable[..., Any], tuple[float, ...]]] = {
+    "tanh": (jnp.tanh, ()),
+    "sigmoid": (jax.nn.sigmoid, ()),
+    "erf": (jax.scipy.special.erf, ()),
+    "relu": (lambda x: jnp.maximum(x, 0.0), (0.0,)),
+    "softplus": (jax.nn.softplus, ()),
+    "selu": (lambda x: _elu(x, _SELU_ALPHA, _SELU_LAMBDA), (0.0,)),
+    "elu": (_elu, (0.0,)),
+    "swish": (lambda x: x * jax.nn.sigmoid(x), ()),
+    "bentid": (lambda x: (jnp.sqrt(x**2 + 1.0) - 1.0) / 2.0 + x, ()),
+    "atan": (jnp.arctan, ()),
+    "asinh": (jnp.arcsinh, ()),
+    "square": (lambda x: x**2, ()),
+    "softsign": (lambda x: x / (1 + jnp.abs(x)), (0.0,)),
+    "leaky_relu": (_leaky_relu, (0.0,)),
+    "gelu": (_gelu, ()),
+    "gelu_exact": (_gelu_exact, ()),
+    "sin": (jnp.sin, ()),
+    "cos": (jnp.cos, ()),
+}
+"""Named activations: ``name -> (function, kinks)``, the names of dks's activation getter."""
+
+# Odd activations: (input_scale, input_shift, output_shift) and (input_scale, -input_shift,
+# -output_shift) give the same network up to signs; the root with input_shift >= 0 is reported.
+_ODD = frozenset({"tanh", "erf", "atan", "asinh", "softsign", "sin"})
+
+# ---------------------------------------------------------------------------------------------
+# Quadrature
+
+_HALF_WIDTH = 10.0  # the Gaussian density is below 8e-23 beyond
+_PANELS = 10  # panels per smooth piece
+_ORDER = 16  # Gauss-Legendre nodes per panel
+_LEG_X, _LEG_W = np.polynomial.legendre.leggauss(_ORDER)
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
+def _float_dtype() -> Any:
+    return jnp.result_type(float)
+
+
+def _nodes(breaks: jax.Array, dtype: Any) -> tuple[jax.Array, jax.Array]:
+    """Nodes ``z`` and weights ``w`` (density included) with ``sum(w f(z)) ~ E[f(z)]``.
+
+    ``[-10, 10]`` is cut at ``breaks`` (any values; clipped, sorted) into smooth pieces; each
+    piece gets ``_PANELS`` equal panels of ``_ORDER`` Gauss-Legendre nodes.
+    """
+    h = _HALF_WIDTH
+    inner = jnp.sort(jnp.clip(jnp.asarray(breaks, dtype).reshape(-1), -h, h))
+    edges = jnp.concatenate([jnp.full((1,), -h, dtype), inner, jnp.full((1,), h, dtype)])
+    frac = jnp.arange(_PANELS + 1, dtype=dtype) / _PANELS
+    grid = edges[:-1, None] + (edges[1:] - edges[:-1])[:, None] * frac[None, :]
+    a, b = grid[:, :-1].reshape(-1, 1), grid[:, 1:].reshape(-1, 1)
+    half = 0.5 * (b - a)
+    z = half * jnp.asarray(_LEG_X, dtype)[None, :] + 0.5 * (a + b)
+    w = half * jnp.asarray(_LEG_W, dtype)[None, :] * jnp.exp(-0.5 * z * z) / _SQRT_2PI
+    return z.reshape(-1), w.reshape(-1)
+
+
+def _kinks_array(kinks: Sequence[float] | jax.Array, dtype: Any) -> jax.Array:
+    return jnp.asarray(kinks, dtype).reshape(-1)
+
+
+def gaussian_mean(
+    fn: Callable[[jax.Array], jax.Array],
+    *,
+    kinks: Sequence[float] | jax.Array = (),
+) -> jax.Array:
+    """E[fn(z)] for z ~ N(0, 1), by Gauss-Legendre quadrature split at ``kinks``.
+
+    ``[-10, 10]`` is cut at the kinks (points where ``fn`` or a derivative jumps) and each
+    smooth piece is integrated by 10 panels of 16 Gauss-Legendre nodes, so piecewise-smooth
+    functions are integrated to rounding error. Jittable, and differentiable in anything
+    ``fn`` closes over and in ``kinks``.
+
+    Args:
+      fn: An elementwise function of an array.
+      kinks: Points where ``fn`` or its first derivatives are discontinuous (traced values
+        allowed).
+
+    Returns:
+      A scalar in the default float dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxinit.activation_transform import gaussian_mean
+      >>> m = gaussian_mean(lambda z: jnp.maximum(z, 0.0) ** 2, kinks=(0.0,))
+      >>> bool(abs(m - 0.5) < 1e-6)
+      True
+    """
+    dtype = _float_dtype()
+    z, w = _nodes(_kinks_array(kinks, dtype), dtype)
+    return jnp.sum(w * fn(z))
+
+
+def gaussian_mean_2d(
+    fn1: Callable[[jax.Array], jax.Array],
+    fn2: Callable[[jax.Array], jax.Array],
+    c: jax.Array | float,
+    *,
+    kinks1: Sequence[float] | jax.Array = (),
+    kinks2: Sequence[float] | jax.Array = (),
+) -> jax.Array:
+    """E[fn1(u) fn2(c u + sqrt(1 - c^2) v)] for independent u, v ~ N(0, 1), ``-1 <= c <= 1``.
+
+    An outer integral over ``u`` (cut at ``kinks1`` and at ``k / c`` for each ``k`` in
+    ``kinks2``) of the inner conditional expectation over ``v``, which is cut at the
+    conditional location ``(k - c u) / sqrt(1 - c^2)`` of each kink of ``fn2``. At ``|c| = 1``
+    it is the one-dimensional E[fn1(u) fn2(c u)].
+
+    Args:
+      fn1: Elementwise function of the first input.
+      fn2: Elementwise function of the second input.
+      c: Correlation of the two inputs, in [-1, 1].
+      kinks1: Kinks of ``fn1``.
+      kinks2: Kinks of ``fn2``.
+
+    Returns:
+      A scalar in the default float dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxinit.activation_transform import gaussian_mean_2d
+      >>> relu = lambda x: jnp.maximum(x, 0.0)
+      >>> k = gaussian_mean_2d(relu, relu, 0.0, kinks1=(0.0,), kinks2=(0.0,))
+      >>> bool(abs(k - 1 / (2 * jnp.pi)) < 1e-6)
+      True
+    """
+    dtype = _float_dtype()
+    c = jnp.asarray(c, dtype)
+    k1, k2 = _kinks_array(kinks1, dtype), _kinks_array(kinks2, dtype)
+    s = jnp.sqrt(jnp.maximum(1.0 - c * c, 0.0))
+    safe_c = jnp.where(c == 0, 1.0, c)
+    outer_breaks = jnp.concatenate([k1, jnp.where(c == 0, _HALF_WIDTH, k2 / safe_c)])
+    u, wu = _nodes(outer_breaks, dtype)
+    safe_s = jnp.where(s == 0, 1.0, s)
+
+    def inner(ui):
+        breaks = jnp.where(s == 0, _HALF_WIDTH, (k2 - c * ui) / safe_s)
+        v, wv = _nodes(breaks, dtype)
+        return jnp.sum(wv * fn2(c * ui + s * v))
+
+    return jnp.sum(wu * fn1(u) * jax.vmap(inner)(u))
+
+
+def leaky_relu_c_map(c: jax.Array | float, negative_slope: jax.Array | float) -> jax.Array:
+    """The local C map of a Leaky ReLU scaled to Q(1) = 1 (TAT paper, eq. for C_f):
+
+    ``((1 - a)^2 (sqrt(1 - c^2) + (pi - arccos c) c) / pi + 2 a c) / (1 + a^2)``.
+
+    Args:
+      c: Input correlation, in [-1, 1].
+      negative_slope: The slope ``a`` for negative inputs.
+
+    Returns:
+      The output correlation, same shape as ``c``.
+
+    Example:
+      >>> from jaxinit.activation_transform import leaky_relu_c_map
+      >>> bool(abs(leaky_relu_c_map(1.0, 0.3) - 1.0) < 1e-6)
+      True
+    """
+    a = negative_slope
+    return (
+        (1 - a) ** 2 * (jnp.sqrt(1 - c**2) + (jnp.pi - jnp.arccos(c)) * c) / jnp.pi + 2 * a * c
+    ) / (1 + a**2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Result
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformedActivation:
+    """A transformed activation and its parameters (a pytree: it passes through ``jit``).
+
+    ``self(x) = output_scale * (phi(input_scale * x + input_shift) + output_shift)``, with
+    ``phi`` the base activation (called with ``negative_slope`` for Leaky ReLU).
+
+    Attributes:
+      input_scale: Scale of the input (1 where the method does not set it).
+      input_shift: Shift of the input (0 where not set).
+      output_shift: Shift of ``phi``'s output (0 where not set).
+      output_scale: Scale of the shifted output.
+      negative_slope: Leaky ReLU's negative slope; None for other activations.
+      converged: Whether every solve met its tolerance (a boolean array; check it when the
+        transform runs under ``jit``, where failure cannot raise).
+      name: The activation's name (``fn.__name__`` for a callable).
+      base: The base activation ``phi``.
+      kinks: The kinks of ``phi`` used by the quadrature.
+      solved: The parameters dks reports for this method, in its order.
+    """
+
+    input_scale: jax.Array
+    input_shift: jax.Array
+    output_shift: jax.Array
+    output_scale: jax.Array
+    negative_slope: jax.Array | None
+    converged: jax.Array
+    name: str = dataclasses.field(metadata={"static": True})
+    base: Callable[..., Any] = dataclasses.field(metadata={"static": True})
+    kinks: tuple[float, ...] = dataclasses.field(metadata={"static": True})
+    solved: tuple[str, ...] = dataclasses.field(metadata={"static": True})
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Apply the transformed activation elementwise (in ``x``'s float dtype)."""
+        x = jnp.asarray(x)
+        dt = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else _float_dtype()
+
+        def cast(v):
+            return jnp.asarray(v, dt)
+
+        y = x.astype(dt) * cast(self.input_scale) + cast(self.input_shift)
+        if self.negative_slope is None:
+            y = self.base(y)
+        else:
+            y = self.base(y, cast(self.negative_slope))
+        return (y + cast(self.output_shift)) * cast(self.output_scale)
+
+    def as_dict(self) -> dict[str, jax.Array]:
+        """The parameters dks reports for this method (``solved``), by name."""
+        return {k: getattr(self, k) for k in self.solved}
+
+    def c_map(self, c: jax.Array | float) -> jax.Array:
+        """The local C map at correlation ``c`` for unit-variance inputs: E[phi_hat(u)
+        phi_hat(c u + sqrt(1 - c^2) v)] (equal to the correlation, since Q(1) = 1)."""
+        dtype = _float_dtype()
+        a = jnp.asarray(self.input_scale, dtype)
+        b = jnp.asarray(self.input_shift, dtype)
+        breaks = _kink_locations(_kinks_array(self.kinks, dtype), a, b)
+        return gaussian_mean_2d(self, self, c, kinks1=breaks, kinks2=breaks)
+
+    def q_map(self, q: jax.Array | float) -> jax.Array:
+        """The local Q map: E[phi_hat(sqrt(q) z)^2], z ~ N(0, 1)."""
+        dtype = _float_dtype()
+        sq = jnp.sqrt(jnp.asarray(q, dtype))
+        a = jnp.asarray(self.input_scale, dtype) * sq
+        b = jnp.asarray(self.input_shift, dtype)
+        breaks = _kink_locations(_kinks_array(self.kinks, dtype), a, b)
+        return gaussian_mean(lambda z: self(sq * z) ** 2, kinks=breaks)
+
+
+jax.tree_util.register_dataclass(
+    TransformedActivation,
+    data_fields=[
+        "input_scale",
+        "input_shift",
+        "output_shift",
+        "output_scale",
+        "negative_slope",
+        "converged",
+    ],
+    meta_fields=["name", "base", "kinks", "solved"],
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Local quantities of a transformed activation
+
+
+def _kink_locations(kinks: jax.Array, scale: jax.Array, shift: jax.Array) -> jax.Array:
+    """Where ``phi(scale x + shift)`` has its kinks, in units of ``x``."""
+    safe = jnp.where(scale == 0, 1.0, scale)
+    return jnp.where(scale == 0, _HALF_WIDTH, (kinks - shift) / safe)
+
+
+def _derivatives(
+    phi: Callable[[jax.Array], jax.Array], y: jax.Array, order: int
+) -> tuple[jax.Array, ...]:
+    """``(phi(y), phi'(y), phi''(y))`` up to ``order`` for an elementwise ``phi``."""
+    ones = jnp.ones_like(y)
+    if order == 0:
+        return (phi(y),)
+    if order == 1:
+        return jax.jvp(phi, (y,), (ones,))
+    (f0, f1), (_, f2) = jax.jvp(lambda t: jax.jvp(phi, (t,), (ones,)), (y,), (ones,))
+    return f0, f1, f2
+
+
+class _Local:
+    """Per-layer statistics of phi_hat for given raw parameters (all at q = 1)."""
+
+    def __init__(self, phi, kinks, scale, shift, output_shift, c_val_0, order):
+        dtype = _float_dtype()
+        x, w = _nodes(_kink_locations(kinks, scale, shift), dtype)
+        derivs = _derivatives(phi, scale * x + shift, order)
+        f0 = derivs[0]
+        if c_val_0 is not None:
+            output_shift = jnp.sqrt(c_val_0) - jnp.sum(w * f0)
+        g = f0 + output_shift
+        output_scale = 1.0 / jnp.sqrt(jnp.sum(w * g * g))
+        self.output_shift, self.output_scale = output_shift, output_scale
+        phat = output_scale * g
+        if order >= 1:
+            d1 = output_scale * scale * derivs[1]
+            self.q_slope = jnp.sum(w * phat * d1 * x)
+            self.c_slope_1 = jnp.sum(w * d1 * d1)
+        if order >= 2:
+            d2 = output_scale * scale * scale * derivs[2]
+            self.c_curv = jnp.sum(w * d2 * d2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Solvers
+
+
+def _tracing(*xs: Any) -> bool:
+    return any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(xs))
+
+
+def _bisect_increasing(fn, target, start, lo, hi, *, tol, max_eval=100):
+    """x with |fn(x) - target| < tol for increasing ``fn``: dks's ``_solve_increasing``.
+
+    The same search (halve towards the bracket; double while the upper end is infinite), as a
+    ``while_loop``; differentiable in ``target`` and in what ``fn`` closes over.
+    Returns ``(x, converged)``.
+    """
+    dtype = _float_dtype()
+    target = jnp.asarray(target, dtype)
+
+    def residual(x):
+        return jnp.asarray(fn(x), dtype) - target
+
+    def solve(f, x0):
+        def cond(s):
+            return (~s[4]) & (s[3] < max_eval)
+
+        def body(s):
+            x, lo, hi, i, _ = s
+            v = f(x)
+            done = jnp.abs(v) < tol
+            above, below = v > 0, v < 0
+            x_up = jnp.where(jnp.isinf(hi), 2 * x, 0.5 * (x + hi))
+            nx = jnp.where(done, x, jnp.where(above, 0.5 * (x + lo), jnp.where(below, x_up, x)))
+            nlo = jnp.where(~done & below, x, lo)
+            nhi = jnp.where(~done & above, x, hi)
+            return nx, nlo, nhi, i + 1, done
+
+        init = (x0, jnp.asarray(lo, dtype), jnp.asarray(hi, dtype), jnp.int32(0), False)
+        x, _, _, _, done = jax.lax.while_loop(cond, body, init)
+        return x, jnp.asarray(done).astype(
+            dtype
+        )  # a float flag: custom_root's JVP rejects a bool aux
+
+    x, done = jax.lax.custom_root(
+        residual,
+        jnp.asarray(start, dtype),
+        solve,
+        lambda g, y: y / g(jnp.ones_like(y)),
+        has_aux=True,
+    )
+    return x, done > 0
+
+
+def _det(m: jax.Array) -> jax.Array:
+    n = m.shape[-1]
+    if n == 1:
+        return m[..., 0, 0]
+    if n == 2:
+        return m[..., 0, 0] * m[..., 1, 1] - m[..., 0, 1] * m[..., 1, 0]
+    if n == 3:
+        return (
+            m[..., 0, 0] * (m[..., 1, 1] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 1])
+            - m[..., 0, 1] * (m[..., 1, 0] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 0])
+            + m[..., 0, 2] * (m[..., 1, 0] * m[..., 2, 1] - m[..., 1, 1] * m[..., 2, 0])
+        )
+    raise NotImplementedError(n)
+
+
+def _small_solve(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a^-1 b`` for n <= 3 by Cramer's rule (cheaper to compile than a LAPACK call)."""
+    n = a.shape[-1]
+    d = _det(a)
+    cols = [_det(a.at[:, i].set(b)) for i in range(n)]
+    return jnp.stack(cols) / d
+
+
+_NEWTON_ITERS = 60
+_BACKTRACK = 12  # step sizes 1, 1/2, ..., 2^-11
+
+
+def _newton_from_starts(f, starts, accept, ftol):
+    """First root of ``f`` (trying ``starts`` in order) that converges and is accepted.
+
+    Damped Newton: full Jacobian by ``jax.jacfwd``, the first of the step sizes 1, 1/2, ...
+    that reduces max|f|. Returns ``(root, converged)``.
+    """
+    steps = 0.5 ** jnp.arange(_BACKTRACK, dtype=starts.dtype)
+
+    def norm(r):
+        n = jnp.max(jnp.abs(r), axis=-1)
+        return jnp.where(jnp.isfinite(n), n, jnp.inf)
+
+    def newton(p0):
+        def cond(s):
+            return (~s[3]) & (s[2] < _NEWTON_ITERS)
+
+        def body(s):
+            p, n, i, _ = s
+            fp = f(p)
+            jac = jax.jacfwd(f)(p)
+            dp = _small_solve(jac, -fp)
+            cand = p[None, :] + steps[:, None] * dp[None, :]
+            nc = norm(jax.vmap(f)(cand))
+            better = nc < n
+            k = jnp.argmax(better)
+            moved = better[k]
+            p_new = jnp.where(moved, cand[k], p)
+            n_new = jnp.where(moved, nc[k], n)
+            return p_new, n_new, i + 1, (~moved) | (n_new <= ftol)
+
+        n0 = norm(f(p0))
+        p, n, _, _ = jax.lax.while_loop(cond, body, (p0, n0, jnp.int32(0), n0 <= ftol))
+        return p, n <= ftol
+
+    def cond(s):
+        return (~s[2]) & (s[0] < starts.shape[0])
+
+    def body(s):
+        i, _, _ = s
+        p, ok = newton(starts[i])
+        ok = ok & accept(p)
+        return i + 1, p, ok
+
+    _, p, ok = jax.lax.while_loop(cond, body, (jnp.int32(0), starts[0], False))
+    return p, ok
+
+
+# dks's starting points: every combination of these, then uniform draws from numpy's
+# RandomState(123) in dks's order, 50 in all.
+_ALWAYS_TRY = {
+    "input_shift": (0.0, 1.0, -1.0),
+    "input_scale": (1.0, 0.1),
+    "output_shift": (0.0, 1.0, -1.0),
+    "negative_slope": (0.0, 0.5),
+}
+_SAMPLE_LOW = {"input_shift": -3.0, "input_scale": 0.0, "output_shift": -3.0, "negative_slope": 0.0}
+_SAMPLE_HIGH = {"input_shift": 3.0, "input_scale": 2.0, "output_shift": 3.0, "negative_slope": 1.0}
+_NUM_TRIES = 50
+_RANDOM_SEED = 123
+
+# The largest local C'(1) a ReLU reaches with a positive input shift (dks).
+_RELU_MAX_SLOPE_POS_SHIFT = 1.466942206924260361
+
+
+def _starting_points(names: tuple[str, ...]) -> np.ndarray:
+    pts = [tuple(p) for p in itertools.product(*(_ALWAYS_TRY[n] for n in names))]
+    rng = np.random.RandomState(_RANDOM_SEED)
+    for _ in range(_NUM_TRIES - len(pts)):
+        pts.append(tuple(rng.uniform(low=_SAMPLE_LOW[n], high=_SAMPLE_HIGH[n]) for n in names))
+    return np.asarray(pts, np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+_DKS_DEFAULTS = {"c_slope_1_target": 1.5, "local_q_slope_target": 1.0}
+_TAT_DEFAULTS = {"c_val_0_target": 0.9, "c_curve_target": 0.3}
+
+
+def _params(what: str, given: Mapping[str, Any] | None, defaults: dict[str, float]):
+    out = dict(defaults)
+    if given is None:
+        return out
+    bad = sorted(set(given) - set(defaults))
+    if bad:
+        raise ValueError(
+            f"transform: {what} has unknown keys {bad}; accepted keys are {sorted(defaults)}."
+        )
+    out.update(given)
+    return out
+
+
+def _check_range(name: str, value: Any, ok: Callable[[float], bool], accepted: str) -> None:
+    if _tracing(value):
+        return
+    v = np.asarray(value)
+    if v.shape != () or not ok(float(v)):
+        raise ValueError(f"transform: {name}={value!r} must be {accepted}.")
+
+
+def _resolve(activation: str | Callable[..., Any], kinks: Sequence[float]):
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"transform: activation={activation!r} is not a known name; use one of "
+                f"{sorted(ACTIVATIONS)}, or pass an elementwise function with its kinks=."
+            )
+        fn, own = ACTIVATIONS[activation]
+        return activation, fn, tuple(sorted({*own, *map(float, kinks)}))
+    if not callable(activation):
+        raise TypeError(
+            f"transform: activation={activation!r} must be a name or an elementwise function."
+        )
+    name = getattr(activation, "__name__", type(activation).__name__)
+    return name, activation, tuple(sorted(set(map(float, kinks))))
+
+
+_SUBNET_MSG = (
+    "transform: subnet_max_func (or max_slope_func / max_curv_func) is traced by JAX and must "
+    "use jax.numpy operations on its values: write jnp.maximum(a, b) instead of max(a, b), "
+    "and jnp.where instead of if/else on values."
+)
+
+
+def _call_traced(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except jax.errors.ConcretizationTypeError as err:
+        raise TypeError(_SUBNET_MSG) from err
+
+
+# ---------------------------------------------------------------------------------------------
+# The transform
+
+
+def transform(
+    activation: str | Callable[..., Any],
+    method: Method = "DKS",
+    *,
+    subnet_max_func: SubnetMaxFunc | None = None,
+    max_slope_func: Callable[[Any], Any] | None = None,
+    max_curv_func: Callable[[Any], Any] | None = None,
+    dks_params: Mapping[str, Any] | None = None,
+    tat_params: Mapping[str, Any] | None = None,
+    kinks: Sequence[float] = (),
+    tol: float | None = None,
+) -> TransformedActivation:
+    """Transform an activation with DKS or TAT; jittable and differentiable in the targets.
+
+    The JAX counterpart of dks's ``get_transformed_activations`` for one activation, with
+    the same targets, starting points and acceptance rule:
+
+    ========================  ==========================================================
+    method, activation        conditions (per nonlinear layer, inputs with q = 1)
+    ========================  ==========================================================
+    DKS, ``"relu"``           input_shift = 1 (or -1 when the local C'(1) target is at
+                              least 1.4669...), C(0) = 0, Q(1) = 1, C'(1) = local target
+    DKS, other                C(0) = 0, Q(1) = 1, Q'(1) = ``local_q_slope_target``,
+                              C'(1) = local target (Leaky ReLU: negative_slope and
+                              input_shift are solved, input_scale = 1)
+    TAT, ``"leaky_relu"``     negative_slope with max over subnetworks of C_f(0) =
+                              ``c_val_0_target``; output_scale = sqrt(2 / (1 + a^2))
+    TAT, other smooth         Q(1) = 1, Q'(1) = 1, C'(1) = 1, C''(1) = local target
+    ========================  ==========================================================
+
+    The local C'(1) target solves ``max_slope_func(x) = c_slope_1_target`` (DKS) and the
+    local C''(1) target ``max_curv_func(x) = c_curve_target`` (TAT), both by dks's
+    bisection; without them they come from ``subnet_max_func`` (composition replaced by
+    multiplication, respectively addition).
+
+    Args:
+      activation: A name from :data:`ACTIVATIONS` or an elementwise JAX function
+        (then give its ``kinks``).
+      method: ``"DKS"``, ``"TAT"`` or ``"untransformed"``.
+      subnet_max_func: The subnetwork maximizing function ``M(x, r_fn)``: apply ``r_fn``
+        as the network composes its nonlinear layers and return the maximum over
+        subnetworks. It is traced: use ``jnp.maximum``, not ``max``.
+      max_slope_func: DKS's maximal slope function of the local C'(1) (optional).
+      max_curv_func: TAT's maximal curvature function of the local C''(1) (optional).
+      dks_params: ``{"c_slope_1_target": 1.5, "local_q_slope_target": 1.0}`` by default;
+        values may be traced.
+      tat_params: ``{"c_val_0_target": 0.9, "c_curve_target": 0.3}`` by default; values
+        may be traced.
+      kinks: Points where a callable ``activation`` (or its first two derivatives) jumps,
+        e.g. ``(0.0,)`` for ReLU-like functions; named activations know theirs.
+      tol: Stop the bisection for a local target (or Leaky ReLU's slope) when the maximal
+        function is within ``tol`` of its target: dks's 1e-8 by default (1e-5 in float32).
+        Smaller values (down to about 1e-14 in float64) give the exact root.
+
+    Returns:
+      A :class:`TransformedActivation` (callable; a pytree of its parameters).
+
+    Raises:
+      ValueError: For an unknown method, name or parameter key, a target out of range
+        (when it is concrete), ReLU with TAT, a missing ``subnet_max_func``, or a solve that
+        fails outside ``jit`` (under ``jit``, check ``converged``).
+      TypeError: When ``subnet_max_func`` cannot be traced (e.g. it calls ``max``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxinit.activation_transform import transform
+      >>> def subnet_max_func(x, r_fn):  # a 10-layer MLP
+      ...     for _ in range(10):
+      ...         x = r_fn(x)
+      ...     return x
+      >>> t = transform("leaky_relu", "TAT", subnet_max_func=subnet_max_func,
+      ...               tat_params={"c_val_0_target": 0.5})
+      >>> sorted(t.as_dict()), bool(t.converged)
+      (['negative_slope', 'output_scale'], True)
+      >>> t(jnp.ones(3)).shape
+      (3,)
+      >>> g = jax.grad(lambda c0: transform(
+      ...     "leaky_relu", "TAT", subnet_max_func=subnet_max_func,
+      ...     tat_params={"c_val_0_target": c0}).negative_slope)(0.5)
+      >>> bool(g < 0)  # a more nonlinear network needs a smaller negative slope
+      True
+
+    References:
+      Martens et al. 2021, https://arxiv.org/abs/2110.01765;
+      Zhang et al. 2022, https://openreview.net/forum?id=U0k7XNTiFEq;
+      google-deepmind/dks, ``dks/base/activation_transform.py``.
+    """
+    if method not in _METHODS:
+        raise ValueError(f"transform: method={method!r} is not supported; use one of {_METHODS}.")
+    name, phi, kinks_t = _resolve(activation, kinks)
+    dks = _params("dks_params", dks_params, _DKS_DEFAULTS)
+    tat = _params("tat_params", tat_params, _TAT_DEFAULTS)
+    dtype = _float_dtype()
+    one, zero = jnp.ones((), dtype), jnp.zeros((), dtype)
+    is_leaky = name == "leaky_relu" and phi is ACTIVATIONS["leaky_relu"][0]
+    is_relu = name == "relu" and phi is ACTIVATIONS["relu"][0]
+
+    def result(scale, shift, out_shift, out_scale, slope, ok, solved):
+        t = TransformedActivation(
+            input_scale=jnp.asarray(scale, dtype),
+            input_shift=jnp.asarray(shift, dtype),
+            output_shift=jnp.asarray(out_shift, dtype),
+            output_scale=jnp.asarray(out_scale, dtype),
+            negative_slope=None if slope is None else jnp.asarray(slope, dtype),
+            converged=jnp.asarray(ok),
+            name=name,
+            base=phi,
+            kinks=kinks_t,
+            solved=solved,
+        )
+        if not _tracing(t.converged) and not bool(t.converged):
+            raise ValueError(
+                f"transform: no {method} parameters found for {name!r} (converged=False). The "
+                "target may be out of reach for this network: a shallow Leaky ReLU network "
+                "cannot reach a high C(0) target, for example. Use a smaller c_val_0_target "
+                "or c_slope_1_target (a more linear network) or a deeper network."
+            )
+        return t
+
+    if method == "untransformed":
+        return result(one, zero, zero, one, 0.01 if is_leaky else None, True, ())
+
+    if tol is None:
+        tol = 1e-8 if dtype == jnp.float64 else 1e-5
+    elif not (isinstance(tol, int | float) and tol > 0):
+        raise ValueError(f"transform: tol={tol!r} must be a float > 0, or None for dks's 1e-8.")
+    ftol = 1e-12 if dtype == jnp.float64 else 2e-5
+
+    def need_subnet(why: str) -> SubnetMaxFunc:
+        if subnet_max_func is None:
+            raise ValueError(f"transform: {why} needs subnet_max_func=M(x, r_fn); got None.")
+        return subnet_max_func
+
+    if method == "TAT" and is_relu:
+        raise ValueError(
+            "transform: activation='relu' is not supported with method='TAT'; use "
+            "'leaky_relu', whose negative slope TAT chooses."
+        )
+
+    if method == "TAT" and is_leaky:
+        c0 = tat["c_val_0_target"]
+        _check_range("c_val_0_target", c0, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+        m = need_subnet("TAT with leaky_relu")
+
+        def one_minus_max_c0(a):
+            return 1.0 - _call_traced(lambda: m(0.0, lambda c: leaky_relu_c_map(c, a)))
+
+        slope, ok = _bisect_increasing(one_minus_max_c0, 1.0 - c0, 0.5, 0.0, 1.0, tol=tol)
+        out_scale = jnp.sqrt(2.0 / (1.0 + slope**2))
+        return result(one, zero, zero, out_scale, slope, ok, ("output_scale", "negative_slope"))
+
+    if method == "DKS":
+        c_slope_1 = dks["c_slope_1_target"]
+        _check_range("c_slope_1_target", c_slope_1, lambda v: v > 1.0, "a float > 1.0")
+        if max_slope_func is None:
+            m = need_subnet("DKS without max_slope_func")
+
+            def max_slope(x):
+                return _call_traced(lambda: m(1.0, lambda y: x * y))
+        else:
+            msf = max_slope_func
+
+            def max_slope(x):
+                return _call_traced(lambda: msf(x))
+
+        local_slope, ok_t = _bisect_increasing(max_slope, c_slope_1, 1.1, 1.0, jnp.inf, tol=tol)
+        q_slope = jnp.asarray(dks["local_q_slope_target"], dtype)
+        c_val_0: Any = 0.0
+        curv_target = None
+    else:  # TAT, smooth activations
+        curve = tat["c_curve_target"]
+        _check_range("c_curve_target", curve, lambda v: v > 0.0, "a float > 0.0")
+        if max_curv_func is None:
+            m = need_subnet("TAT with smooth activations without max_curv_func")
+
+            def max_curv(x):
+                return _call_traced(lambda: m(0.0, lambda y: x + y))
+        else:
+            mcf = max_curv_func
+
+            def max_curv(x):
+                return _call_traced(lambda: mcf(x))
+
+        curv_target, ok_t = _bisect_increasing(max_curv, curve, 0.1, 0.0, jnp.inf, tol=tol)
+        local_slope = one
+        q_slope = one
+        c_val_0 = None
+
+    kinks_a = _kinks_array(kinks_t, dtype)
+    order = 2 if curv_target is not None else 1
+
+    if is_relu:
+        names: tuple[str, ...] = ("input_scale",)
+        relu_shift = jnp.where(local_slope < _RELU_MAX_SLOPE_POS_SHIFT, 1.0, -1.0).astype(dtype)
+    elif is_leaky:
+        names = ("negative_slope", "input_shift")
+    elif c_val_0 is not None:
+        names = ("input_scale", "input_shift")
+    else:
+        names = ("input_scale", "input_shift", "output_shift")
+
+    def unpack(p):
+        d = dict(zip(names, (p[i] for i in range(len(names))), strict=True))
+        if is_relu:
+            d["input_shift"] = relu_shift
+        return (
+            d.get("input_scale", one),
+            d.get("input_shift", zero),
+            d.get("output_shift", zero),
+            d.get("negative_slope"),
+        )
+
+    def local(p):
+        scale, shift, out_shift, slope = unpack(p)
+        fn = phi if slope is None else (lambda y: phi(y, slope))
+        return _Local(fn, kinks_a, scale, shift, out_shift, c_val_0, order)
+
+    def residual(p):
+        st = local(p)
+        res = []
+        if not is_relu:  # ReLU has one degree of freedom fewer: no Q'(1) condition
+            res.append(st.q_slope - q_slope)
+        res.append(st.c_slope_1 - local_slope)
+        if curv_target is not None:
+            res.append(st.c_curv - curv_target)
+        return jnp.stack(res)
+
+    def accept(p):
+        if method != "TAT":
+            return jnp.asarray(True)
+        st = local(p)  # dks rejects TAT solutions with input_scale * output_scale >= 2
+        return p[0] * st.output_scale < 2.0
+
+    odd = name in _ODD and phi is ACTIVATIONS[name][0]
+
+    def canonical(p):
+        # x ~ N(0, 1) is symmetric, so input_scale and -input_scale are the same solution;
+        # for odd phi, so are the mirror shifts (see _ODD).
+        if "input_scale" in names:
+            i = names.index("input_scale")
+            p = p.at[i].set(jnp.abs(p[i]))
+        if odd:
+            i = names.index("input_shift")
+            sign = jnp.where(p[i] < 0, -1.0, 1.0).astype(p.dtype)
+            p = p.at[i].multiply(sign)
+            if "output_shift" in names:
+                p = p.at[names.index("output_shift")].multiply(sign)
+        return p
+
+    def solve(f, _):
+        p, ok = _newton_from_starts(f, starts, accept, ftol)
+        return canonical(p), ok.astype(dtype)  # a float flag: custom_root's JVP rejects bools
+
+    starts = jnp.asarray(_starting_points(names), dtype)
+    p, ok_p = jax.lax.custom_root(
+        residual,
+        starts[0],
+        solve,
+        lambda g, y: _small_solve(jax.jacfwd(g)(y), y),
+        has_aux=True,
+    )
+    ok_p = ok_p > 0
+    scale, shift, _, slope = unpack(p)
+    st = local(p)
+    if name in ("sin", "cos"):
+        shift = shift - 2 * jnp.pi * jnp.floor_divide(shift, 2 * jnp.pi)
+    if is_relu:
+        solved = ("input_shift", "input_scale", "output_shift", "output_scale")
+    elif is_leaky:
+        solved = ("negative_slope", "input_shift", "output_shift", "output_scale")
+    else:
+        solved = ("input_scale", "input_shift", "output_shift", "output_scale")
+    return result(scale, shift, st.output_shift, st.output_scale, slope, ok_t & ok_p, solved)

@@ -1,0 +1,420 @@
+"""jaxinit.activation_transform against google-deepmind/dks and closed forms.
+
+References, each independent of jaxinit:
+- the golden values of dks's ``tests/test_activation_transform.py`` (dks 0.1.2), typed here;
+- for ReLU and Leaky ReLU, the local Q/C quantities in closed form (Gaussian moments of a
+  shifted normal, Stein's lemma for Q'(1)), solved with SciPy;
+- the arc-cosine kernel (Cho & Saul 2009) and SciPy quadrature for the Gaussian integrals.
+
+dks integrates with one 100,000-node Gauss-Legendre rule on [-10, 10] that straddles the
+ReLU kink; its ReLU and shifted Leaky ReLU goldens therefore carry that rule's error (up to
+about 3e-5 relative). Those entries are compared with the exact root (closed form, 1e-9) and
+with dks within the measured size of dks's own error, which ``test_relu_golden_is_off_by_dks_
+quadrature`` shows from the closed form. Every other golden is compared at 1e-6 relative.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.optimize
+from scipy.stats import norm
+
+from jaxinit.activation_transform import (
+    gaussian_mean,
+    gaussian_mean_2d,
+    leaky_relu_c_map,
+    transform,
+)
+
+RTOL = 1e-6
+# dks's golden values that its kink-straddling quadrature moves (see the module docstring):
+# measured |golden - exact| / |exact| is 2.1e-5 (ReLU) and 2.7e-6 (shifted Leaky ReLU).
+DKS_KINK_RTOL = 3e-5
+
+DKS_PARAMS = {"c_slope_1_target": 1.2}
+TAT_PARAMS = {"c_val_0_target": 0.75, "c_curve_target": 0.2}
+
+
+def resnet_subnet_max(x, r_fn, shortcut_weight=0.6):
+    """dks's test network (ResNet-101 layout), with jnp.maximum in place of max."""
+    blocks_per_group = (3, 4, 23, 3)
+    res_branch_subnetwork_x = r_fn(r_fn(r_fn(x)))
+    for i in range(4):
+        for j in range(blocks_per_group[i]):
+            res_x = r_fn(r_fn(r_fn(x)))
+            shortcut_x = r_fn(x) if (j == 0) else x
+            x = shortcut_weight**2 * shortcut_x + (1.0 - shortcut_weight**2) * res_x
+    x = r_fn(x)
+    return jnp.maximum(x, res_branch_subnetwork_x)
+
+
+def resnet_subnet_max_py(x, r_fn, shortcut_weight=0.6):
+    """The same function in plain Python floats, as dks wrote it (for SciPy references)."""
+    blocks_per_group = (3, 4, 23, 3)
+    res_branch_subnetwork_x = r_fn(r_fn(r_fn(x)))
+    for i in range(4):
+        for j in range(blocks_per_group[i]):
+            res_x = r_fn(r_fn(r_fn(x)))
+            shortcut_x = r_fn(x) if (j == 0) else x
+            x = shortcut_weight**2 * shortcut_x + (1.0 - shortcut_weight**2) * res_x
+    x = r_fn(x)
+    return max(x, res_branch_subnetwork_x)
+
+
+def mlp4(x, r_fn):
+    for _ in range(4):
+        x = r_fn(x)
+    return x
+
+
+def rel(a, b):
+    return abs(float(a) - float(b)) / abs(float(b))
+
+
+# --- closed forms for phi_hat(x) = os * (leaky(alpha x + beta; a) + osh), x ~ N(0, 1) --------
+
+
+def leaky_local(alpha, beta, a, c_val_0=0.0):
+    """(output_shift, output_scale, Q'(1), C'(1)) in closed form, with C(0) = c_val_0."""
+    t = beta / alpha
+    p = norm.cdf(t)
+    e1p = beta * p + alpha * norm.pdf(t)  # E[y 1{y>0}], y ~ N(beta, alpha^2)
+    e2p = (beta**2 + alpha**2) * p + alpha * beta * norm.pdf(t)
+    e1 = e1p + a * (beta - e1p)
+    e2 = e2p + a * a * (beta**2 + alpha**2 - e2p)
+    osh = math.sqrt(c_val_0) - e1
+    os_ = 1.0 / math.sqrt(e2 + 2 * osh * e1 + osh**2)
+    c_slope = os_**2 * alpha**2 * (p + a * a * (1 - p))
+    # Stein: E[g x] = E[g'], with phi'' = (1 - a) delta(y) contributing osh (1 - a) pdf(t)/alpha.
+    q_slope = c_slope + os_**2 * alpha * osh * (1 - a) * norm.pdf(t)
+    return osh, os_, q_slope, c_slope
+
+
+def brentq(fn, lo, hi) -> float:
+    root: Any = scipy.optimize.brentq(fn, lo, hi, xtol=1e-15)
+    return float(root)
+
+
+def dks_solve_increasing(fn, target, input_, min_, max_, tol=1e-8, max_eval=100):
+    """dks's ``_solve_increasing`` (dks/base/activation_transform.py), re-typed."""
+    for _ in range(max_eval):
+        value = fn(input_)
+        if abs(value - target) < tol:
+            return input_
+        if value > target:
+            max_ = input_
+            input_ = 0.5 * (input_ + min_)
+        elif value < target:
+            min_ = input_
+            input_ = input_ * 2 if math.isinf(max_) else 0.5 * (input_ + max_)
+    raise AssertionError("no solution")
+
+
+def local_slope_target(c_slope_1_target):
+    """dks's local C'(1) target: its bisection on the maximal slope function, in Python."""
+    return dks_solve_increasing(
+        lambda x: resnet_subnet_max_py(1.0, lambda y: x * y), c_slope_1_target, 1.1, 1.0, math.inf
+    )
+
+
+@pytest.fixture(scope="module")
+def relu_dks():
+    with jax.enable_x64(True):
+        return transform("relu", "DKS", subnet_max_func=resnet_subnet_max, dks_params=DKS_PARAMS)
+
+
+# --- the two goldens quoted in issue 14 ------------------------------------------------------
+
+
+def test_relu_dks_golden(relu_dks):
+    t = relu_dks
+    assert bool(t.converged)
+    assert float(t.input_shift) == 1.0
+    assert rel(t.output_shift, -1.000373858553784) <= RTOL
+    # the exact root (closed form, the local target by brentq): to 1e-9
+    target = local_slope_target(1.2)
+    alpha = brentq(lambda s: leaky_local(s, 1.0, 0.0)[3] - target, 0.2, 0.6)
+    _, os_exact, _, _ = leaky_local(alpha, 1.0, 0.0)
+    assert rel(t.input_scale, alpha) <= 1e-9
+    assert rel(t.output_scale, os_exact) <= 1e-9
+    # dks's golden, within the error of dks's quadrature at the ReLU kink
+    assert rel(t.input_scale, 0.3685360046708044) <= DKS_KINK_RTOL
+    assert rel(t.output_scale, 2.721729988761473) <= DKS_KINK_RTOL
+
+
+def test_relu_golden_is_off_by_dks_quadrature():
+    """At dks's golden input scale the exact C'(1) misses the local target by ~5e-7: the golden
+    is the root of dks's quadrature, not of the exact equations."""
+    target = local_slope_target(1.2)
+    golden = leaky_local(0.3685360046708044, 1.0, 0.0)[3]
+    assert 1e-7 < abs(golden - target) < 1e-6
+    # and the C'(1) integral by adaptive SciPy quadrature agrees with the closed form
+    a, b = 0.3685360046708044, 1.0
+    _, os_, _, c_slope = leaky_local(a, b, 0.0)
+    quad = scipy.integrate.quad(lambda x: os_**2 * a**2 * norm.pdf(x), -b / a, np.inf)[0]
+    assert abs(quad - c_slope) < 1e-12
+
+
+def test_leaky_relu_tat_golden():
+    with jax.enable_x64(True):
+        t = transform("leaky_relu", "TAT", subnet_max_func=resnet_subnet_max, tat_params=TAT_PARAMS)
+        assert bool(t.converged)
+        assert rel(t.negative_slope, 0.6291800290346146) <= RTOL
+        assert rel(t.output_scale, 1.196996549778802) <= RTOL
+        assert float(t.input_scale) == 1.0 and float(t.input_shift) == 0.0
+
+
+# --- jit, gradients, errors ------------------------------------------------------------------
+
+
+def test_jit_matches_eager(relu_dks):
+    with jax.enable_x64(True):
+        jitted = jax.jit(
+            lambda c: transform(
+                "relu", "DKS", subnet_max_func=resnet_subnet_max, dks_params={"c_slope_1_target": c}
+            )
+        )(1.2)
+    assert bool(jitted.converged)
+    for k in ("input_scale", "input_shift", "output_shift", "output_scale"):
+        np.testing.assert_allclose(getattr(jitted, k), getattr(relu_dks, k), rtol=1e-12)
+
+
+def test_gradient_matches_central_difference():
+    """d input_scale / d c_slope_1_target through both solves (bisection, Newton), float64."""
+
+    def f(c):
+        return transform(
+            "relu", "DKS", subnet_max_func=mlp4, dks_params={"c_slope_1_target": c}, tol=1e-14
+        ).input_scale
+
+    c, h = 1.3, 1e-5
+    with jax.enable_x64(True):
+        grad, (up, down) = jax.jit(
+            lambda c: (jax.grad(f)(c), jax.vmap(f)(jnp.stack([c + h, c - h])))
+        )(c)
+        grad, fd = float(grad), (float(up) - float(down)) / (2 * h)
+    assert grad > 0  # a larger C'(1) target moves the ReLU's kink closer
+    assert rel(grad, fd) <= 1e-6
+
+
+def test_max_in_subnet_func_is_explained():
+    with pytest.raises(TypeError, match=r"jnp\.maximum"):
+        transform("relu", "DKS", subnet_max_func=resnet_subnet_max_py)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"activation": "relu", "method": "dks"}, "method='dks'"),
+        ({"activation": "relux", "method": "DKS"}, "activation='relux'"),
+        ({"activation": "relu", "method": "TAT"}, "not supported with method='TAT'"),
+        ({"activation": "tanh", "method": "DKS", "dks_params": {"c_slope": 1.2}}, "c_slope"),
+        ({"activation": "tanh", "method": "DKS", "dks_params": {"c_slope_1_target": 1.0}}, "> 1"),
+        ({"activation": "tanh", "method": "DKS"}, "subnet_max_func"),
+        (
+            {"activation": "leaky_relu", "method": "TAT", "tat_params": {"c_val_0_target": 2}},
+            "0, 1",
+        ),
+    ],
+)
+def test_errors_name_the_argument(kwargs, match):
+    kwargs = dict(kwargs)
+    if "subnet" not in match:
+        kwargs["subnet_max_func"] = mlp4
+    with pytest.raises(ValueError, match=match):
+        transform(kwargs.pop("activation"), kwargs.pop("method"), **kwargs)
+
+
+# --- quadrature --------------------------------------------------------------------------------
+
+
+def test_gaussian_mean_kink_aware_matches_scipy():
+    with jax.enable_x64(True):
+        k = 0.37
+        got = gaussian_mean(lambda z: jnp.maximum(z - k, 0.0) ** 2 + jnp.tanh(z), kinks=(k,))
+    ref = scipy.integrate.quad(lambda z: (z - k) ** 2 * norm.pdf(z), k, np.inf, epsabs=0)[0]
+    assert rel(got, ref) <= 1e-12
+
+
+def test_gaussian_mean_2d_matches_arccos_kernel_and_leaky_c_map():
+    a = 0.3
+    cs = np.array([-1.0, -0.7, 0.0, 0.45, 0.95, 1.0])
+
+    def kernels(c):
+        relu = lambda x: jnp.maximum(x, 0.0)  # noqa: E731
+        leaky = lambda x: jnp.where(x < 0, a * x, x)  # noqa: E731
+        return (
+            gaussian_mean_2d(relu, relu, c, kinks1=(0.0,), kinks2=(0.0,)),
+            gaussian_mean_2d(leaky, leaky, c, kinks1=(0.0,), kinks2=(0.0,)),
+            leaky_relu_c_map(c, a),
+        )
+
+    with jax.enable_x64(True):
+        k_relu, k_leaky, c_map = map(np.asarray, jax.jit(jax.vmap(kernels))(jnp.asarray(cs)))
+    theta = np.arccos(cs)
+    arccos = (np.sin(theta) + (np.pi - theta) * cs) / (2 * np.pi)  # Cho & Saul, n = 1
+    np.testing.assert_allclose(k_relu, arccos, rtol=0, atol=1e-9)
+    # TAT's Leaky ReLU C map; E[phi^2] = (1 + a^2) / 2 for unit inputs
+    closed = ((1 - a) ** 2 * arccos * 2 + 2 * a * cs) / (1 + a**2)
+    np.testing.assert_allclose(k_leaky / ((1 + a * a) / 2), closed, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(c_map, closed, rtol=0, atol=1e-12)
+
+
+# --- every golden of dks's tests (slow: one compile per case) ---------------------------------
+
+PARAM_GOLDENS = {
+    ("softplus", "DKS"): {
+        "input_scale": 0.18761008168267976,
+        "input_shift": 0.40688063442262007,
+        "output_shift": -0.9213466151411376,
+        "output_scale": 8.878672543665223,
+    },
+    ("tanh", "DKS"): {
+        "input_scale": 0.07461073057540868,
+        "input_shift": 0.5566915199964182,
+        "output_shift": -0.5034378768692127,
+        "output_scale": 18.002635964442558,
+    },
+    ("leaky_relu", "DKS"): {
+        "negative_slope": 0.8761257073473065,
+        "input_shift": -6.372924855154692e-13,
+        "output_shift": -0.049418692997275034,
+        "output_scale": 1.0651832705682147,
+    },
+    ("softplus", "TAT"): {
+        "input_scale": 0.15011489794748328,
+        "input_shift": 0.5374599901127068,
+        "output_shift": -0.996481014465811,
+        "output_scale": 10.54880187880574,
+    },
+    ("tanh", "TAT"): {
+        "input_scale": 0.0580205218578313,
+        "input_shift": 0.5218639804099805,
+        "output_shift": -0.4796430704354356,
+        "output_scale": 22.36066261763117,
+    },
+    ("gelu", "DKS"): {
+        "input_scale": 0.07036271496383567,
+        "input_shift": 0.2586837248593587,
+        "output_shift": -0.15758328114374964,
+        "output_scale": 20.249573305194307,
+    },
+    ("gelu_exact", "DKS"): {
+        "input_scale": 0.07043253126531114,
+        "input_shift": 0.259489297927707,
+        "output_shift": -0.15815378961903598,
+        "output_scale": 20.21158902315857,
+    },
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "method"), sorted(PARAM_GOLDENS), ids=str)
+def test_parameter_goldens(name, method):
+    with jax.enable_x64(True):
+        t = transform(
+            name,
+            method,
+            subnet_max_func=resnet_subnet_max,
+            dks_params=DKS_PARAMS,
+            tat_params=TAT_PARAMS,
+        )
+    assert bool(t.converged)
+    got = t.as_dict()
+    for key, want in PARAM_GOLDENS[name, method].items():
+        if abs(want) < 1e-9:  # dks's Leaky ReLU input_shift is 0 up to its solver's noise
+            assert abs(float(got[key])) <= 1e-9, (key, float(got[key]))
+        else:
+            assert rel(got[key], want) <= RTOL, (key, float(got[key]), want)
+
+
+VALUE_DKS = {"c_slope_1_target": 12.0, "local_q_slope_target": 0.97}
+VALUE_TAT = {"c_val_0_target": 0.95, "c_curve_target": 4.5}
+VALUE_GOLDENS = [
+    ("softplus", "DKS", (0.5205088334781294, -0.6970897398761904)),
+    ("tanh", "DKS", (0.6910746968773931, -0.5122335409369118)),
+    ("softplus", "TAT", (0.6923574763139374, -0.4935166367766701)),
+    ("leaky_relu", "TAT", (0.7954047194402861, -0.2955187511683813)),
+    ("gelu", "TAT", (0.6922557817568101, -0.491992384704867)),
+    ("gelu_exact", "TAT", (0.6922429517529013, -0.49198103131465193)),
+    ("tanh", "untransformed", (0.5370495669980353, -0.5370495669980353)),
+    ("softplus", "untransformed", (1.0374879504858856, 0.4374879504858857)),
+    ("relu", "untransformed", (0.6, 0.0)),
+    ("leaky_relu", "untransformed", (0.6, -0.006)),
+]
+
+
+def value_transform(name, method):
+    return transform(
+        name,
+        method,
+        subnet_max_func=resnet_subnet_max,
+        dks_params=VALUE_DKS,
+        tat_params=VALUE_TAT,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "method", "want"), VALUE_GOLDENS, ids=str)
+def test_value_goldens(name, method, want):
+    with jax.enable_x64(True):
+        t = value_transform(name, method)
+        y = np.asarray(t(jnp.array([0.6, -0.6])))
+    for got, w in zip(y, want, strict=True):
+        assert abs(got - w) <= RTOL * abs(w), (got, w)
+
+
+@pytest.mark.slow
+def test_value_golden_tanh_tat_is_the_mirror_solution():
+    """dks's solver found the root with input_shift < 0 here; jaxinit reports its mirror,
+    phi_mirror(x) = -phi_hat(-x), the same network up to signs."""
+    with jax.enable_x64(True):
+        t = value_transform("tanh", "TAT")
+        assert float(t.input_shift) > 0
+        y = np.asarray(-t(jnp.array([-0.6, 0.6])))
+    for got, w in zip(y, (0.6860178437500071, -0.49030275427738146), strict=True):
+        assert abs(got - w) <= RTOL * abs(w), (got, w)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "want"),
+    [
+        ("relu", (0.6053339463256114, -0.6486764456443863)),
+        ("leaky_relu", (0.5628988987673328, -0.6649764416535503)),
+    ],
+)
+def test_value_goldens_kinked_against_closed_form(name, want):
+    """The exact root (closed form + SciPy) to 1e-9, dks's value within its kink error."""
+    with jax.enable_x64(True):
+        t = value_transform(name, "DKS")
+        y = np.asarray(t(jnp.array([0.6, -0.6])))
+    target = local_slope_target(12.0)
+    if name == "relu":
+        alpha = brentq(lambda s: leaky_local(s, 1.0, 0.0)[3] - target, 0.3, 1.5)
+        beta, a = 1.0, 0.0
+    else:
+
+        def eqs(v):
+            _, _, q, c = leaky_local(1.0, v[1], v[0])
+            return [q - 0.97, c - target]
+
+        sol: Any = scipy.optimize.fsolve(eqs, [0.5, 0.1], xtol=1e-14)
+        a, beta = float(sol[0]), float(sol[1])
+        alpha = 1.0
+        assert rel(t.negative_slope, a) <= 1e-9
+    osh, os_, _, _ = leaky_local(alpha, beta, a)
+    assert rel(t.input_scale, alpha) <= 1e-9
+    assert rel(t.input_shift, beta) <= 1e-9
+    for x, got, w in zip((0.6, -0.6), y, want, strict=True):
+        z = alpha * x + beta
+        exact = os_ * ((z if z >= 0 else a * z) + osh)
+        assert rel(got, exact) <= 1e-9
+        assert rel(got, w) <= DKS_KINK_RTOL
