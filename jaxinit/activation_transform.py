@@ -462,11 +462,26 @@ def _det(m: jax.Array) -> jax.Array:
 
 
 def _small_solve(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``a^-1 b`` for n <= 3 by Cramer's rule (cheaper to compile than a LAPACK call)."""
+    """``a^-1 b`` for n <= 3 by the adjugate (cheaper to compile than a LAPACK call, and
+    linear in ``b``, so reverse mode can transpose it)."""
     n = a.shape[-1]
-    d = _det(a)
-    cols = [_det(a.at[:, i].set(b)) for i in range(n)]
-    return jnp.stack(cols) / d
+    if n == 1:
+        return b / a[0, 0]
+    idx = np.arange(n)
+    rows = []
+    for j in range(n):  # adj[j, i] = (-1)^(i + j) det(a without row i and column j)
+        rows.append(
+            jnp.stack(
+                [(-1) ** (i + j) * _det(a[np.ix_(idx[idx != i], idx[idx != j])]) for i in range(n)]
+            )
+        )
+    return (jnp.stack(rows) @ b) / _det(a)
+
+
+def _tangent_solve(g: Callable[[jax.Array], jax.Array], y: jax.Array) -> jax.Array:
+    """Solve the linear ``g(x) = y``; the Jacobian is taken at a constant, not at ``y``, so
+    the solve stays linear in ``y`` (reverse mode transposes it)."""
+    return _small_solve(jax.jacfwd(g)(jnp.zeros(y.shape, y.dtype)), y)
 
 
 _NEWTON_ITERS = 60
@@ -866,7 +881,7 @@ def transform(
         residual,
         starts[0],
         solve,
-        lambda g, y: _small_solve(jax.jacfwd(g)(y), y),
+        _tangent_solve,
         has_aux=True,
     )
     ok_p = ok_p > 0

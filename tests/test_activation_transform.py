@@ -204,6 +204,30 @@ def test_gradient_matches_central_difference():
     assert rel(grad, fd) <= 1e-6
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("method", "key"), [("DKS", "c_slope_1_target"), ("TAT", "c_curve_target")]
+)
+def test_gradient_two_and_three_parameter_solves(method, key):
+    """Reverse mode through the 2- (DKS) and 3-parameter (TAT) Newton solves, softplus."""
+    value = {"c_slope_1_target": 1.5, "c_curve_target": 0.3}[key]
+
+    def f(c):
+        dks, tat = ({key: c}, None) if method == "DKS" else (None, {key: c})
+        t = transform(
+            "softplus", method, subnet_max_func=mlp4, dks_params=dks, tat_params=tat, tol=1e-14
+        )
+        return jnp.stack([t.input_scale, t.input_shift, t.output_shift, t.output_scale])
+
+    h = 1e-5
+    with jax.enable_x64(True):
+        jac, (up, down) = jax.jit(
+            lambda c: (jax.jacrev(f)(c), jax.vmap(f)(jnp.stack([c + h, c - h])))
+        )(value)
+        jac, fd = np.asarray(jac), (np.asarray(up) - np.asarray(down)) / (2 * h)
+    np.testing.assert_allclose(jac, fd, rtol=1e-6)
+
+
 def test_max_in_subnet_func_is_explained():
     with pytest.raises(TypeError, match=r"jnp\.maximum"):
         transform("relu", "DKS", subnet_max_func=resnet_subnet_max_py)
