@@ -47,7 +47,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -176,10 +176,10 @@ def gaussian_mean(
       A scalar in the default float dtype.
 
     Example:
-      >>> import jax.numpy as jnp
+      >>> import jax, jax.numpy as jnp
       >>> from jaxinit.activation_transform import gaussian_mean
-      >>> m = gaussian_mean(lambda z: jnp.maximum(z, 0.0) ** 2, kinks=(0.0,))
-      >>> bool(abs(m - 0.5) < 1e-6)
+      >>> moment = jax.jit(lambda k: gaussian_mean(lambda z: jnp.maximum(z - k, 0) ** 2, kinks=k))
+      >>> bool(abs(moment(0.0) - 0.5) < 1e-6)
       True
     """
     dtype = _float_dtype()
@@ -213,11 +213,11 @@ def gaussian_mean_2d(
       A scalar in the default float dtype.
 
     Example:
-      >>> import jax.numpy as jnp
+      >>> import jax, jax.numpy as jnp
       >>> from jaxinit.activation_transform import gaussian_mean_2d
       >>> relu = lambda x: jnp.maximum(x, 0.0)
-      >>> k = gaussian_mean_2d(relu, relu, 0.0, kinks1=(0.0,), kinks2=(0.0,))
-      >>> bool(abs(k - 1 / (2 * jnp.pi)) < 1e-6)
+      >>> kernel = jax.jit(lambda c: gaussian_mean_2d(relu, relu, c, kinks1=(0.0,), kinks2=(0.0,)))
+      >>> bool(abs(kernel(0.0) - 1 / (2 * jnp.pi)) < 1e-6)
       True
     """
     dtype = _float_dtype()
@@ -716,12 +716,72 @@ def transform(
     dks = _params("dks_params", dks_params, _DKS_DEFAULTS)
     tat = _params("tat_params", tat_params, _TAT_DEFAULTS)
     dtype = _float_dtype()
+    is_leaky = name == "leaky_relu" and phi is ACTIVATIONS["leaky_relu"][0]
+    is_relu = name == "relu" and phi is ACTIVATIONS["relu"][0]
+    if method == "untransformed":
+        one, zero = jnp.ones((), dtype), jnp.zeros((), dtype)
+        return TransformedActivation(
+            one, zero, zero, one, jnp.asarray(0.01, dtype) if is_leaky else None,
+            jnp.asarray(True), name=name, base=phi, kinks=kinks_t, solved=(),
+        )  # fmt: skip
+    if tol is not None and not (isinstance(tol, int | float) and tol > 0):
+        raise ValueError(f"transform: tol={tol!r} must be a float > 0, or None for dks's 1e-8.")
+    if method == "TAT" and is_relu:
+        raise ValueError(
+            "transform: activation='relu' is not supported with method='TAT'; use "
+            "'leaky_relu', whose negative slope TAT chooses."
+        )
+    if method == "TAT" and is_leaky:
+        _check_range("c_val_0_target", tat["c_val_0_target"], lambda v: 0 <= v <= 1, "in [0, 1]")
+        needs, why = True, "TAT with leaky_relu"
+    elif method == "DKS":
+        _check_range("c_slope_1_target", dks["c_slope_1_target"], lambda v: v > 1, "a float > 1.0")
+        needs, why = max_slope_func is None, "DKS without max_slope_func"
+    else:
+        _check_range("c_curve_target", tat["c_curve_target"], lambda v: v > 0, "a float > 0.0")
+        needs, why = max_curv_func is None, "TAT with smooth activations without max_curv_func"
+    if needs and subnet_max_func is None:
+        raise ValueError(f"transform: {why} needs subnet_max_func=M(x, r_fn); got None.")
+    cfg = _Config(method, name, phi, kinks_t, subnet_max_func, max_slope_func, max_curv_func, tol)
+    targets = {k: jnp.asarray(v, dtype) for k, v in {**dks, **tat}.items()}
+    t = _transform_jit(cfg, targets)
+    if not _tracing(t.converged) and not bool(t.converged):
+        raise ValueError(
+            f"transform: no {method} parameters found for {name!r} (converged=False). The "
+            "target may be out of reach for this network: a shallow Leaky ReLU network "
+            "cannot reach a high C(0) target, for example. Use a smaller c_val_0_target "
+            "or c_slope_1_target (a more linear network) or a deeper network."
+        )
+    return t
+
+
+class _Config(NamedTuple):
+    """The static part of a transform (functions hash by identity)."""
+
+    method: str
+    name: str
+    phi: Callable[..., Any]
+    kinks: tuple[float, ...]
+    subnet_max_func: SubnetMaxFunc | None
+    max_slope_func: Callable[[Any], Any] | None
+    max_curv_func: Callable[[Any], Any] | None
+    tol: float | None
+
+
+def _transform_core(cfg: _Config, targets: dict[str, jax.Array]) -> TransformedActivation:
+    """The solve, as one program: jitted once per configuration, targets traced."""
+    method, name, phi, kinks_t = cfg.method, cfg.name, cfg.phi, cfg.kinks
+    subnet_max_func, max_slope_func, max_curv_func = (
+        cfg.subnet_max_func, cfg.max_slope_func, cfg.max_curv_func
+    )  # fmt: skip
+    dks = tat = targets
+    dtype = _float_dtype()
     one, zero = jnp.ones((), dtype), jnp.zeros((), dtype)
     is_leaky = name == "leaky_relu" and phi is ACTIVATIONS["leaky_relu"][0]
     is_relu = name == "relu" and phi is ACTIVATIONS["relu"][0]
 
     def result(scale, shift, out_shift, out_scale, slope, ok, solved):
-        t = TransformedActivation(
+        return TransformedActivation(
             input_scale=jnp.asarray(scale, dtype),
             input_shift=jnp.asarray(shift, dtype),
             output_shift=jnp.asarray(out_shift, dtype),
@@ -733,38 +793,19 @@ def transform(
             kinks=kinks_t,
             solved=solved,
         )
-        if not _tracing(t.converged) and not bool(t.converged):
-            raise ValueError(
-                f"transform: no {method} parameters found for {name!r} (converged=False). The "
-                "target may be out of reach for this network: a shallow Leaky ReLU network "
-                "cannot reach a high C(0) target, for example. Use a smaller c_val_0_target "
-                "or c_slope_1_target (a more linear network) or a deeper network."
-            )
-        return t
 
-    if method == "untransformed":
-        return result(one, zero, zero, one, 0.01 if is_leaky else None, True, ())
-
+    tol = cfg.tol
     if tol is None:
         tol = 1e-8 if dtype == jnp.float64 else 1e-5
-    elif not (isinstance(tol, int | float) and tol > 0):
-        raise ValueError(f"transform: tol={tol!r} must be a float > 0, or None for dks's 1e-8.")
     ftol = 1e-12 if dtype == jnp.float64 else 2e-5
 
     def need_subnet(why: str) -> SubnetMaxFunc:
-        if subnet_max_func is None:
+        if subnet_max_func is None:  # checked by transform
             raise ValueError(f"transform: {why} needs subnet_max_func=M(x, r_fn); got None.")
         return subnet_max_func
 
-    if method == "TAT" and is_relu:
-        raise ValueError(
-            "transform: activation='relu' is not supported with method='TAT'; use "
-            "'leaky_relu', whose negative slope TAT chooses."
-        )
-
     if method == "TAT" and is_leaky:
         c0 = tat["c_val_0_target"]
-        _check_range("c_val_0_target", c0, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
         m = need_subnet("TAT with leaky_relu")
 
         def one_minus_max_c0(a):
@@ -776,7 +817,6 @@ def transform(
 
     if method == "DKS":
         c_slope_1 = dks["c_slope_1_target"]
-        _check_range("c_slope_1_target", c_slope_1, lambda v: v > 1.0, "a float > 1.0")
         if max_slope_func is None:
             m = need_subnet("DKS without max_slope_func")
 
@@ -794,7 +834,6 @@ def transform(
         curv_target = None
     else:  # TAT, smooth activations
         curve = tat["c_curve_target"]
-        _check_range("c_curve_target", curve, lambda v: v > 0.0, "a float > 0.0")
         if max_curv_func is None:
             m = need_subnet("TAT with smooth activations without max_curv_func")
 
@@ -896,3 +935,6 @@ def transform(
     else:
         solved = ("input_scale", "input_shift", "output_shift", "output_scale")
     return result(scale, shift, st.output_shift, st.output_scale, slope, ok_t & ok_p, solved)
+
+
+_transform_jit = jax.jit(_transform_core, static_argnums=0)

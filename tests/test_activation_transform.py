@@ -124,10 +124,22 @@ def local_slope_target(c_slope_1_target):
     )
 
 
+def relu_dks_transform(c_slope_1_target):
+    """ReLU under DKS on dks's test network; ``tol=1e-14`` makes the bisection for the local
+    target exact (dks stops at 1e-8, which moves the result by ~1e-9 here)."""
+    return transform(
+        "relu",
+        "DKS",
+        subnet_max_func=resnet_subnet_max,
+        dks_params={"c_slope_1_target": c_slope_1_target},
+        tol=1e-14,
+    )
+
+
 @pytest.fixture(scope="module")
 def relu_dks():
     with jax.enable_x64(True):
-        return transform("relu", "DKS", subnet_max_func=resnet_subnet_max, dks_params=DKS_PARAMS)
+        return relu_dks_transform(1.2)
 
 
 # --- the two goldens quoted in issue 14 ------------------------------------------------------
@@ -139,7 +151,7 @@ def test_relu_dks_golden(relu_dks):
     assert float(t.input_shift) == 1.0
     assert rel(t.output_shift, -1.000373858553784) <= RTOL
     # the exact root (closed form, the local target by brentq): to 1e-9
-    target = local_slope_target(1.2)
+    target = brentq(lambda x: resnet_subnet_max_py(1.0, lambda y: x * y) - 1.2, 1.0, 1.1)
     alpha = brentq(lambda s: leaky_local(s, 1.0, 0.0)[3] - target, 0.2, 0.6)
     _, os_exact, _, _ = leaky_local(alpha, 1.0, 0.0)
     assert rel(t.input_scale, alpha) <= 1e-9
@@ -176,30 +188,19 @@ def test_leaky_relu_tat_golden():
 
 def test_jit_matches_eager(relu_dks):
     with jax.enable_x64(True):
-        jitted = jax.jit(
-            lambda c: transform(
-                "relu", "DKS", subnet_max_func=resnet_subnet_max, dks_params={"c_slope_1_target": c}
-            )
-        )(1.2)
+        jitted = jax.jit(relu_dks_transform)(1.2)
     assert bool(jitted.converged)
     for k in ("input_scale", "input_shift", "output_shift", "output_scale"):
         np.testing.assert_allclose(getattr(jitted, k), getattr(relu_dks, k), rtol=1e-12)
 
 
-def test_gradient_matches_central_difference():
+def test_gradient_matches_central_difference(relu_dks):
     """d input_scale / d c_slope_1_target through both solves (bisection, Newton), float64."""
-
-    def f(c):
-        return transform(
-            "relu", "DKS", subnet_max_func=mlp4, dks_params={"c_slope_1_target": c}, tol=1e-14
-        ).input_scale
-
-    c, h = 1.3, 1e-5
+    c, h = 1.2, 1e-5
     with jax.enable_x64(True):
-        grad, (up, down) = jax.jit(
-            lambda c: (jax.grad(f)(c), jax.vmap(f)(jnp.stack([c + h, c - h])))
-        )(c)
-        grad, fd = float(grad), (float(up) - float(down)) / (2 * h)
+        grad = float(jax.grad(lambda c: relu_dks_transform(c).input_scale)(c))
+        up, down = (float(relu_dks_transform(v).input_scale) for v in (c + h, c - h))
+    fd = (up - down) / (2 * h)
     assert grad > 0  # a larger C'(1) target moves the ReLU's kink closer
     assert rel(grad, fd) <= 1e-6
 
@@ -262,7 +263,9 @@ def test_errors_name_the_argument(kwargs, match):
 def test_gaussian_mean_kink_aware_matches_scipy():
     with jax.enable_x64(True):
         k = 0.37
-        got = gaussian_mean(lambda z: jnp.maximum(z - k, 0.0) ** 2 + jnp.tanh(z), kinks=(k,))
+        got = jax.jit(
+            lambda k: gaussian_mean(lambda z: jnp.maximum(z - k, 0.0) ** 2 + jnp.tanh(z), kinks=k)
+        )(k)
     ref = scipy.integrate.quad(lambda z: (z - k) ** 2 * norm.pdf(z), k, np.inf, epsabs=0)[0]
     assert rel(got, ref) <= 1e-12
 
