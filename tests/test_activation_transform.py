@@ -445,3 +445,15 @@ def test_value_goldens_kinked_against_closed_form(name, want):
         exact = os_ * ((z if z >= 0 else a * z) + osh)
         assert rel(got, exact) <= 1e-9
         assert rel(got, w) <= DKS_KINK_RTOL
+
+
+@pytest.mark.slow
+def test_transformed_maps_meet_the_dks_conditions(relu_dks):
+    """The returned activation's own local maps, by the 1-D and 2-D quadratures:
+    Q(1) = 1, C(0) = 0 (DKS) and C(1) = 1."""
+    with jax.enable_x64(True):
+        q1, c0, c1 = jax.jit(lambda t: (t.q_map(1.0), t.c_map(0.0), t.c_map(1.0)))(relu_dks)
+        q1, c0, c1 = float(q1), float(c0), float(c1)
+    assert abs(q1 - 1) <= 1e-12
+    assert abs(c0) <= 1e-12
+    assert abs(c1 - 1) <= 1e-12
