@@ -33,6 +33,8 @@ input shift this moves its solutions by up to about 3e-5 relative, and this modu
 exact ones. (2) For odd activations (tanh, erf, ...) the parameters with input_shift and
 output_shift negated define the same network up to signs; dks returns whichever its solver
 finds first, this module the one with input_shift >= 0. Input scales are reported >= 0.
+Where the conditions have several roots, Newton may also converge from a starting point
+where dks's MINPACK solver does not (seen for TAT selu), giving another valid root.
 
 References:
   Martens et al. 2021, Rapid training of deep neural networks without skip connections or
