@@ -21,7 +21,8 @@ For each case:
   parameter sets (|diff| for values below 1e-9, e.g. dks's Leaky ReLU input_shift of 6e-13).
 
 Prints a table and one JSON line (``{"bench": "dks", ...}``). ``--quick`` runs the two
-piecewise-linear cases once (for CI). Usage: ``python experiments/bench_dks.py [--quick]
+piecewise-linear cases, with
+1 dks call and 3 jaxinit calls each (for CI). Usage: ``python experiments/bench_dks.py [--quick]
 [--repeats N] [--dks-repeats N] [--no-dks] [--dks-python PATH]``.
 """
 
