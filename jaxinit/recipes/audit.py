@@ -469,29 +469,16 @@ def _real(w: jax.Array, dtype: Any = None) -> jax.Array:
 
 
 def _blocks(shapes: Sequence[tuple[int, ...]]) -> dict[str, np.ndarray]:
-    """Per row of the flat layout: its leaf, how many of its values are real, where it
-    starts in its leaf, and the leaf's identity layout (last two dims, the flat index of the
-    centre of its spatial dims; ``a = 0`` for rank < 2)."""
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("leaf", "valid", "offset", "a", "b", "c")}
+    """Per row of the flat layout: its leaf, and how many of its values are real."""
+    cols: dict[str, list[np.ndarray]] = {"leaf": [], "valid": []}
     for i, shape in enumerate(shapes):
         n = math.prod(shape)
         rows = -(-n // _BLOCK)
         if not rows:
             continue
         start = np.arange(rows, dtype=np.int64) * _BLOCK
-        a, b, c = 0, 1, 0
-        if len(shape) >= 2:
-            *spatial, a, b = shape
-            c = (
-                int(np.ravel_multi_index([(k - 1) // 2 for k in spatial], spatial))
-                if spatial
-                else 0
-            )
         cols["leaf"].append(np.full(rows, i))
         cols["valid"].append(np.minimum(n - start, _BLOCK))
-        cols["offset"].append(start)
-        for k, v in (("a", a), ("b", max(b, 1)), ("c", c)):
-            cols[k].append(np.full(rows, v))
     return {
         k: np.concatenate(v).astype(np.int32) if v else np.zeros(0, np.int32)
         for k, v in cols.items()
@@ -527,14 +514,6 @@ def _measure(
     mean = total(x.sum(1)) / sizes
     d = jnp.where(valid, x - mean[seg][:, None], 0)
     d2 = d * d
-    # the identity's positions: row offset + lane = flat index into (*spatial, a, b)
-    pos = blocks["offset"][:, None] + lane
-    a, b = blocks["a"][:, None], blocks["b"][:, None]
-    eye = valid & (a > 0) & (pos % b == (pos // b) % jnp.maximum(a, 1))
-    eye &= pos // (b * jnp.maximum(a, 1)) == blocks["c"][:, None]
-    n_eye = total(eye.sum(1, dtype=jnp.int32))
-    diag = total(jnp.where(eye, x, 0).sum(1)) / jnp.maximum(n_eye, 1)
-    off_eye = jnp.abs(x - jnp.where(eye, diag[seg][:, None], 0))
     stats = {
         "mean": mean,
         "var": total(d2.sum(1)) / sizes,
@@ -544,9 +523,6 @@ def _measure(
         "min": -largest(jnp.where(valid, -x, -jnp.inf).max(1)),
         "zeros": total(((x == 0) & valid).sum(1, dtype=jnp.int32)),
         "nonfinite": total((~jnp.isfinite(x) & valid).sum(1, dtype=jnp.int32)),
-        "n_eye": n_eye,
-        "diag": diag,
-        "off_eye": largest(jnp.where(valid, off_eye, 0).max(1)),
     }
     generic = {}
     for i, init in plan.generic:
@@ -559,6 +535,29 @@ def _measure(
         xm = jnp.stack([_real(leaves[i], wide).ravel() - mean[i] for i in group])
         grams.append(jnp.dot(xm, xm.T, precision=jax.lax.Precision.HIGHEST) / xm.shape[1])
     return {"stats": stats, "grams": grams, "generic": generic}
+
+
+def eye_mask(shape: tuple[int, ...]) -> np.ndarray:
+    """Where a multiple of the identity of ``shape`` is nonzero: ``eye(a, b)`` on the last two
+    dims, at the centre of the spatial dims (a conv dirac)."""
+    *spatial, a, b = shape
+    mask = np.zeros(shape, bool)
+    centre = tuple((k - 1) // 2 for k in spatial)
+    mask[centre] = np.eye(a, b, dtype=bool)
+    return mask
+
+
+@jax.jit
+def _eye_stats(leaves: tuple[jax.Array, ...], masks: tuple[jax.Array, ...]) -> Any:
+    """``(n_eye, diag, off_eye)`` per leaf: the number of identity positions, the mean value
+    there, and the largest distance from ``diag * identity``."""
+    out = []
+    for w, m in zip(leaves, masks, strict=True):
+        x = _real(w)
+        n = m.sum()
+        diag = jnp.where(m, x, 0).sum() / jnp.maximum(n, 1)
+        out.append((n, diag, jnp.max(jnp.abs(x - jnp.where(m, diag, 0)))))
+    return out
 
 
 # Small programs on CPU compile at XLA's backend optimization level 0: several times faster to
@@ -761,6 +760,29 @@ def audit(
     blocks = {k: jnp.asarray(v) for k, v in _blocks(shapes).items()}
     run = _program(sum(plan.sizes))
     result = jax.device_get(run(arrays, blocks, plan))
+    # A multiple of the identity has no nonzero value off its min(a, b) identity positions:
+    # only such leaves (and those an identity rule covers) are compared with it, in a second
+    # program, so the main pass does no index arithmetic over every value.
+    st = result["stats"]
+    candidates = [
+        i
+        for i, s in enumerate(shapes)
+        if len(s) >= 2
+        and arrays[i].size > 1
+        and (
+            arrays[i].size - int(st["zeros"][i]) <= min(s[-2:])
+            or (exact[i] is not None and (_fill(exact[i]) or ("",))[0] == "identity")
+        )
+    ]
+    n_leaves = len(arrays)
+    st["n_eye"] = np.zeros(n_leaves, np.int64)
+    st["diag"] = np.zeros(n_leaves)
+    st["off_eye"] = np.asarray(st["absmax"], np.float64).copy()
+    if candidates:
+        masks = tuple(jnp.asarray(eye_mask(shapes[i])) for i in candidates)
+        eyes = jax.device_get(_eye_stats(tuple(arrays[i] for i in candidates), masks))
+        for i, (n_eye, diag, off) in zip(candidates, eyes, strict=True):
+            st["n_eye"][i], st["diag"][i], st["off_eye"][i] = int(n_eye), float(diag), float(off)
     stats = [_leaf(result, i, arrays[i], exact[i]) for i in range(len(arrays))]
 
     findings: list[Finding] = []
