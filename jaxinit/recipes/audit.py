@@ -764,15 +764,17 @@ def audit(
     # only such leaves (and those an identity rule covers) are compared with it, in a second
     # program, so the main pass does no index arithmetic over every value.
     st = result["stats"]
+
+    def identity_rule(init: Init | None) -> bool:
+        fill = _fill(init) if init is not None else None
+        return fill is not None and fill[0] == "identity"
+
     candidates = [
         i
         for i, s in enumerate(shapes)
         if len(s) >= 2
         and arrays[i].size > 1
-        and (
-            arrays[i].size - int(st["zeros"][i]) <= min(s[-2:])
-            or (exact[i] is not None and (_fill(exact[i]) or ("",))[0] == "identity")
-        )
+        and (arrays[i].size - int(st["zeros"][i]) <= min(s[-2:]) or identity_rule(exact[i]))
     ]
     n_leaves = len(arrays)
     st["n_eye"] = np.zeros(n_leaves, np.int64)
