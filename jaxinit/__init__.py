@@ -48,6 +48,7 @@ from .variance_scaling import xavier_normal as xavier_normal
 from .variance_scaling import xavier_uniform as xavier_uniform
 
 if TYPE_CHECKING:  # what static tools see; at run time these load lazily (``__getattr__``)
+    from . import activation_transform as activation_transform
     from . import data as data
     from . import models as models
     from . import probe as probe
@@ -73,6 +74,7 @@ if TYPE_CHECKING:  # what static tools see; at run time these load lazily (``__g
 
 # Public name -> (module, attribute); attribute None means the module itself.
 _LAZY: dict[str, tuple[str, str | None]] = {
+    "activation_transform": (".activation_transform", None),
     "data": (".data", None),
     "models": (".models", None),
     "probe": (".probe", None),
@@ -109,6 +111,7 @@ __all__ = [
     "Recipe",
     "Rule",
     "__version__",
+    "activation_transform",
     "audit",
     "compute_fans",
     "constant",
