@@ -25,11 +25,11 @@ from .basic import zeros as zeros
 from .bias import prior_bias as prior_bias
 from .bias import torch_bias_default as torch_bias_default
 from .gains import gain as gain
+from .identity_like import id_init as id_init
+from .identity_like import zero_hadamard as zero_hadamard
 from .meanfield import Prediction as Prediction
 from .meanfield import critical_sigma_w as critical_sigma_w
 from .meanfield import predict as predict
-from .identity_like import id_init as id_init
-from .identity_like import zero_hadamard as zero_hadamard
 from .orthogonal import delta_orthogonal as delta_orthogonal
 from .orthogonal import orthogonal as orthogonal
 from .structured import identity as identity
@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # what static tools see; at run time these load lazily (``__g
     from . import data as data
     from . import models as models
     from . import probe as probe
+    from . import recipes as recipes
     from . import tree as tree
     from ._flax.layers import for_layer as for_layer
     from ._measure import Measurement as Measurement
@@ -62,15 +63,14 @@ if TYPE_CHECKING:  # what static tools see; at run time these load lazily (``__g
     from .analysis import layer_stats as layer_stats
     from .lsuv import LSUVReport as LSUVReport
     from .lsuv import lsuv as lsuv
-    from . import recipes as recipes
     from .recipes import mup as mup
     from .recipes import umup as umup
     from .recipes.audit import Audit as Audit
     from .recipes.audit import audit as audit
-    from .recipes.recipe import Recipe as Recipe
-    from .recipes.recipe import Rule as Rule
     from .recipes.coord_check import CoordCheck as CoordCheck
     from .recipes.coord_check import coord_check as coord_check
+    from .recipes.recipe import Recipe as Recipe
+    from .recipes.recipe import Rule as Rule
 
 # Public name -> (module, attribute); attribute None means the module itself.
 _LAZY: dict[str, tuple[str, str | None]] = {
