@@ -288,6 +288,16 @@ def images(data: Data, transform: Any, n_test: int, seed: int) -> Images:
     )
 
 
+def pool(k: int):
+    """A NumPy/JAX transform for :func:`images`: average-pool ``k`` x ``k`` blocks of pixels."""
+
+    def transform(x):
+        n, h, w, c = x.shape
+        return x.reshape(n, h // k, k, w // k, k, c).mean(axis=(2, 4))
+
+    return transform
+
+
 # --------------------------------------------------------------------------- statistics
 
 

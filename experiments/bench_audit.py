@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +36,8 @@ if __package__ in (None, ""):  # run from a clone without installing
     import pathlib
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from bench_lsuv import _median_time
 
 import jaxinit
 from jaxinit.recipes.audit import audit
@@ -120,15 +121,6 @@ def recipe(n_layer: int) -> Recipe:
                 Rule("**/scale", jaxinit.ones()),
             ),
         )
-
-
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

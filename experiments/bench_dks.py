@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import textwrap
@@ -42,6 +41,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from bench_lsuv import _median_time
 
 CASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("TAT", ("softplus",)),
@@ -96,15 +96,6 @@ def _subnet_max_func() -> Callable[..., Any]:
     scope: dict[str, Any] = {"MAX": jnp.maximum}
     exec(SUBNET_SRC, scope)  # the same source text dks runs
     return scope["subnet_max_func"]
-
-
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def run_jaxinit(method: str, names: Sequence[str], repeats: int) -> dict[str, Any]:

@@ -92,16 +92,6 @@ def arguments(argv: Sequence[str] | None) -> tuple[argparse.Namespace, _common.D
     return args, data
 
 
-def pool(k: int):
-    """Average-pool ``k`` x ``k`` blocks of pixels."""
-
-    def transform(x):
-        n, h, w, c = x.shape
-        return x.reshape(n, h // k, k, w // k, k, c).mean(axis=(2, 4))
-
-    return transform
-
-
 def run_setting(args, bn: bool, im: _common.Images, keys) -> tuple:
     """Init (PyTorch default, He, LSUV), per-layer std, training and accuracy for one
     BatchNorm setting; arrays with leading axes (init, seed)."""
@@ -205,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         args,
         data,
     )
-    im = _common.images(data, pool(args.pool), args.test, seed=8)
+    im = _common.images(data, _common.pool(args.pool), args.test, seed=8)
     keys = jax.random.split(jax.random.key(8), args.seeds)
     results = {
         setting: run_setting(args, bn, im, keys)
