@@ -25,16 +25,18 @@ learning rates, two seeds and a few steps: its numbers say whether the pipeline 
 μP equals SP at the base width), not whether the claim holds.
 
 SP is Flax's own parametrization: the inits above, one learning rate for every parameter, Flax's
-``1/sqrt(head_dim)`` attention. μP is ``jaxinit.mup`` relative to the base width:
-``roles(base, base + 1, width)`` from abstract shapes, ``parametrize(..., "mup")`` (the readout
-kernel's init divided by ``sqrt(width / 64)``, readout not zeroed) and ``optimizer(..., "mup",
-...)`` (per-role learning-rate factors), and ``mup.attention_fn(base_head_dim=16)`` (logits
-scaled by ``sqrt(16) / head_dim``). At width 64 every factor is 1, so SP and μP are the same
-runs there. The learning rate enters as the last factor of the optimizer's chain (built with
-``learning_rate=1.0``, its updates multiplied by the swept rate), so for each (task,
-parametrization, width) one jitted program ``vmap``s over (learning rate x seed) a ``lax.scan``
-over the training steps. A seed sets the init and the data order; the seeds are shared by the
-learning rates, the widths and the two parametrizations.
+``1/sqrt(head_dim)`` attention. μP is ``jaxinit.mup`` relative to the base width: ``roles(base,
+base + 1, width)`` from abstract shapes, ``parametrize(..., "mup")`` (the readout kernel's init
+divided by ``sqrt(width / 64)``; not zeroed unless ``--zero-init``) and ``optimizer(..., "mup",
+...)`` (per-role learning-rate factors), and ``mup.attention_fn(base_head_dim=16)`` (logits scaled
+by ``sqrt(16) / head_dim``). At width 64 every factor is 1, so SP and μP are the same runs there.
+``--zero-init`` also starts μP's readout kernel and the transformer's query kernels at zero, as
+Tensor Programs V recommends (microsoft/mup's ``readout_zero_init`` and ``query_zero_init``); μP
+then differs from SP at the base width too. The learning rate enters as the last factor of the
+optimizer's chain (built with ``learning_rate=1.0``, its updates multiplied by the swept rate), so
+for each (task, parametrization, width) one jitted program ``vmap``s over (learning rate x seed) a
+``lax.scan`` over the training steps. A seed sets the init and the data order; the seeds are shared
+by the learning rates, the widths and the two parametrizations.
 
 The best learning rate of a width is the grid point with the lowest mean loss over seeds; a run
 whose loss is NaN or inf has diverged, is counted and reported as such, and makes its grid
@@ -88,6 +90,8 @@ HEADS, LM_BLOCKS, LM_MLP_RATIO = 4, 1, 2
 LM_CONTEXT, LM_BATCH, LM_VAL_WINDOWS = 16, 4, 128
 LM_BYTES, LM_TRAIN_FRACTION = 4_000_000, 0.9
 LM_QUICK_CONTEXT, LM_QUICK_BATCH = 16, 4
+# --zero-init: the μP kernels Tensor Programs V recommends starting at zero (readout, query)
+ZERO_INIT = {"mlp": "readout/kernel", "transformer": ("readout/kernel", "**/query/kernel")}
 SMOOTH = 0.1  # final training loss: the mean minibatch loss over the last 10% of the steps
 
 
@@ -347,6 +351,8 @@ def lower(task: Task, parametrization: str, width: int, keys: jax.Array, args) -
         variables = jaxinit.mup.parametrize(
             model.init(init_key, task.example), roles, parametrization
         )
+        if parametrization == "mup" and args.zero_init:
+            variables = jaxinit.tree.zero(variables, ZERO_INIT[task.name])
         params = variables["params"]
 
         def step(carry, t):
@@ -550,6 +556,12 @@ def arguments(argv: Sequence[str] | None) -> tuple[argparse.Namespace, _common.D
         type=int,
         default=None,
         help=f"transformer steps ({LM_STEPS}; {LM_QUICK_STEPS})",
+    )
+    p.add_argument(
+        "--zero-init",
+        action="store_true",
+        help="under μP, start the readout kernel (and the transformer's query kernels) at zero, "
+        "as Tensor Programs V recommends; μP then differs from SP at the base width",
     )
     args = _common.parse(p, argv)
     if args.mlp_steps is None:
