@@ -21,6 +21,7 @@ import optax
 
 from ._checks import check_callable, check_finite_batch, check_loss_inputs
 from ._flax import adapter as fa
+from ._flax import attention as fattn
 from ._flax.probe import LayerCall, intercept
 from ._flax.select import Select, compile_select, hashable_select
 
@@ -31,16 +32,102 @@ def _rms(y: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(jnp.square(y)))
 
 
+def token_cosine(y: jax.Array) -> jax.Array:
+    """Mean pairwise cosine similarity between distinct tokens, averaged over batch entries.
+
+    For ``y`` of shape ``(..., tokens, dim)`` with ``T`` tokens, each batch entry (every index
+    of the leading axes) gives ``mean_{i != j} cos(x_i, x_j)``, computed exactly (no sampling)
+    as ``(||sum_i u_i||^2 - sum_i ||u_i||^2) / (T (T - 1))`` with ``u_i = x_i / ||x_i||``;
+    the result is the mean over batch entries. 1 means every token carries the same direction
+    (rank collapse, Noci et al. 2022); about 0 means unrelated tokens. A zero vector has
+    cosine 0 with every other vector (its ``u_i`` is 0; no epsilon enters: each vector is
+    first divided by its largest absolute entry, so the norm neither overflows nor
+    underflows). A 2-D ``(batch, dim)`` output is one entry whose tokens are the batch's
+    examples: the mean input correlation of mean-field theory. NaN for fewer than 2 tokens or
+    fewer than 2 axes.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxinit.diagnostics import token_cosine
+      >>> float(token_cosine(jnp.ones((2, 5, 8))))
+      1.0
+      >>> bool(abs(token_cosine(jnp.eye(4)[None])) < 1e-7)
+      True
+    """
+    if y.ndim < 2 or y.shape[-2] < 2:
+        return jnp.float32(jnp.nan)
+    t = y.shape[-2]
+    x = y.reshape(-1, t, y.shape[-1]).astype(jnp.float32)
+    top = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+    x = x / jnp.where(top > 0, top, 1.0)
+    norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
+    u = x / jnp.where(norm > 0, norm, 1.0)
+    s = jnp.sum(u, axis=-2)
+    pairs = jnp.sum(jnp.square(s), axis=-1) - jnp.sum(jnp.square(u), axis=(-2, -1))
+    return jnp.mean(pairs / (t * (t - 1)))
+
+
+def channel_mean_sq(y: jax.Array) -> jax.Array:
+    """Average squared channel mean (Brock et al. 2021's signal propagation plots): channels
+    are the last axis (Flax layout), ``mean_c (mean_{other axes} y[..., c])^2``; timm's
+    ``avg_sq_ch_mean``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxinit.diagnostics import channel_mean_sq
+      >>> float(channel_mean_sq(jnp.full((4, 3, 3, 2), 3.0)))
+      9.0
+    """
+    axes = tuple(range(y.ndim - 1))
+    return jnp.mean(jnp.square(jnp.mean(y, axis=axes)))
+
+
+def channel_var(y: jax.Array) -> jax.Array:
+    """Average channel variance (Brock et al. 2021's signal propagation plots): channels are
+    the last axis, ``mean_c var_{other axes}(y[..., c])`` with the unbiased variance
+    (``n - 1``, as timm's ``avg_ch_var`` with ``torch.var``); NaN with one value per channel.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxinit.diagnostics import channel_var
+      >>> float(channel_var(jnp.array([[0.0, 1.0], [2.0, 1.0]])))
+      1.0
+    """
+    axes = tuple(range(y.ndim - 1))
+    n = math.prod(y.shape[:-1])
+    if n < 2:
+        return jnp.float32(jnp.nan)
+    return jnp.mean(jnp.var(y, axis=axes, ddof=1))
+
+
 #: Statistics by name, each a function of one float32 array to a scalar. ``measure`` applies
 #: them to a layer's output (``mean``), its first positional input (``in_mean``) and the loss
 #: gradient with respect to its output (``grad_std``, ``grad_rms``, ...: any name here with
-#: a ``grad_`` prefix).
+#: a ``grad_`` prefix; the gradient has the output's shape). ``token_cosine`` is
+#: :func:`token_cosine`, ``channel_mean_sq`` and ``channel_var`` are Brock et al.'s signal
+#: propagation statistics (:func:`channel_mean_sq`, :func:`channel_var`).
 STATS: dict[str, Stat] = {
     "mean": jnp.mean,
     "std": jnp.std,
     "rms": _rms,
     "abs_mean": lambda y: jnp.mean(jnp.abs(y)),
     "abs_max": lambda y: jnp.max(jnp.abs(y)),
+    "token_cosine": token_cosine,
+    "channel_mean_sq": channel_mean_sq,
+    "channel_var": channel_var,
+}
+
+#: Attention statistics by name, each a function of the per-head attention entropy
+#: ``(heads,)`` of the first attention call inside a selected layer (an attention layer, or a
+#: block holding one); NaN for a layer that makes no attention call. The entropy comes from
+#: :func:`jaxinit.diagnostics.attention_fn`, which attention layers with Flax's default
+#: function use during the pass without any change to the model. ``attention_entropy`` is
+#: per head (``measure`` only: ``layer_stats`` needs one number per layer);
+#: ``attention_entropy_mean`` and ``attention_entropy_min`` reduce over heads.
+ATTENTION_STATS: dict[str, Stat] = {
+    "attention_entropy": lambda h: h,
+    "attention_entropy_mean": jnp.mean,
+    "attention_entropy_min": jnp.min,
 }
 _PREFIXES = ("in_", "grad_")
 
@@ -143,14 +230,16 @@ def resolve_stats(
         )
     out: dict[str, Stat] = {}
     for item in items:
-        if isinstance(item, str):
+        if isinstance(item, str) and item in ATTENTION_STATS:
+            name, stat = item, ATTENTION_STATS[item]
+        elif isinstance(item, str):
             base = item.removeprefix("in_").removeprefix("grad_")
             if base not in STATS:
                 names = sorted(STATS)
                 raise ValueError(
                     f"{fn}: stats entry {item!r} is not a known statistic; use one of "
-                    f"{names}, each optionally prefixed by 'in_' or 'grad_', or a "
-                    "(name, function) pair."
+                    f"{names}, each optionally prefixed by 'in_' or 'grad_', one of "
+                    f"{sorted(ATTENTION_STATS)}, or a (name, function) pair."
                 )
             name, stat = item, STATS[base]
         elif (
@@ -203,18 +292,34 @@ def _scalar(caller: str, name: str, value: Any) -> jax.Array:
             if caller == "layer_stats"
             else "a real number or a fixed-shape array of them"
         )
+        hint = (
+            " For the attention entropy per layer use 'attention_entropy_mean' or "
+            "'attention_entropy_min'; 'attention_entropy' (per head) is for jaxinit.measure."
+            if name == "attention_entropy"
+            else ""
+        )
         raise TypeError(
             f"{caller}: statistic {name!r} returned {got}; a statistic maps an array to "
-            f"{wanted}, e.g. ('p99', lambda y: jnp.quantile(y, 0.99))."
+            f"{wanted}, e.g. ('p99', lambda y: jnp.quantile(y, 0.99)).{hint}"
         )
     return jnp.asarray(value, jnp.float32)
 
 
-def _split(stat_fns: Mapping[str, Stat]) -> tuple[dict, dict, dict]:
-    out, inp, grad = {}, {}, {}
+def _is_attention_stat(name: str, fn: Stat) -> bool:
+    return ATTENTION_STATS.get(name) is fn
+
+
+def _split(stat_fns: Mapping[str, Stat]) -> tuple[dict, dict, dict, dict]:
+    """``stat_fns`` as (output, input, gradient, attention) statistics."""
+    out, inp, grad, att = {}, {}, {}, {}
     for name, fn in stat_fns.items():
-        (grad if name.startswith("grad_") else inp if name.startswith("in_") else out)[name] = fn
-    return out, inp, grad
+        if _is_attention_stat(name, fn):
+            att[name] = fn
+        else:
+            (grad if name.startswith("grad_") else inp if name.startswith("in_") else out)[name] = (
+                fn
+            )
+    return out, inp, grad, att
 
 
 def record_pass(
@@ -231,23 +336,34 @@ def record_pass(
     """One forward pass storing the output and input statistics of ``stat_fns`` at each
     selected layer's first call; ``eps[path]`` (a zero perturbation to differentiate by) is
     added to that layer's output. Returns ``(model output, {path: {name: value}})``."""
-    out_fns, in_fns, _ = _split(stat_fns)
+    out_fns, in_fns, _, att_fns = _split(stat_fns)
 
     def on_call(call: LayerCall):
-        y = call()
+        if att_fns:
+            with fattn.collecting() as found:
+                y = call()
+        else:
+            found, y = [], call()
         if call.first:
             yf = _float(y)
             xf = _float(call.args[0]) if call.args else None
             values = {n: _apply(f, yf, n, caller) for n, f in out_fns.items()}
             values |= {n: _apply(f, xf, n, caller) for n, f in in_fns.items()}
+            entropy = found[0] if found else None
+            values |= {n: _apply(f, entropy, n, caller) for n, f in att_fns.items()}
             call.store(values)
             if eps is not None:
                 y = y + call.input().astype(y.dtype)
         return y
 
-    return intercept(
-        model, variables, x, on_call, select=select, slots=True, inputs=eps, **apply_kwargs
-    )
+    if not att_fns:
+        return intercept(
+            model, variables, x, on_call, select=select, slots=True, inputs=eps, **apply_kwargs
+        )
+    with fattn.recording_defaults(model, fa.is_linen(model)) as recorded:
+        return intercept(
+            recorded, variables, x, on_call, select=select, slots=True, inputs=eps, **apply_kwargs
+        )
 
 
 def output_structure(
@@ -291,8 +407,9 @@ def grad_stats(
     grad_fns: Mapping[str, Stat],
     caller: str = "measure",
 ) -> dict[str, jax.Array]:
-    """Gradient statistics of one layer, one value per ``nn.scan`` iteration when stacked."""
-    rows = g.astype(jnp.float32).reshape(math.prod(stack), -1)
+    """Gradient statistics of one layer, one value per ``nn.scan`` iteration when stacked;
+    each statistic gets the gradient in the layer output's shape."""
+    rows = g.astype(jnp.float32).reshape((math.prod(stack), *g.shape[len(stack) :]))
     values = {
         n: jax.vmap(lambda r, n=n, f=f: _scalar(caller, n, f(r)))(rows) for n, f in grad_fns.items()
     }
@@ -314,9 +431,15 @@ def measure(
     not changed (the pass runs on a copy, BatchNorm statistics and RNG counts included).
 
     Statistics, per selected layer: a name from :data:`STATS` (``mean``, ``std``, ``rms``,
-    ``abs_mean``, ``abs_max``) is taken of the layer's output; with an ``in_`` prefix, of its
-    first positional input; with a ``grad_`` prefix, of the gradient of the loss with respect to
-    its output (one backward pass, added only when a ``grad_`` statistic is asked for). User
+    ``abs_mean``, ``abs_max``, ``token_cosine``, ``channel_mean_sq``, ``channel_var``) is taken
+    of the layer's output; with an ``in_`` prefix, of its first positional input; with a
+    ``grad_`` prefix, of the gradient of the loss with respect to its output (one backward
+    pass, added only when a ``grad_`` statistic is asked for). A name from
+    :data:`ATTENTION_STATS` (``attention_entropy`` per head, ``attention_entropy_mean``,
+    ``attention_entropy_min``) is taken of the attention entropy of the first attention call
+    inside the layer (select attention layers with :func:`jaxinit.diagnostics.is_attention`,
+    or blocks holding one); layers with Flax's default attention function report it with no
+    change to the model (see :func:`jaxinit.diagnostics.attention_fn`). User
     functions come as ``(name, function)`` pairs or a mapping, the function taking the float32
     output to a scalar. A layer called several times (shared weights) is measured at its first
     call.
@@ -405,7 +528,7 @@ def run(
     """:func:`measure` on validated arguments and a known :func:`output_structure`;
     ``vary`` maps the zero perturbations before differentiating (``layer_stats`` marks them
     device-varying inside ``shard_map``); ``caller`` names the public function in errors."""
-    _, _, grad_fns = _split(stat_fns)
+    _, _, grad_fns, _ = _split(stat_fns)
     apply_kwargs = with_mutable(model, variables, apply_kwargs)
     if not grad_fns:
         _, stored = record_pass(
