@@ -44,10 +44,14 @@ __all__ = [
     "AttentionMap",
     "AvgPoolMap",
     "BatchNormMap",
+    "ConvMap",
     "DenseMap",
+    "Layer",
+    "LayerMap",
     "LayerNormMap",
     "Map",
     "Network",
+    "ParallelMap",
     "Prediction",
     "ResidualMap",
     "State",
@@ -57,9 +61,14 @@ __all__ = [
     "avg_pool",
     "batch_norm",
     "compose",
+    "conv",
     "critical_sigma_w",
     "dense",
+    "layer",
     "layer_norm",
+    "layers",
+    "of_model",
+    "parallel",
     "predict",
     "residual",
     "rms_norm",
@@ -361,7 +370,11 @@ def _decorrelates(m: Map) -> bool:
     projection), which makes its output uncorrelated with its input beyond the means."""
     if isinstance(m, Network):
         return any(_decorrelates(x) for x in m.maps)
-    return isinstance(m, DenseMap | AttentionMap)
+    if isinstance(m, LayerMap):
+        return not m.side and _decorrelates(m.map)
+    if isinstance(m, ParallelMap):
+        return all(_decorrelates(b) for b in m.branches)
+    return isinstance(m, DenseMap | AttentionMap | ConvMap)
 
 
 def _check_finite(fn_name: str, name: str, value: Any) -> float:
@@ -381,7 +394,11 @@ class ResidualMap:
         """``q -> skip^2 q + 2 skip alpha E[x] E[f] + alpha^2 q_f``, ``chi`` times
         ``skip^2 + alpha^2 chi_f``; for two inputs ``E[y1 y2] = skip^2 E[x1 x2] +
         skip alpha (E[x1] E[f2] + E[f1] E[x2]) + alpha^2 E[f1 f2]``."""
-        b = self.branch.apply(state._replace(chi=1.0))
+        return self._join(state, self.branch.apply(state._replace(chi=1.0)))
+
+    def _join(self, state: State, b: State) -> State:
+        """The state after the block from its input ``state`` and the branch's output ``b``
+        (computed from ``state`` with ``chi`` 1)."""
         a, k = self.alpha, self.skip
         q = k * k * state.q + 2 * a * k * state.mean * b.mean + a * a * b.q
         one = State(q, None, state.chi * (k * k + a * a * b.chi), k * state.mean + a * b.mean)
@@ -1234,4 +1251,495 @@ def critical_sigma_w(
     raise ValueError(
         f"critical_sigma_w: activation={activation!r} with sigma_b={sigma_b!r} has no edge "
         f"of chaos: chi = 1 is reached {where}; try another sigma_b."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Convolutions, parallel branches, named layers, and the maps of jaxinit.models
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvMap:
+    """The map of a convolution whose kernel has variance ``sigma_w^2 / fan_in`` (``fan_in =
+    kernel area x input channels``), ``coverage`` the fraction of its taps inside the image;
+    built by :func:`conv`."""
+
+    sigma_w: float
+    sigma_b: float = 0.0
+    coverage: float = 1.0
+
+    def apply(self, state: State) -> State:
+        """:class:`DenseMap`'s map with ``sigma_w^2`` times ``coverage``."""
+        return DenseMap(self.sigma_w * math.sqrt(self.coverage), self.sigma_b).apply(state)
+
+
+def conv(sigma_w: float, sigma_b: float = 0.0, *, coverage: float = 1.0) -> ConvMap:
+    """The map of a convolution with weights of variance ``sigma_w^2 / fan_in``, ``fan_in =
+    kernel area x input channels``.
+
+    Each output position sums ``fan_in`` independent weights times the inputs of its patch,
+    so its second moment is ``sigma_w^2`` times the patch's mean second moment, whatever the
+    correlations between positions; taps that fall in the zero padding contribute nothing.
+    Assumptions: every position has the same ``q`` (and mean), and ``coverage`` is the
+    average, over output positions, of the fraction of a patch's taps inside the image (1
+    for ``"VALID"`` padding or a 1x1 kernel; below 1 with zero padding, about ``1 - (k - 1)
+    / (2 H)`` per axis for a k-wide kernel on H positions). Then::
+
+        q -> sigma_w^2 coverage q + sigma_b^2,   q12 -> sigma_w^2 coverage q12 + sigma_b^2
+
+    Zero padding makes ``q`` smaller at the border than inside; a later layer's map, which
+    takes one ``q`` for all positions, is then exact for the average only when its own
+    coverage is 1. Backward, the gradient factor is :func:`dense`'s (``sigma_w^2 coverage``;
+    the stride's ``1 / stride^2`` and the width ratio are not applied).
+
+    Args:
+      sigma_w: Weight scale, ``sqrt(fan_in Var(W))``, finite and >= 0.
+      sigma_b: Bias standard deviation, finite and >= 0.
+      coverage: The fraction of taps inside the image, in (0, 1].
+
+    Returns:
+      A :class:`ConvMap`.
+
+    Raises:
+      ValueError: If a scale is negative or not finite, or ``coverage`` not in (0, 1].
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> mf.conv(2 ** 0.5, coverage=0.75).apply(mf.State(2.0)).q
+      3.0000000000000004
+    """
+    cover = check_number("conv", "coverage", coverage, positive=True)
+    if cover > 1:
+        raise ValueError(f"conv: coverage={coverage!r} must be in (0, 1].")
+    return ConvMap(
+        check_number("conv", "sigma_w", sigma_w, most=_MOST_SIGMA),
+        check_number("conv", "sigma_b", sigma_b, most=_MOST_SIGMA),
+        cover,
+    )
+
+
+def _coverage(size: int, kernel: int, stride: int, padding: int) -> tuple[float, int]:
+    """The mean fraction of a ``kernel``-wide window's taps inside ``size`` positions, over
+    the output positions of a convolution with ``stride`` and zero ``padding`` (one axis),
+    and the output size."""
+    out = (size + 2 * padding - kernel) // stride + 1
+    inside = [sum(0 <= o * stride - padding + t < size for t in range(kernel)) for o in range(out)]
+    return sum(inside) / (kernel * out), out
+
+
+@dataclasses.dataclass(frozen=True)
+class ParallelMap:
+    """The map of branches fed the same input and summed; built by :func:`parallel`."""
+
+    branches: tuple[Map, ...]
+
+    def apply(self, state: State) -> State:
+        """Second moments add, plus the products of the branches' means."""
+        return self._join(state, [b.apply(state._replace(chi=1.0)) for b in self.branches])
+
+    def _join(self, state: State, outs: Sequence[State]) -> State:
+        m = sum(o.mean for o in outs)
+        q = sum(o.q for o in outs) + m * m - sum(o.mean**2 for o in outs)
+        one = State(q, None, state.chi * sum(o.chi for o in outs), m)
+        if state.c is None:
+            return one
+        pairs = [_pair(o, "parallel") for o in outs]
+        m2 = sum(p[3] for p in pairs)
+        q2 = sum(p[1] for p in pairs) + m2 * m2 - sum(p[3] ** 2 for p in pairs)
+        m1s, m2s = [p[2] for p in pairs], [p[3] for p in pairs]
+        q12 = sum(p[4] for p in pairs) + m * m2 - sum(a * b for a, b in zip(m1s, m2s, strict=True))
+        return _two(one, q2, m2, q12)
+
+
+def parallel(*branches: Map) -> ParallelMap:
+    """The map of ``y = f_1(x) + f_2(x) + ...``: branches that see the same input, with
+    independent random weights, summed (e.g. a residual block whose shortcut is a 1x1
+    convolution: ``parallel(branch, conv(...))``).
+
+    Every branch holds a random zero-mean layer, so in the wide limit the branches are
+    uncorrelated beyond their means: ``q_y = sum_i q_i + sum_{i != j} m_i m_j``,
+    ``m_y = sum_i m_i``, ``chi = sum_i chi_i``, and the same for the cross moment of two
+    inputs.
+
+    Args:
+      *branches: Two or more maps, each holding a :func:`dense`, :func:`conv` or
+        :func:`attention` map.
+
+    Returns:
+      A :class:`ParallelMap`.
+
+    Raises:
+      ValueError: If fewer than two branches are given or one holds no random layer.
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> mf.parallel(mf.dense(1.0), mf.dense(2 ** 0.5)).apply(mf.State(1.0)).q
+      3.0000000000000004
+    """
+    if len(branches) < 2:
+        raise ValueError(f"parallel: needs two or more branches, got {len(branches)}.")
+    for i, b in enumerate(branches):
+        if not hasattr(b, "apply"):
+            raise TypeError(f"parallel: branches[{i}]={b!r} is not a mean-field map.")
+        if not _decorrelates(b):
+            raise ValueError(
+                f"parallel: branches[{i}]={b!r} must contain a dense(...), conv(...) or "
+                "attention(...) map: only random zero-mean layers make the branches "
+                "uncorrelated (use residual(...) for an identity shortcut)."
+            )
+    return ParallelMap(tuple(branches))
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerMap:
+    """A map named after the layer whose output it gives; built by :func:`layer`."""
+
+    name: str
+    map: Map
+    side: bool = False
+
+    def apply(self, state: State) -> State:
+        """``map``'s output; with ``side``, the input unchanged (the layer feeds another
+        path, e.g. attention's query)."""
+        out = self.map.apply(state)
+        return state if self.side else out
+
+
+def layer(name: str, map: Map, *, side: bool = False) -> LayerMap:
+    """Name a map after the layer it describes, so :func:`layers` reports the state after it
+    under that name (e.g. the path :func:`jaxinit.layer_stats` gives the layer).
+
+    Args:
+      name: The layer's name.
+      map: Its map.
+      side: The layer's output leaves the chain (attention's query and key, which only set
+        the attention weights, and its value, whose map :func:`attention` holds): the map is
+        reported, and the chain goes on from the layer's input.
+
+    Returns:
+      A :class:`LayerMap`.
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> net = mf.compose(mf.layer("q", mf.dense(2.0), side=True), mf.layer("out", mf.dense(3.0)))
+      >>> [(x.name, x.state.q) for x in mf.layers(net, 1.0)]
+      [('q', 4.0), ('out', 9.0)]
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"layer: name={name!r} must be a str.")
+    if not hasattr(map, "apply"):
+        raise TypeError(f"layer: map={map!r} is not a mean-field map.")
+    return LayerMap(name, map, bool(side))
+
+
+class Layer(NamedTuple):
+    """A named layer's output, from :func:`layers`.
+
+    Attributes:
+      name: The :func:`layer`'s name.
+      state: The :class:`State` of its output (``chi`` accumulated from the traced input
+        along the path through the layer).
+    """
+
+    name: str
+    state: State
+
+
+def _walk(m: Map, state: State, out: list[Layer], chi: float) -> State:
+    """Apply ``m`` to ``state`` (``chi`` 1 on entry to a branch), appending the named layers'
+    outputs (their ``chi`` times ``chi``, the factor accumulated before the branch)."""
+    if isinstance(m, Network):
+        for x in m.maps:
+            state = _walk(x, state, out, chi)
+        return state
+    if isinstance(m, LayerMap):
+        inner = _walk(m.map, state, out, chi)
+        out.append(Layer(m.name, inner._replace(chi=inner.chi * chi)))
+        return state if m.side else inner
+    if isinstance(m, ResidualMap):
+        b = _walk(m.branch, state._replace(chi=1.0), out, chi * state.chi)
+        return m._join(state, b)
+    if isinstance(m, ParallelMap):
+        start = state._replace(chi=1.0)
+        outs = [_walk(b, start, out, chi * state.chi) for b in m.branches]
+        return m._join(state, outs)
+    return m.apply(state)
+
+
+def layers(network: Map, state: State | float = 1.0) -> tuple[Layer, ...]:
+    """The output of every :func:`layer` of a network, in forward order, residual and
+    parallel branches included (where :func:`trace` lists the top-level maps only).
+
+    Args:
+      network: A map, e.g. from :func:`of_model`.
+      state: The input's :class:`State`, or its second moment ``q``.
+
+    Returns:
+      One :class:`Layer` per named layer.
+
+    Example:
+      >>> from jaxinit import meanfield as mf
+      >>> branch = mf.compose(mf.layer("fc", mf.dense(1.0)), mf.activation("relu"))
+      >>> net = mf.residual(mf.compose(branch, mf.layer("fc2", mf.dense(2 ** 0.5))))
+      >>> [(x.name, round(x.state.q, 12)) for x in mf.layers(net, 2.0)]
+      [('fc', 2.0), ('fc2', 2.0)]
+    """
+    if not isinstance(state, State):
+        state = State(check_number("layers", "state", state, most=_MOST_SIGMA**2))
+    out: list[Layer] = []
+    _walk(network, state._replace(chi=1.0), out, state.chi)
+    return tuple(out)
+
+
+def _init_sigma_w(init: Any, fan_in: int, fan_out: int, where: str) -> float:
+    """``sqrt(fan_in Var(w))`` of a jaxinit initializer (:func:`sigma_w`) or of Flax's /
+    ``jax.nn.initializers``' ``variance_scaling`` family (LeCun, Glorot, He: read from the
+    closure's ``scale`` and ``mode``; every distribution there has variance ``scale / fan``)
+    and ``normal(stddev)``."""
+    if callable(getattr(init, "variance", None)):
+        return sigma_w(init, fan_in, fan_out)
+    code, cells = getattr(init, "__code__", None), getattr(init, "__closure__", None)
+    if code is not None and cells is not None:
+        env = dict(zip(code.co_freevars, (c.cell_contents for c in cells), strict=True))
+        fans = {
+            "fan_in": fan_in,
+            "fan_out": fan_out,
+            "fan_avg": (fan_in + fan_out) / 2,
+            "fan_geo_avg": math.sqrt(fan_in * fan_out),
+        }
+        if {"scale", "mode", "distribution"} <= env.keys() and env["mode"] in fans:
+            return math.sqrt(fan_in * float(env["scale"]) / fans[env["mode"]])
+        if set(env) == {"stddev"}:
+            return math.sqrt(fan_in) * float(env["stddev"])
+    raise TypeError(
+        f"of_model: {where} kernel_init={init!r} has no known variance law; use a jaxinit "
+        "initializer (e.g. jaxinit.lecun_normal()) or jax.nn.initializers' variance_scaling "
+        "family (lecun_*, glorot_*, he_*) or normal."
+    )
+
+
+def _input_shape(model: Any, input_shape: Any, rank: int, what: str) -> tuple[int, ...]:
+    name = type(model).__name__
+    if input_shape is None:
+        raise ValueError(f"of_model: {name} needs input_shape={what} (one example, no batch).")
+    shape = tuple(input_shape)
+    if len(shape) != rank or not all(
+        isinstance(d, int | np.integer) and not isinstance(d, bool) and d >= 1 for d in shape
+    ):
+        raise ValueError(
+            f"of_model: input_shape={input_shape!r} must be {what} for {name} (positive ints)."
+        )
+    return tuple(int(d) for d in shape)
+
+
+def _mlp_maps(model: Any, m: Any, input_shape: Any) -> Network:
+    if isinstance(model, m.MLP):
+        rank = 1 if input_shape is None else max(len(tuple(input_shape)), 1)
+        shape = _input_shape(model, input_shape, rank, "(features, ...)")
+        fan_in, depth, width = math.prod(shape), model.depth, model.width
+        init, linen = model.kernel_init, True
+    else:
+        fan_in, depth = model.layers[0].in_features, len(model.layers)
+        width, init, linen = model.layers[0].out_features, model.kernel_init, False
+    act = _activation_map("of_model", model.activation, None)
+    maps: list[Map] = []
+    for i in range(depth):
+        if linen:
+            name = f"layers/dense[{i - 1}]" if model.scan and i else f"Dense_{i}"
+        else:
+            name = f"layers/{i}"
+        sw = _init_sigma_w(init, fan_in if i == 0 else width, width, name)
+        maps += [LayerMap(name, DenseMap(sw)), act]
+    head = getattr(model, "num_outputs", None) if linen else model.head
+    if head is not None:
+        n_out = head if linen else head.out_features
+        maps.append(LayerMap("head", DenseMap(_init_sigma_w(init, width, n_out, "head"))))
+    return compose(*maps)
+
+
+def _resnet_maps(
+    model: Any, m: Any, input_shape: Any, batch_size: int | None, spatial_corr: float
+) -> Network:
+    shape = _input_shape(model, input_shape, 3, "(height, width, channels)")
+    linen = isinstance(model, m.ResNet)
+    widths, init, bn = tuple(model.widths), model.kernel_init, model.batch_norm
+    blocks = model.blocks if linen else model.num_blocks
+    act = _activation_map("of_model", model.activation, None)
+    size = list(shape[:2])
+
+    def conv_map(name: str, c_in: int, c_out: int, k: int, stride: int) -> Map:
+        cover = 1.0
+        for axis in range(2):
+            f, size[axis] = _coverage(size[axis], k, stride, k // 2)
+            cover *= f
+        sw = _init_sigma_w(init, k * k * c_in, k * k * c_out, name)
+        out: Map = LayerMap(name, ConvMap(sw, 0.0, cover))
+        return compose(out, batch_norm(batch_size)) if bn else out
+
+    maps: list[Map] = [conv_map("stem", shape[2], widths[0], 3, 1), act]
+    for j, (block, c_in, c_out, stride) in enumerate(m._stages(widths, blocks)):
+        prefix = block if linen else f"blocks/{j}"
+        before = list(size)
+        branch = compose(
+            conv_map(f"{prefix}/conv1", c_in, c_out, 3, stride),
+            act,
+            conv_map(f"{prefix}/conv2", c_out, c_out, 3, 1),
+        )
+        if c_in != c_out or stride != 1:
+            after, size[:] = list(size), before
+            proj = conv_map(f"{prefix}/proj", c_in, c_out, 1, stride)
+            size[:] = after
+            maps.append(ParallelMap((branch, proj)))
+        else:
+            maps.append(ResidualMap(branch))
+        maps.append(act)
+    maps.append(avg_pool(size[0] * size[1], spatial_corr))
+    n_out = model.num_classes if linen else model.head.out_features
+    maps.append(LayerMap("head", DenseMap(_init_sigma_w(init, widths[-1], n_out, "head"))))
+    return compose(*maps)
+
+
+def _block_maps(cfg: dict[str, Any], tokens: int, prefix: str) -> Network:
+    dim, hidden, init = cfg["dim"], cfg["mlp_ratio"] * cfg["dim"], cfg["kernel_init"]
+    ln, a = LayerNormMap(True, 1e-6), _check_finite("of_model", "alpha", cfg["alpha"])
+
+    def sw(name: str, fan_in: int, fan_out: int) -> float:
+        return _init_sigma_w(init, fan_in, fan_out, prefix + name)
+
+    s_q, s_k, s_v, s_o = (sw(f"attn/{n}", dim, dim) for n in ("query", "key", "value", "out"))
+    attn = compose(
+        LayerMap(prefix + "attn/query", DenseMap(s_q), side=True),
+        LayerMap(prefix + "attn/key", DenseMap(s_k), side=True),
+        LayerMap(prefix + "attn/value", DenseMap(s_v), side=True),
+        LayerMap(prefix + "attn/out", attention(tokens, s_v, s_o)),
+    )
+    mlp = compose(
+        LayerMap(prefix + "mlp_in", DenseMap(sw("mlp_in", dim, hidden))),
+        _activation_map("of_model", cfg["activation"], None),
+        LayerMap(prefix + "mlp_out", DenseMap(sw("mlp_out", hidden, dim))),
+    )
+    if cfg["norm"] == "pre":
+        return compose(ResidualMap(compose(ln, attn), a), ResidualMap(compose(ln, mlp), a))
+    return compose(ResidualMap(attn, a), ln, ResidualMap(mlp, a), ln)
+
+
+def _transformer_maps(model: Any, m: Any, input_shape: Any) -> Network:
+    block = isinstance(model, m.TransformerBlock | m.NNXTransformerBlock)
+    vocab = None if block else model.vocab_size
+    what = "(tokens,)" if vocab is not None else "(tokens, dim)"
+    shape = _input_shape(model, input_shape, 1 if vocab is not None else 2, what)
+    cfg = {
+        k: getattr(model, k)
+        for k in ("dim", "mlp_ratio", "kernel_init", "activation", "norm", "alpha")
+    }
+    if block:
+        return _block_maps(cfg, shape[0], "")
+    maps: list[Map] = [_block_maps(cfg, shape[0], f"block{i}/") for i in range(model.depth)]
+    linen = isinstance(model, m.Transformer)
+    final_norm = model.final_norm if linen else model.ln_f is not None
+    if final_norm:
+        maps.append(LayerNormMap(True, 1e-6))
+    n_out = model.num_outputs if linen else getattr(model.head, "out_features", None)
+    if n_out is not None:
+        sw = _init_sigma_w(model.kernel_init, model.dim, n_out, "head")
+        maps.append(LayerMap("head", DenseMap(sw)))
+    return compose(*maps)
+
+
+def of_model(
+    model: Any,
+    *,
+    input_shape: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    spatial_corr: float = 0.0,
+) -> Network:
+    """The mean-field map of a :mod:`jaxinit.models` network, from the model's own
+    configuration.
+
+    Every layer with a kernel is a :func:`layer` named by its path as
+    :func:`jaxinit.layer_stats` names it (linen: ``Dense_0``, ``block0/attn/query``; NNX:
+    ``layers/0``, ``blocks/0/conv1``, ``block0/mlp_in``), so :func:`layers` gives each one's
+    predicted output; :func:`trace` and ``apply`` work on it as on any network. Weight scales
+    come from the model's ``kernel_init`` (a jaxinit initializer, through :func:`sigma_w`,
+    or Flax's default LeCun normal and the rest of ``jax.nn.initializers``'
+    ``variance_scaling`` family), with each layer's fans; biases are 0 (Flax's zero bias
+    init); the activation is the model's (a callable, by quadrature); norms have Flax's
+    epsilons.
+
+    * :class:`~jaxinit.models.MLP` / :class:`~jaxinit.models.NNXMLP`: ``dense``,
+      ``activation`` per layer, then the head's ``dense``. Exact in the wide limit.
+    * :class:`~jaxinit.models.ResNet` / :class:`~jaxinit.models.NNXResNet`: :func:`conv`
+      maps with the zero padding's ``coverage`` computed from ``input_shape``; each block
+      ``act(residual(conv1, act, conv2))``, or ``act(parallel(branch, proj))`` where the
+      shortcut is a 1x1 convolution; with ``batch_norm``, :func:`batch_norm` after every conv
+      (``batch_size``: samples per feature, the batch times the positions; ``None``:
+      infinite); global average pooling is :func:`avg_pool` over the last feature map with
+      ``spatial_corr``. Assumptions beyond the maps': (1) one ``q`` for all positions (the
+      border's smaller ``q`` after zero padding is averaged, see :func:`conv`); (2) the
+      activation after each block's sum takes its input as ``N(0, q)``, though it is a
+      Gaussian plus the block's input (a ReLU output, with a positive mean; exact with
+      BatchNorm, whose output ``q`` does not depend on it only in the next layer's map);
+      (3) pooling needs the correlation of positions, which convolutions create and these
+      one-position maps do not track: ``spatial_corr`` is an input, and the head's ``q``
+      depends on it.
+    * :class:`~jaxinit.models.Transformer` / :class:`~jaxinit.models.NNXTransformer` (and
+      the single blocks): per block the query, key and value projections (side layers),
+      :func:`attention` as the output projection's map, and the MLP, in pre- or post-LN
+      residuals with the model's ``alpha``; ``ln_f`` and the head. Attention is uniform at
+      init (:func:`attention`'s assumption): exact in the wide limit when the logits vanish
+      (``1/d``-scaled logits, as μP's attention, or zero-initialized queries); with the
+      default ``1/sqrt(d)`` scaling the logits have variance about ``sigma_q^2 sigma_k^2``
+      (1 at LeCun init after a LayerNorm), attention concentrates on fewer tokens and the
+      output's ``q`` is larger than predicted. For a two-input :class:`State` the two
+      inputs are two tokens of a sequence (their correlation ``c`` is the token cosine);
+      causal attention is described for the last token. With ``vocab_size`` the maps start
+      after the embedding: pass the embedding's ``State``.
+
+    Args:
+      model: A linen :class:`~jaxinit.models.MLP`, :class:`~jaxinit.models.ResNet`,
+        :class:`~jaxinit.models.Transformer` or :class:`~jaxinit.models.TransformerBlock`,
+        or the NNX version of one.
+      input_shape: One example's shape without the batch axis: needed by the linen MLP
+        (``(features, ...)``: the first layer's fan-in), the ResNets (``(height, width,
+        channels)``) and the transformers (``(tokens, dim)``, or ``(tokens,)`` with
+        ``vocab_size``).
+      batch_size: For BatchNorm maps, the number of samples per feature (``None``:
+        infinite).
+      spatial_corr: For the ResNets' global pooling, the correlation of positions
+        (:func:`avg_pool`).
+
+    Returns:
+      A :class:`Network`.
+
+    Raises:
+      TypeError: For another model, or a ``kernel_init`` with no known variance law.
+      ValueError: If ``input_shape`` is missing or wrong for the model.
+
+    Example:
+      >>> from flax import nnx
+      >>> from jaxinit import meanfield as mf
+      >>> from jaxinit.models import NNXTransformer
+      >>> model = NNXTransformer(16, depth=2, num_heads=2, rngs=nnx.Rngs(0))
+      >>> out = mf.layers(mf.of_model(model, input_shape=(8, 16)), mf.State(1.0, c=0.0))
+      >>> [x.name for x in out[:4]]
+      ['block0/attn/query', 'block0/attn/key', 'block0/attn/value', 'block0/attn/out']
+      >>> bool(out[-1].state.q > out[5].state.q), out[3].state.c  # the stream grows; rank 1
+      (True, 1.0)
+    """
+    from .app import models as m  # Flax: imported here, so this module needs jax only
+
+    if isinstance(model, m.MLP | m.NNXMLP):
+        return _mlp_maps(model, m, input_shape)
+    if isinstance(model, m.ResNet | m.NNXResNet):
+        if batch_size is not None:
+            batch_norm(batch_size)  # validates
+        rho = _check_finite("of_model", "spatial_corr", spatial_corr)
+        return _resnet_maps(model, m, input_shape, batch_size, rho)
+    kinds = (m.Transformer, m.NNXTransformer, m.TransformerBlock, m.NNXTransformerBlock)
+    if isinstance(model, kinds):
+        return _transformer_maps(model, m, input_shape)
+    raise TypeError(
+        f"of_model: model={type(model).__name__} is not supported; use one of MLP, NNXMLP, "
+        "ResNet, NNXResNet, Transformer, NNXTransformer, TransformerBlock, "
+        "NNXTransformerBlock (jaxinit.models), or compose the maps yourself."
     )

@@ -10,9 +10,11 @@ from .app.models import ConvNet as ConvNet
 from .app.models import NNXConvNet as NNXConvNet
 from .app.models import NNXResBlock as NNXResBlock
 from .app.models import NNXResNet as NNXResNet
+from .app.models import NNXTransformer as NNXTransformer
 from .app.models import NNXTransformerBlock as NNXTransformerBlock
 from .app.models import ResBlock as ResBlock
 from .app.models import ResNet as ResNet
+from .app.models import Transformer as Transformer
 from .app.models import TransformerBlock as TransformerBlock
 
 __all__ = [
@@ -23,8 +25,10 @@ __all__ = [
     "NNXConvNet",
     "NNXResBlock",
     "NNXResNet",
+    "NNXTransformer",
     "NNXTransformerBlock",
     "ResBlock",
     "ResNet",
+    "Transformer",
     "TransformerBlock",
 ]

@@ -8,13 +8,16 @@ and the tests.
 32->64 k3 s2, 64->128 k3 s2, 128->128 k3 s2, each + activation, global average pool, dense 10 |
 | :class:`ResNet` | :class:`NNXResNet` | a small ResNet (stem, three residual stages), with or \
 without BatchNorm |
-| :class:`TransformerBlock` | :class:`NNXTransformerBlock` | pre-LayerNorm self-attention + MLP, \
-both residual |
+| :class:`TransformerBlock` | :class:`NNXTransformerBlock` | self-attention + MLP, both \
+residual, pre- or post-LayerNorm |
+| :class:`Transformer` | :class:`NNXTransformer` | ``depth`` transformer blocks ``block0`` ..., \
+optional token embedding, final LayerNorm, optional head |
 
 Inputs are channels-last (``(batch, height, width, channels)``) for the convolutional models and
-``(batch, tokens, dim)`` for the transformer block; the MLP flattens all but the batch axis.
-``kernel_init`` defaults to Flax's default (LeCun normal). The linen models take ``train`` (the
-ResNet uses it for BatchNorm); for NNX use ``model.train()`` / ``model.eval()``.
+``(batch, tokens, dim)`` for the transformers (or integer tokens with ``vocab_size``); the MLP
+flattens all but the batch axis. ``kernel_init`` defaults to Flax's default (LeCun normal). The
+linen models take ``train`` (the ResNet uses it for BatchNorm); for NNX use ``model.train()`` /
+``model.eval()``.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -52,9 +55,11 @@ __all__ = [
     "NNXConvNet",
     "NNXResBlock",
     "NNXResNet",
+    "NNXTransformer",
     "NNXTransformerBlock",
     "ResBlock",
     "ResNet",
+    "Transformer",
     "TransformerBlock",
 ]
 
@@ -63,6 +68,14 @@ def _check_int(name: str, arg: str, value: Any, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ValueError(f"{name}: {arg}={value!r} must be an int >= {least}.")
     return value
+
+
+_NORMS = ("pre", "post")
+
+
+def _check_norm(name: str, norm: Any) -> None:
+    if norm not in _NORMS:
+        raise ValueError(f"{name}: norm={norm!r} is not supported; use one of {_NORMS}.")
 
 
 def _check_channels(name: str, channels: Sequence[int], kernels: Sequence[int]) -> None:
@@ -239,28 +252,99 @@ class ResNet(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LayerNorm transformer block on ``(batch, tokens, dim)``: ``x + MHA(LN(x))``, then
-    ``x + Dense(dim)(act(Dense(mlp_ratio * dim)(LN(x))))``. Attention is
-    ``nn.MultiHeadDotProductAttention`` (query/key/value/out are DenseGeneral)."""
+    """Transformer block on ``(batch, tokens, dim)``, an attention then an MLP branch, each in
+    a residual with branch multiplier ``alpha``. Pre-LayerNorm (``norm="pre"``, the default):
+    ``x + alpha MHA(LN(x))``, then ``x + alpha Dense(dim)(act(Dense(mlp_ratio * dim)(LN(x))))``;
+    post-LayerNorm (``norm="post"``): ``LN(x + alpha MHA(x))``, then ``LN(x + alpha MLP(x))``.
+    Attention is ``nn.MultiHeadDotProductAttention`` (query/key/value/out are DenseGeneral),
+    bidirectional unless ``causal``, with ``attention_fn`` (default
+    ``nn.dot_product_attention``) passed to it. Sub-layers ``ln1``, ``attn``, ``ln2``,
+    ``mlp_in``, ``mlp_out``."""
 
     dim: int = 64
     num_heads: int = 4
     mlp_ratio: int = 4
     activation: Activation = nn.gelu
     kernel_init: Callable[..., Any] = _DEFAULT_INIT
+    norm: str = "pre"
+    alpha: float = 1.0
+    causal: bool = False
+    attention_fn: Callable[..., jax.Array] | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        h = nn.LayerNorm(name="ln1")(x)
-        h = nn.MultiHeadDotProductAttention(
-            self.num_heads, qkv_features=self.dim, kernel_init=self.kernel_init, name="attn"
-        )(h)
-        x = x + h
-        h = nn.LayerNorm(name="ln2")(x)
-        h = self.activation(
-            nn.Dense(self.mlp_ratio * self.dim, kernel_init=self.kernel_init, name="mlp_in")(h)
+        _check_norm("TransformerBlock", self.norm)
+        kwargs: dict[str, Any] = {}
+        if self.attention_fn is not None:
+            kwargs["attention_fn"] = self.attention_fn
+        attn = nn.MultiHeadDotProductAttention(
+            self.num_heads,
+            qkv_features=self.dim,
+            kernel_init=self.kernel_init,
+            name="attn",
+            **kwargs,
         )
-        return x + nn.Dense(self.dim, kernel_init=self.kernel_init, name="mlp_out")(h)
+        mask = nn.make_causal_mask(x[..., 0]) if self.causal else None
+        ln1, ln2 = nn.LayerNorm(name="ln1"), nn.LayerNorm(name="ln2")
+        mlp_in = nn.Dense(self.mlp_ratio * self.dim, kernel_init=self.kernel_init, name="mlp_in")
+        mlp_out = nn.Dense(self.dim, kernel_init=self.kernel_init, name="mlp_out")
+
+        def mlp(h: jax.Array) -> jax.Array:
+            return mlp_out(self.activation(mlp_in(h)))
+
+        if self.norm == "pre":
+            x = x + self.alpha * attn(ln1(x), mask=mask)
+            return x + self.alpha * mlp(ln2(x))
+        x = ln1(x + self.alpha * attn(x, mask=mask))
+        return ln2(x + self.alpha * mlp(x))
+
+
+class Transformer(nn.Module):
+    """A transformer on ``(batch, tokens, dim)`` inputs, or on integer tokens
+    ``(batch, tokens)`` through ``nn.Embed(vocab_size, dim)`` (named ``embed``; no position
+    embedding) when ``vocab_size`` is given: ``depth`` :class:`TransformerBlock` named
+    ``block0`` ... (``norm``, ``alpha``, ``causal``, ``attention_fn`` as there; ``alpha =
+    depth ** -0.5`` gives the scaled residuals of Noci et al. 2022), a final LayerNorm
+    ``ln_f`` (``final_norm``), and Dense(``num_outputs``) ``head`` if given."""
+
+    depth: int = 6
+    dim: int = 64
+    num_heads: int = 4
+    mlp_ratio: int = 4
+    activation: Activation = nn.gelu
+    kernel_init: Callable[..., Any] = _DEFAULT_INIT
+    norm: str = "pre"
+    alpha: float = 1.0
+    causal: bool = False
+    attention_fn: Callable[..., jax.Array] | None = None
+    vocab_size: int | None = None
+    num_outputs: int | None = None
+    final_norm: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        _check_int("Transformer", "depth", self.depth, 1)
+        _check_norm("Transformer", self.norm)
+        if self.vocab_size is not None:
+            x = nn.Embed(self.vocab_size, self.dim, name="embed")(x)
+        for i in range(self.depth):
+            x = TransformerBlock(
+                self.dim,
+                self.num_heads,
+                self.mlp_ratio,
+                self.activation,
+                self.kernel_init,
+                self.norm,
+                self.alpha,
+                self.causal,
+                self.attention_fn,
+                name=f"block{i}",
+            )(x, train)
+        if self.final_norm:
+            x = nn.LayerNorm(name="ln_f")(x)
+        if self.num_outputs is not None:
+            x = nn.Dense(self.num_outputs, kernel_init=self.kernel_init, name="head")(x)
+        return x
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,6 +462,7 @@ class NNXMLP(nnx.Module):
             else None
         )
         self.activation = activation
+        self.kernel_init = kernel_init
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape((x.shape[0], -1))
@@ -507,6 +592,10 @@ class NNXResNet(nnx.Module):
         )
         self.head = nnx.Linear(widths[-1], num_classes, kernel_init=kernel_init, rngs=rngs)
         self.activation = activation
+        self.widths = tuple(widths)
+        self.batch_norm = batch_norm
+        self.kernel_init = kernel_init
+        self.num_blocks = blocks
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.activation(self.stem_bn(self.stem(x)))
@@ -526,18 +615,110 @@ class NNXTransformerBlock(nnx.Module):
         mlp_ratio: int = 4,
         activation: Activation = nnx.gelu,
         kernel_init: Callable[..., Any] = _DEFAULT_INIT,
+        norm: str = "pre",
+        alpha: float = 1.0,
+        causal: bool = False,
+        attention_fn: Callable[..., jax.Array] | None = None,
         *,
         rngs: nnx.Rngs,
     ):
+        _check_norm("NNXTransformerBlock", norm)
+        kwargs: dict[str, Any] = {} if attention_fn is None else {"attention_fn": attention_fn}
         self.ln1 = nnx.LayerNorm(dim, rngs=rngs)
         self.attn = nnx.MultiHeadAttention(
-            num_heads, dim, qkv_features=dim, kernel_init=kernel_init, decode=False, rngs=rngs
+            num_heads,
+            dim,
+            qkv_features=dim,
+            kernel_init=kernel_init,
+            decode=False,
+            rngs=rngs,
+            **kwargs,
         )
         self.ln2 = nnx.LayerNorm(dim, rngs=rngs)
         self.mlp_in = nnx.Linear(dim, mlp_ratio * dim, kernel_init=kernel_init, rngs=rngs)
         self.mlp_out = nnx.Linear(mlp_ratio * dim, dim, kernel_init=kernel_init, rngs=rngs)
         self.activation = activation
+        self.dim = dim
+        self.mlp_ratio = mlp_ratio
+        self.kernel_init = kernel_init
+        self.norm = norm
+        self.alpha = alpha
+        self.causal = causal
+
+    def _mlp(self, h: jax.Array) -> jax.Array:
+        return self.mlp_out(self.activation(self.mlp_in(h)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp_out(self.activation(self.mlp_in(self.ln2(x))))
+        mask = nnx.make_causal_mask(x[..., 0]) if self.causal else None
+        if self.norm == "pre":
+            x = x + self.alpha * self.attn(self.ln1(x), mask=mask)
+            return x + self.alpha * self._mlp(self.ln2(x))
+        x = self.ln1(x + self.alpha * self.attn(x, mask=mask))
+        return self.ln2(x + self.alpha * self._mlp(x))
+
+
+class NNXTransformer(nnx.Module):
+    """NNX version of :class:`Transformer`: blocks are the attributes ``block0`` ...
+    (so parameter paths match linen's), then ``ln_f`` and ``head`` (``None`` when absent),
+    and ``embed`` with ``vocab_size``."""
+
+    def __init__(
+        self,
+        dim: int = 64,
+        depth: int = 6,
+        num_heads: int = 4,
+        mlp_ratio: int = 4,
+        activation: Activation = nnx.gelu,
+        kernel_init: Callable[..., Any] = _DEFAULT_INIT,
+        norm: str = "pre",
+        alpha: float = 1.0,
+        causal: bool = False,
+        attention_fn: Callable[..., jax.Array] | None = None,
+        vocab_size: int | None = None,
+        num_outputs: int | None = None,
+        final_norm: bool = True,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        _check_int("NNXTransformer", "depth", depth, 1)
+        _check_norm("NNXTransformer", norm)
+        self.embed = nnx.Embed(vocab_size, dim, rngs=rngs) if vocab_size is not None else None
+        for i in range(depth):
+            block = NNXTransformerBlock(
+                dim,
+                num_heads,
+                mlp_ratio,
+                activation,
+                kernel_init,
+                norm,
+                alpha,
+                causal,
+                attention_fn,
+                rngs=rngs,
+            )
+            setattr(self, f"block{i}", block)
+        self.ln_f = nnx.LayerNorm(dim, rngs=rngs) if final_norm else None
+        self.head = (
+            nnx.Linear(dim, num_outputs, kernel_init=kernel_init, rngs=rngs)
+            if num_outputs is not None
+            else None
+        )
+        self.depth = depth
+        self.dim = dim
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.activation = activation
+        self.kernel_init = kernel_init
+        self.norm = norm
+        self.alpha = alpha
+        self.causal = causal
+        self.vocab_size = vocab_size
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.embed is not None:
+            x = self.embed(x)
+        for i in range(self.depth):
+            x = getattr(self, f"block{i}")(x)
+        if self.ln_f is not None:
+            x = self.ln_f(x)
+        return x if self.head is None else self.head(x)
