@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -42,3 +43,97 @@ def test_scanned_mlp_stacks_layers_2_to_depth():
     assert p["head"]["kernel"].shape == (8, 3)
     single = init(models.MLP(depth=1, width=8, scan=True))
     assert set(single) == {"Dense_0"}
+
+
+# ---- Transformer / NNXTransformer
+
+XT = jax.random.normal(jax.random.key(0), (2, 5, 8))
+
+
+def _pair(**kw):
+    """An NNX Transformer, and the linen one with its parameters."""
+    nnx_model = models.NNXTransformer(8, num_heads=2, rngs=nnx.Rngs(0), **kw)
+    params = nnx.to_pure_dict(nnx.state(nnx_model, nnx.Param))
+    return models.Transformer(dim=8, num_heads=2, **kw), params, nnx_model
+
+
+TOKENS = jnp.array([[1, 2, 3, 4, 0], [5, 6, 7, 8, 9]])
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_transformer_linen_and_nnx_agree_for_the_same_params(norm):
+    depth = 2 if norm == "pre" else 1
+    lin, params, nm = _pair(depth=depth, norm=norm, alpha=0.5, causal=True, num_outputs=3)
+    # Same parameter paths (block0/attn/query/kernel, ..., ln_f, head) as linen's init.
+    shapes = jax.eval_shape(lin.init, jax.random.key(0), XT)["params"]
+    assert jax.tree.structure(shapes) == jax.tree.structure(params)
+    want = lin.apply({"params": params}, XT)
+    assert want.shape == (2, 5, 3)
+    np.testing.assert_allclose(nm(XT), want, rtol=1e-5, atol=1e-6)
+
+
+def test_transformer_names_and_shapes_with_an_embedding():
+    lin = models.Transformer(depth=3, dim=8, num_heads=2, vocab_size=10, num_outputs=10)
+    params = jax.eval_shape(lin.init, jax.random.key(0), TOKENS)["params"]
+    assert sorted(params) == ["block0", "block1", "block2", "embed", "head", "ln_f"]
+    assert sorted(params["block1"]) == ["attn", "ln1", "ln2", "mlp_in", "mlp_out"]
+    assert params["block0"]["mlp_in"]["kernel"].shape == (8, 32)  # mlp_ratio 4
+    assert jax.eval_shape(lin.apply, {"params": params}, TOKENS).shape == (2, 5, 10)
+    nm = nnx.eval_shape(
+        lambda: models.NNXTransformer(
+            8, depth=3, num_heads=2, vocab_size=10, num_outputs=10, rngs=nnx.Rngs(0)
+        )
+    )
+    shapes = jax.tree.map(lambda a: a.shape, nnx.to_pure_dict(nnx.state(nm, nnx.Param)))
+    assert shapes == jax.tree.map(lambda a: a.shape, params)
+
+
+def _normalized(y):
+    y = np.asarray(y, np.float64)
+    return np.allclose(y.mean(-1), 0, atol=1e-5) and np.allclose(y.var(-1), 1, atol=1e-4)
+
+
+def test_pre_and_post_layernorm_structure():
+    # Post-LN ends each block with LayerNorm (scale 1, bias 0 at init): every token's
+    # features have mean 0 and variance 1 - O(eps); pre-LN leaves the residual stream as is.
+    x = 3.0 * XT + 1.0
+    for norm, normalized in (("post", True), ("pre", False)):
+        lin = models.Transformer(depth=2, dim=8, num_heads=2, norm=norm, final_norm=False)
+        y = lin.apply(lin.init(jax.random.key(0), x), x)
+        assert _normalized(y) is normalized, norm
+    # alpha = 0 switches the branches off: pre-LN is the identity, post-LN two LayerNorms.
+    for norm in ("pre", "post"):
+        lin = models.Transformer(
+            depth=2, dim=8, num_heads=2, norm=norm, alpha=0.0, final_norm=False
+        )
+        y = lin.apply(lin.init(jax.random.key(0), x), x)
+        if norm == "pre":
+            np.testing.assert_array_equal(y, x)
+        else:
+            xn = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+            np.testing.assert_allclose(y, xn, rtol=1e-4, atol=1e-4)
+
+
+def test_attention_fn_is_passed_to_every_block():
+    import flax.linen as nn
+
+    calls = []
+
+    def attention_fn(q, k, v, is_causal=False, **kwargs):  # NNX also passes is_causal
+        calls.append(q.shape)
+        return nn.dot_product_attention(q, k, v, **kwargs)
+
+    lin, params, nm = _pair(depth=3, attention_fn=attention_fn)
+    calls.clear()
+    lin.apply({"params": params}, XT)
+    assert calls == [(2, 5, 2, 4)] * 3  # (batch, tokens, heads, head_dim)
+    calls.clear()
+    nm(XT)
+    assert calls == [(2, 5, 2, 4)] * 3
+
+
+def test_transformer_rejects_an_unknown_norm():
+    with pytest.raises(ValueError, match=r"Transformer: norm='mid' is not supported"):
+        models.Transformer(norm="mid").init(jax.random.key(0), XT)
+    with pytest.raises(ValueError, match=r"NNXTransformer: norm='mid' is not supported"):
+        models.NNXTransformer(8, norm="mid", rngs=nnx.Rngs(0))
