@@ -4,6 +4,8 @@ sown weights, linen's capture_intermediates, a hand-written forward pass, jax.gr
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,9 +18,12 @@ import jaxinit
 from jaxinit import diagnostics as dg
 from jaxinit.models import NNXResNet, NNXTransformerBlock, ResNet, TransformerBlock
 
-F32 = {"rtol": 2e-5, "atol": 1e-6}
 XT = jax.random.normal(jax.random.key(0), (3, 6, 16))  # (batch, tokens, dim)
 XI = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))  # images, channels last
+
+
+def _close(got, want, err_msg: str = "") -> None:
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6, err_msg=err_msg)
 
 
 def _np_token_cosine(y) -> float:
@@ -62,9 +67,9 @@ def test_token_cosine_equals_pairwise_loop():
     y = np.array(jax.random.normal(jax.random.key(2), (2, 3, 5, 4)), np.float32)
     y[0, 1, 2] = 0.0  # a zero token
     y[1, 0] += 3.0  # correlated tokens
-    np.testing.assert_allclose(dg.token_cosine(jnp.asarray(y)), _np_token_cosine(y), **F32)
+    _close(dg.token_cosine(jnp.asarray(y)), _np_token_cosine(y))
     flat = y[1, 2]  # 2-D: the batch's examples are the tokens
-    np.testing.assert_allclose(dg.token_cosine(jnp.asarray(flat)), _np_token_cosine(flat), **F32)
+    _close(dg.token_cosine(jnp.asarray(flat)), _np_token_cosine(flat))
 
 
 def test_token_cosine_limits_and_scale():
@@ -79,8 +84,8 @@ def test_channel_statistics_equal_timm_formulas():
     scale, shift = jnp.arange(1.0, 6.0)[None, None, None], jnp.arange(5.0)[None, None, None]
     y = jax.random.normal(jax.random.key(3), (4, 3, 3, 5)) * scale + shift
     mean_sq, var = _np_spp(y)
-    np.testing.assert_allclose(dg.channel_mean_sq(y), mean_sq, **F32)
-    np.testing.assert_allclose(dg.channel_var(y), var, **F32)
+    _close(dg.channel_mean_sq(y), mean_sq)
+    _close(dg.channel_var(y), var)
     assert np.isnan(dg.channel_var(jnp.ones((1, 4))))
 
 
@@ -93,11 +98,11 @@ def test_statistics_by_name_in_measure_equal_capture():
     for path in ("attn", "mlp_out"):
         y = captured[path][0]
         mean_sq, var = _np_spp(y)
-        np.testing.assert_allclose(m[path]["token_cosine"], _np_token_cosine(y), **F32)
-        np.testing.assert_allclose(m[path]["channel_mean_sq"], mean_sq, **F32)
-        np.testing.assert_allclose(m[path]["channel_var"], var, **F32)
+        _close(m[path]["token_cosine"], _np_token_cosine(y))
+        _close(m[path]["channel_mean_sq"], mean_sq)
+        _close(m[path]["channel_var"], var)
     ln1 = captured["ln1"][0]  # the attention layer's input
-    np.testing.assert_allclose(m["attn"]["in_token_cosine"], _np_token_cosine(ln1), **F32)
+    _close(m["attn"]["in_token_cosine"], _np_token_cosine(ln1))
 
 
 # ------------------------------------------------------------------------------------------
@@ -121,11 +126,11 @@ def test_linen_attention_fn_is_bitwise_flax(dropout):
 
 
 def test_nnx_attention_fn_equals_flax():
-    kw = dict(num_heads=2, in_features=16, qkv_features=8, decode=False)
+    kw: dict[str, Any] = dict(num_heads=2, in_features=16, qkv_features=8, decode=False)
     base = nnx.MultiHeadAttention(**kw, rngs=nnx.Rngs(0))
     ours = nnx.MultiHeadAttention(**kw, attention_fn=dg.attention_fn(), rngs=nnx.Rngs(0))
     mask = nnx.make_causal_mask(jnp.ones(XT.shape[:2]))
-    np.testing.assert_allclose(ours(XT, mask=mask), base(XT, mask=mask), **F32)
+    _close(ours(XT, mask=mask), base(XT, mask=mask))
 
 
 def test_linen_entropy_equals_numpy_of_flax_weights():
@@ -145,16 +150,16 @@ def test_linen_entropy_equals_numpy_of_flax_weights():
         {"params": variables["params"]["attn"]}, ln, sow_weights=True, mutable=["intermediates"]
     )
     want = _np_entropy(state["intermediates"]["attention_weights"][0])
-    np.testing.assert_allclose(m["attn"]["attention_entropy"], want, **F32)
-    np.testing.assert_allclose(m[""]["attention_entropy"], want, **F32)  # the block holds it
-    np.testing.assert_allclose(m["attn"]["attention_entropy_mean"], want.mean(), **F32)
-    np.testing.assert_allclose(m["attn"]["attention_entropy_min"], want.min(), **F32)
+    _close(m["attn"]["attention_entropy"], want)
+    _close(m[""]["attention_entropy"], want)  # the block holds it
+    _close(m["attn"]["attention_entropy_mean"], want.mean())
+    _close(m["attn"]["attention_entropy_min"], want.min())
     # ... and the function sows it too when the module asks for its weights
     ours = nn.MultiHeadDotProductAttention(4, qkv_features=16, attention_fn=dg.attention_fn())
     _, state = ours.apply(
         {"params": variables["params"]["attn"]}, ln, sow_weights=True, mutable=["intermediates"]
     )
-    np.testing.assert_allclose(state["intermediates"]["attention_entropy"][0], want, **F32)
+    _close(state["intermediates"]["attention_entropy"][0], want)
 
 
 def test_nnx_entropy_equals_numpy_of_flax_weights_and_model_is_untouched():
@@ -167,12 +172,12 @@ def test_nnx_entropy_equals_numpy_of_flax_weights_and_model_is_untouched():
     logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
     weights = np.exp(logits - logits.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
-    np.testing.assert_allclose(m["attn"]["attention_entropy"], _np_entropy(weights), **F32)
+    _close(m["attn"]["attention_entropy"], _np_entropy(weights))
 
 
 def test_entropy_of_uniform_and_masked_rows():
     uniform = jnp.full((2, 3, 4, 5), 0.2)  # (batch, heads, q, k)
-    np.testing.assert_allclose(dg.attention_entropy(uniform), np.full(3, np.log(5)), **F32)
+    _close(dg.attention_entropy(uniform), np.full(3, np.log(5)))
     onehot = jax.nn.one_hot(jnp.zeros((2, 3, 4), int), 5)
     np.testing.assert_array_equal(dg.attention_entropy(onehot), np.zeros(3))
 
@@ -209,17 +214,17 @@ def test_spp_linen_equals_captured_outputs_and_vmaps():
     for i, b in enumerate(s.names):
         mean_sq, var = _np_spp(out[b][0])
         skip = out[f"{b}/proj"][0] if f"{b}/proj" in out else block_in
-        np.testing.assert_allclose(s.mean_sq[i], mean_sq, **F32)
-        np.testing.assert_allclose(s.var[i], var, **F32)
-        np.testing.assert_allclose(s.branch_var[i], _np_spp(out[f"{b}/conv2"][0])[1], **F32)
-        np.testing.assert_allclose(s.skip_var[i], _np_spp(skip)[1], **F32)
+        _close(s.mean_sq[i], mean_sq)
+        _close(s.var[i], var)
+        _close(s.branch_var[i], _np_spp(out[f"{b}/conv2"][0])[1])
+        _close(s.skip_var[i], _np_spp(skip)[1])
         block_in = out[b][0]
     stacked = jax.tree.map(lambda *a: jnp.stack(a), variables, model.init(jax.random.key(9), XI))
     both = jax.jit(
         jax.vmap(lambda v: dg.spp(model, v, XI, blocks="block*", branch="conv2", skip="proj"))
     )(stacked)
     assert both.names == s.names and both.var.shape == (2, 3)
-    np.testing.assert_allclose(both.var[0], s.var, **F32)
+    _close(both.var[0], s.var)
 
 
 def test_spp_nnx_equals_hand_written_forward():
@@ -230,9 +235,9 @@ def test_spp_nnx_equals_hand_written_forward():
         branch = block.conv2(jax.nn.relu(block.conv1(h)))
         skip = h if block.proj is None else block.proj(h)
         out = jax.nn.relu(branch + skip)
-        np.testing.assert_allclose(s.var[i], _np_spp(out)[1], **F32)
-        np.testing.assert_allclose(s.branch_var[i], _np_spp(branch)[1], **F32)
-        np.testing.assert_allclose(s.skip_var[i], _np_spp(h)[1], **F32)  # skip=None: the input
+        _close(s.var[i], _np_spp(out)[1])
+        _close(s.branch_var[i], _np_spp(branch)[1])
+        _close(s.skip_var[i], _np_spp(h)[1])  # skip=None: the input
         h = out
     np.testing.assert_allclose(s.branch_over_skip, s.branch_var / s.skip_var)
 
@@ -257,20 +262,20 @@ def test_qkv_grad_ratios_equal_jax_grad_norms_and_vmap():
     params = model.init(jax.random.key(10), XT)["params"]
 
     def loss(p, x):
-        return jnp.mean(model.apply({"params": p}, x) ** 2)
+        out = model.apply({"params": p}, x)
+        assert isinstance(out, jax.Array)
+        return jnp.mean(out**2)
 
     r = dg.qkv_grad_ratios(loss, params, XT)
     g = jax.grad(loss)(params, XT)["attn"]
     norm = {n: np.linalg.norm(np.asarray(g[n]["kernel"], np.float64)) for n in g}
-    np.testing.assert_allclose(r["attn"]["q_over_v"], norm["query"] / norm["value"], **F32)
-    np.testing.assert_allclose(r["attn"]["k_over_v"], norm["key"] / norm["value"], **F32)
+    _close(r["attn"]["q_over_v"], norm["query"] / norm["value"])
+    _close(r["attn"]["k_over_v"], norm["key"] / norm["value"])
     other = model.init(jax.random.key(11), XT)["params"]
     stacked = jax.tree.map(lambda *a: jnp.stack(a), params, other)
     both = jax.jit(jax.vmap(lambda p: dg.qkv_grad_ratios(loss, p, XT)))(stacked)
-    np.testing.assert_allclose(both["attn"]["q_over_v"][0], r["attn"]["q_over_v"], **F32)
-    np.testing.assert_allclose(
-        both["attn"]["k_over_v"][1], dg.qkv_grad_ratios(loss, other, XT)["attn"]["k_over_v"], **F32
-    )
+    _close(both["attn"]["q_over_v"][0], r["attn"]["q_over_v"])
+    _close(both["attn"]["k_over_v"][1], dg.qkv_grad_ratios(loss, other, XT)["attn"]["k_over_v"])
 
 
 def test_qkv_grad_ratios_nnx_state_and_errors():
@@ -285,6 +290,6 @@ def test_qkv_grad_ratios_nnx_state_and_errors():
     q, v = (
         np.linalg.norm(np.asarray(g["attn"][n]["kernel"].get_value())) for n in ("query", "value")
     )
-    np.testing.assert_allclose(r["attn"]["q_over_v"], q / v, **F32)
+    _close(r["attn"]["q_over_v"], q / v)
     with pytest.raises(ValueError, match="no attention layer"):
         dg.qkv_grad_ratios(lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.ones(3)})
