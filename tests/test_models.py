@@ -1,5 +1,7 @@
 """jaxinit.app.models: the ResNet's blocks per stage, the scanned MLP's layout."""
 
+from typing import cast
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,6 +59,10 @@ def _pair(**kw):
     return models.Transformer(dim=8, num_heads=2, **kw), params, nnx_model
 
 
+def _apply(lin, variables, x) -> jax.Array:
+    return cast(jax.Array, lin.apply(variables, x))
+
+
 TOKENS = jnp.array([[1, 2, 3, 4, 0], [5, 6, 7, 8, 9]])
 
 
@@ -67,7 +73,7 @@ def test_transformer_linen_and_nnx_agree_for_the_same_params(norm):
     # Same parameter paths (block0/attn/query/kernel, ..., ln_f, head) as linen's init.
     shapes = jax.eval_shape(lin.init, jax.random.key(0), XT)["params"]
     assert jax.tree.structure(shapes) == jax.tree.structure(params)
-    want = lin.apply({"params": params}, XT)
+    want = _apply(lin, {"params": params}, XT)
     assert want.shape == (2, 5, 3)
     np.testing.assert_allclose(nm(XT), want, rtol=1e-5, atol=1e-6)
 
@@ -99,14 +105,14 @@ def test_pre_and_post_layernorm_structure():
     x = 3.0 * XT + 1.0
     for norm, normalized in (("post", True), ("pre", False)):
         lin = models.Transformer(depth=2, dim=8, num_heads=2, norm=norm, final_norm=False)
-        y = lin.apply(lin.init(jax.random.key(0), x), x)
+        y = _apply(lin, lin.init(jax.random.key(0), x), x)
         assert _normalized(y) is normalized, norm
     # alpha = 0 switches the branches off: pre-LN is the identity, post-LN two LayerNorms.
     for norm in ("pre", "post"):
         lin = models.Transformer(
             depth=2, dim=8, num_heads=2, norm=norm, alpha=0.0, final_norm=False
         )
-        y = lin.apply(lin.init(jax.random.key(0), x), x)
+        y = _apply(lin, lin.init(jax.random.key(0), x), x)
         if norm == "pre":
             np.testing.assert_array_equal(y, x)
         else:
