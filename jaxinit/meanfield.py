@@ -1570,7 +1570,10 @@ def _resnet_maps(
     def conv_map(name: str, c_in: int, c_out: int, k: int, stride: int) -> Map:
         cover = 1.0
         for axis in range(2):
-            f, size[axis] = _coverage(size[axis], k, stride, k // 2)
+            if model.circular:  # every position sees a whole patch
+                f, size[axis] = 1.0, -(-size[axis] // stride)
+            else:
+                f, size[axis] = _coverage(size[axis], k, stride, k // 2)
             cover *= f
         sw = _init_sigma_w(init, k * k * c_in, k * k * c_out, name)
         out: Map = LayerMap(name, ConvMap(sw, 0.0, cover))
@@ -1669,19 +1672,24 @@ def of_model(
     * :class:`~jaxinit.models.MLP` / :class:`~jaxinit.models.NNXMLP`: ``dense``,
       ``activation`` per layer, then the head's ``dense``. Exact in the wide limit.
     * :class:`~jaxinit.models.ResNet` / :class:`~jaxinit.models.NNXResNet`: :func:`conv`
-      maps with the zero padding's ``coverage`` computed from ``input_shape``; each block
-      ``act(residual(conv1, act, conv2))``, or ``act(parallel(branch, proj))`` where the
-      shortcut is a 1x1 convolution; with ``batch_norm``, :func:`batch_norm` after every conv
-      (``batch_size``: samples per feature, the batch times the positions; ``None``:
-      infinite); global average pooling is :func:`avg_pool` over the last feature map with
-      ``spatial_corr``. Assumptions beyond the maps': (1) one ``q`` for all positions (the
-      border's smaller ``q`` after zero padding is averaged, see :func:`conv`); (2) the
-      activation after each block's sum takes its input as ``N(0, q)``, though it is a
-      Gaussian plus the block's input (a ReLU output, with a positive mean; exact with
-      BatchNorm, whose output ``q`` does not depend on it only in the next layer's map);
-      (3) pooling needs the correlation of positions, which convolutions create and these
-      one-position maps do not track: ``spatial_corr`` is an input, and the head's ``q``
-      depends on it.
+      maps (the zero padding's ``coverage`` computed from ``input_shape``; 1 with
+      ``circular=True``); each block ``act(residual(conv1, act, conv2))``, or
+      ``act(parallel(branch, proj))`` where the shortcut is a 1x1 convolution; with
+      ``batch_norm``, :func:`batch_norm` after every conv (``batch_size``: samples per
+      feature, the batch times the positions; ``None``: infinite); global average pooling is
+      :func:`avg_pool` over the last feature map with ``spatial_corr``; the head's
+      ``dense``. Three assumptions go beyond the maps' own, each exact only where said:
+      (1) one ``q`` for all positions: zero padding leaves the border with a smaller ``q``
+      than the inside, which :func:`conv` averages (exact for the first conv, and for every
+      conv with ``circular=True``, where all positions are alike); (2) the activation after
+      each block's sum takes its input as ``N(0, q)``, but that input is a Gaussian (the
+      branch) plus the block's input, itself an activation's output (for ReLU non-negative,
+      of mean ``sqrt(q / 2 pi)``): exact up to the first block's sum, an underestimate of
+      ``q`` after it for ReLU (BatchNorm does not remove this: it normalizes the branch, not
+      the sum); (3) pooling needs the correlation of positions, which convolutions create
+      and these one-position maps do not track: ``spatial_corr`` is an input, and the
+      head's ``q`` depends on it. The first block's layers are exact in the wide limit with
+      ``circular=True``.
     * :class:`~jaxinit.models.Transformer` / :class:`~jaxinit.models.NNXTransformer` (and
       the single blocks): per block the query, key and value projections (side layers),
       :func:`attention` as the output projection's map, and the MLP, in pre- or post-LN

@@ -169,13 +169,15 @@ class ConvNet(nn.Module):
 
 class ResBlock(nn.Module):
     """conv3x3 [BN] act conv3x3 [BN], plus the input (1x1 conv projection when the shape
-    changes), then act."""
+    changes), then act. Convs pad with zeros (``k // 2`` each side), or wrap around with
+    ``circular``."""
 
     features: int
     strides: int = 1
     batch_norm: bool = False
     activation: Activation = nn.relu
     kernel_init: Callable[..., Any] = _DEFAULT_INIT
+    circular: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -184,7 +186,7 @@ class ResBlock(nn.Module):
                 f,
                 (k, k),
                 strides=s,
-                padding=k // 2,
+                padding="CIRCULAR" if self.circular else k // 2,
                 kernel_init=self.kernel_init,
                 use_bias=not self.batch_norm,
                 name=name,
@@ -221,7 +223,9 @@ class ResNet(nn.Module):
     (the first of each stage from the second on with stride 2; depth ``2 + 6 * blocks`` for
     three stages), global average pool, Dense(``num_classes``). With ``batch_norm=True``
     every conv is followed by BatchNorm (and has no bias). Blocks are named ``block0`` ...
-    with one block per stage, else ``stage{i}_block{b}``."""
+    with one block per stage, else ``stage{i}_block{b}``. Convs pad with zeros, or wrap
+    around with ``circular`` (every position then sees a whole patch, as the mean-field
+    maps of :func:`jaxinit.meanfield.of_model` assume)."""
 
     num_classes: int = 10
     widths: Sequence[int] = (16, 32, 64)
@@ -229,13 +233,14 @@ class ResNet(nn.Module):
     activation: Activation = nn.relu
     kernel_init: Callable[..., Any] = _DEFAULT_INIT
     blocks: int = 1
+    circular: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = nn.Conv(
             self.widths[0],
             (3, 3),
-            padding=1,
+            padding="CIRCULAR" if self.circular else 1,
             kernel_init=self.kernel_init,
             use_bias=not self.batch_norm,
             name="stem",
@@ -244,9 +249,16 @@ class ResNet(nn.Module):
             x = nn.BatchNorm(use_running_average=not train, name="stem_bn")(x)
         x = self.activation(x)
         for name, _, w, stride in _stages(self.widths, self.blocks):
-            x = ResBlock(w, stride, self.batch_norm, self.activation, self.kernel_init, name=name)(
-                x, train
+            block = ResBlock(
+                w,
+                stride,
+                self.batch_norm,
+                self.activation,
+                self.kernel_init,
+                self.circular,
+                name=name,
             )
+            x = block(x, train)
         x = x.mean(axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="head")(x)
 
@@ -520,6 +532,7 @@ class NNXResBlock(nnx.Module):
         batch_norm: bool = False,
         activation: Activation = nnx.relu,
         kernel_init: Callable[..., Any] = _DEFAULT_INIT,
+        circular: bool = False,
         *,
         rngs: nnx.Rngs,
     ):
@@ -529,7 +542,7 @@ class NNXResBlock(nnx.Module):
                 b,
                 (k, k),
                 strides=s,
-                padding=k // 2,
+                padding="CIRCULAR" if circular else k // 2,
                 kernel_init=kernel_init,
                 use_bias=not batch_norm,
                 rngs=rngs,
@@ -571,6 +584,7 @@ class NNXResNet(nnx.Module):
         activation: Activation = nnx.relu,
         kernel_init: Callable[..., Any] = _DEFAULT_INIT,
         blocks: int = 1,
+        circular: bool = False,
         *,
         rngs: nnx.Rngs,
     ):
@@ -578,7 +592,7 @@ class NNXResNet(nnx.Module):
             in_channels,
             widths[0],
             (3, 3),
-            padding=1,
+            padding="CIRCULAR" if circular else 1,
             kernel_init=kernel_init,
             use_bias=not batch_norm,
             rngs=rngs,
@@ -586,7 +600,7 @@ class NNXResNet(nnx.Module):
         self.stem_bn = nnx.BatchNorm(widths[0], rngs=rngs) if batch_norm else _Identity()
         self.blocks = nnx.List(
             [
-                NNXResBlock(a, b, stride, batch_norm, activation, kernel_init, rngs=rngs)
+                NNXResBlock(a, b, stride, batch_norm, activation, kernel_init, circular, rngs=rngs)
                 for _, a, b, stride in _stages(widths, blocks)
             ]
         )
@@ -596,6 +610,7 @@ class NNXResNet(nnx.Module):
         self.batch_norm = batch_norm
         self.kernel_init = kernel_init
         self.num_blocks = blocks
+        self.circular = circular
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.activation(self.stem_bn(self.stem(x)))
