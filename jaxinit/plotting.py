@@ -9,6 +9,10 @@ from .app.plotting import layer_stats_figure as layer_stats_figure
 from .app.plotting import plot_coord_check as plot_coord_check
 from .app.plotting import plot_histograms as plot_histograms
 from .app.plotting import plot_layer_stats as plot_layer_stats
+from .app.plotting import plot_rank_collapse as plot_rank_collapse
+from .app.plotting import plot_spp as plot_spp
+from .app.plotting import rank_collapse_figure as rank_collapse_figure
+from .app.plotting import spp_figure as spp_figure
 
 __all__ = [
     "OFF_SCALE",
@@ -17,4 +21,8 @@ __all__ = [
     "plot_coord_check",
     "plot_histograms",
     "plot_layer_stats",
+    "plot_rank_collapse",
+    "plot_spp",
+    "rank_collapse_figure",
+    "spp_figure",
 ]

@@ -1,6 +1,7 @@
 """Figures are written as non-empty PNGs (Agg canvas, no display needed)."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -184,3 +185,46 @@ def test_extra_statistics_that_can_be_negative_stay_linear():
     assert scales["skew"] == "linear" and scales["big"] == "log"
     fig = plotting.layer_stats_figure(st, log_std=False)
     assert {ax.get_yscale() for ax in fig.axes} == {"linear"}
+
+
+def _fake_spp(seeds=5, blocks=6, scale=1.0):
+    from jaxinit.diagnostics import SPP
+
+    rng = np.random.default_rng(1)
+    a = lambda: jnp.asarray(scale * (1 + 0.1 * rng.standard_normal((seeds, blocks))))  # noqa: E731
+    return SPP(analysis._Names(f"block{i}" for i in range(blocks)), a(), a(), a(), a())
+
+
+def test_spp_figure_panels_and_predictions(tmp_path):
+    results = {"bn": _fake_spp(), "nf": _fake_spp(scale=3.0)}
+    fig = plotting.spp_figure(results, predicted={"nf": {"var": np.arange(1.0, 7.0)}})
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == [
+        "average squared channel mean",
+        "average channel variance",
+        "residual branch variance",
+        "branch variance / skip variance",
+    ]
+    assert len(fig.axes[1].lines) == 3  # two measured lines and the dashed prediction
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["bn", "nf", "predicted"]
+    one = _fake_spp(seeds=1)
+    one = one._replace(var=one.var[0])  # one series, no seed axis
+    path = plotting.plot_spp(one, tmp_path / "spp.png")
+    assert _is_png(path)
+    with pytest.raises(ValueError, match=r"predicted has labels \['he'\]"):
+        plotting.spp_figure(results, predicted={"he": {"var": [1.0]}})
+
+
+def test_rank_collapse_figure(tmp_path):
+    rng = np.random.default_rng(2)
+    cos = {"post-LN": rng.uniform(size=(4, 3)), "pre-LN": rng.uniform(size=3)}
+    fig = plotting.rank_collapse_figure(
+        cos, qkv={"post-LN": rng.uniform(size=(4, 3))}, x=[6, 12, 24], xlabel="depth"
+    )
+    assert [ax.get_title() for ax in fig.axes] == ["token cosine", "||dL/dW_Q|| / ||dL/dW_V||"]
+    assert fig.axes[0].get_xlabel() == "depth"
+    drawn = np.asarray(fig.axes[0].lines[0].get_ydata(), np.float64)
+    np.testing.assert_allclose(drawn, cos["post-LN"].mean(axis=0))
+    assert _is_png(plotting.plot_rank_collapse(cos, tmp_path / "rc.png"))
+    with pytest.raises(ValueError, match="3 values per seed but 2 x positions"):
+        plotting.rank_collapse_figure(cos, x=[1, 2])

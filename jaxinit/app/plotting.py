@@ -1,6 +1,6 @@
 """Figures (matplotlib, the optional ``plot`` extra): per-layer statistics with seed bands,
-measured beside predicted, per-layer activation histograms, and the coordinate check. PNG
-files.
+measured beside predicted, per-layer activation histograms, the coordinate check, signal
+propagation plots and rank collapse. PNG files.
 
 A thin layer over :class:`jaxinit.LayerStats`, :class:`jaxinit.Prediction`,
 :func:`jaxinit.layer_outputs` and what :func:`jaxinit.coord_check` returns; it uses
@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,10 @@ __all__ = [
     "plot_coord_check",
     "plot_histograms",
     "plot_layer_stats",
+    "plot_rank_collapse",
+    "plot_spp",
+    "rank_collapse_figure",
+    "spp_figure",
 ]
 
 
@@ -474,3 +478,215 @@ def plot_coord_check(check: CoordCheck, path: str | os.PathLike | None = None) -
     if path is not None:
         _save(fig, path)
     return fig
+
+
+# ------------------------------------------------------------------------------------------
+# signal propagation plots and rank collapse
+
+_SPP_PANELS = (
+    ("mean_sq", "average squared channel mean"),
+    ("var", "average channel variance"),
+    ("branch_var", "residual branch variance"),
+    ("branch_over_skip", "branch variance / skip variance"),
+)
+
+
+def _per_seed(values, what: str) -> np.ndarray:
+    """``values`` as float64 ``(seeds, points)``: one row for a 1-D series, the leading axes
+    (seeds, e.g. from ``jax.vmap``) flattened otherwise."""
+    v = np.asarray(values, np.float64)
+    if v.ndim == 0:
+        raise ValueError(f"{what}: got a scalar; pass one value per block or layer.")
+    return v.reshape(-1, v.shape[-1])
+
+
+def _band(v: np.ndarray, level: float) -> Band:
+    with np.errstate(invalid="ignore", over="ignore"):
+        centre = v.mean(axis=0)
+        lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return Band(centre, lo, hi)
+
+
+def _positive(*arrays) -> bool:
+    v = np.concatenate([np.ravel(a) for a in arrays])
+    v = v[np.isfinite(v)]
+    return bool(v.size) and bool((v > 0).all()) and float(v.max() / v.min()) > 100
+
+
+def spp_figure(
+    results: Mapping[str, Any] | Any,
+    *,
+    predicted: Mapping[str, Mapping[str, Any]] | None = None,
+    title: str | None = None,
+    level: float = 0.95,
+) -> Figure:
+    """The figure that :func:`plot_spp` saves (same arguments, less ``path``).
+
+    Returns:
+      A matplotlib ``Figure`` on an Agg canvas: four Axes (average squared channel mean,
+      average channel variance, residual branch variance, branch / skip variance, each
+      against the block index), the legend in ``fig.legends``.
+    """
+    from ..diagnostics import SPP
+
+    if isinstance(results, SPP):
+        results = {"": results}
+    predicted = dict(predicted or {})
+    unknown = [label for label in predicted if label not in results]
+    if unknown:
+        raise ValueError(
+            f"plot_spp: predicted has labels {unknown} that are not in results "
+            f"{list(results)}; key each prediction by its measured configuration's label."
+        )
+    fig = Figure(figsize=(4.0 * len(_SPP_PANELS), 3.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(_SPP_PANELS), squeeze=False).ravel()
+    colors = {label: f"C{i % 10}" for i, label in enumerate(results)}
+    for ax, (field, name) in zip(axes, _SPP_PANELS, strict=True):
+        drawn = []
+        for label, s in results.items():
+            v = _per_seed(getattr(s, field), "plot_spp")
+            blocks = np.arange(1, v.shape[1] + 1)
+            _series(ax, blocks, _band(v, level), colors[label])
+            drawn.append(v)
+            pred = predicted.get(label, {})
+            if field in pred:
+                p = _finite(pred[field])
+                n = min(len(p), len(blocks))
+                ax.plot(blocks[:n], p[:n], "--", color=colors[label], lw=1.2)
+                drawn.append(p[None, :n])
+        if drawn and _positive(*drawn):
+            ax.set_yscale("log")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("residual block")
+    handles = [_line(colors[label], "-", label or "measured") for label in results] + (
+        [_line("0.3", "--", "predicted")] if predicted else []
+    )
+    if len(handles) > 1 or predicted:
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def _line(color: str, style: str, label: str):
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color=color, ls=style, lw=1.6, label=label)
+
+
+def plot_spp(
+    results: Mapping[str, Any] | Any,
+    path: str | os.PathLike,
+    *,
+    predicted: Mapping[str, Mapping[str, Any]] | None = None,
+    title: str | None = None,
+    level: float = 0.95,
+) -> Path:
+    """Signal propagation plots (Brock et al. 2021): per residual block, the average squared
+    channel mean, the average channel variance, the residual branch's variance and its ratio
+    to the skip path's, one line per configuration (seed mean, with a ``level`` band over
+    seeds when the arrays carry a leading seed axis, e.g. from ``jax.vmap`` over seeds).
+
+    Args:
+      results: ``{label: SPP}`` (or one :class:`jaxinit.diagnostics.SPP`), from
+        :func:`jaxinit.diagnostics.spp`.
+      path: The file to write (its suffix names the format; folders are created).
+      predicted: ``{label: {field: per-block values}}`` drawn dashed beside the measured
+        line of that label; fields ``mean_sq``, ``var``, ``branch_var``, ``branch_over_skip``.
+      title: Figure title.
+      level: Coverage of the seed band.
+
+    Returns:
+      The path written.
+    """
+    return _save(spp_figure(results, predicted=predicted, title=title, level=level), path)
+
+
+def rank_collapse_figure(
+    cosine: Mapping[str, Any],
+    *,
+    qkv: Mapping[str, Any] | None = None,
+    x: Mapping[str, Sequence[float]] | Sequence[float] | None = None,
+    xlabel: str = "layer",
+    title: str | None = None,
+    level: float = 0.95,
+) -> Figure:
+    """The figure that :func:`plot_rank_collapse` saves (same arguments, less ``path``).
+
+    Returns:
+      A matplotlib ``Figure`` on an Agg canvas: one Axes (token cosine), two with ``qkv``
+      (then the query/key gradient ratio), the legend in ``fig.legends``.
+    """
+    panels = [("token cosine", cosine)] + ([("||dL/dW_Q|| / ||dL/dW_V||", qkv)] if qkv else [])
+    fig = Figure(figsize=(4.6 * len(panels), 3.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    labels: list[str] = [str(k) for k in dict.fromkeys([*cosine, *(qkv or {})])]
+    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    for ax, (name, series) in zip(axes, panels, strict=True):
+        for label, values in series.items():
+            if isinstance(values, LayerStats):
+                if "token_cosine" not in values.stats:
+                    raise ValueError(
+                        f"plot_rank_collapse: {label!r} is a LayerStats without token_cosine; "
+                        "measure it with layer_stats(stats=('token_cosine',))."
+                    )
+                values = values.stats["token_cosine"]
+            v = _per_seed(values, "plot_rank_collapse")
+            if x is None:
+                xs = np.arange(1, v.shape[1] + 1)
+            else:
+                xs = np.asarray(x[label] if isinstance(x, Mapping) else x, np.float64)
+            if len(xs) != v.shape[1]:
+                raise ValueError(
+                    f"plot_rank_collapse: {label!r} has {v.shape[1]} values per seed but "
+                    f"{len(xs)} x positions; pass one x per value."
+                )
+            _series(ax, xs, _band(v, level), colors[label])
+            ax.plot(xs, _finite(v.mean(axis=0)), "o", color=colors[label], ms=3)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+    axes[0].set_ylim(top=max(1.02, axes[0].get_ylim()[1]))
+    fig.legend(
+        handles=[_line(colors[label], "-", label) for label in labels],
+        loc="outside lower center",
+        ncols=min(len(labels), 6),
+    )
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def plot_rank_collapse(
+    cosine: Mapping[str, Any],
+    path: str | os.PathLike,
+    *,
+    qkv: Mapping[str, Any] | None = None,
+    x: Mapping[str, Sequence[float]] | Sequence[float] | None = None,
+    xlabel: str = "layer",
+    title: str | None = None,
+    level: float = 0.95,
+) -> Path:
+    """Rank collapse (Noci et al. 2022): the token cosine against layer (or depth), one line
+    per configuration (seed mean, with a ``level`` band over seeds), and optionally the
+    query (or key) to value gradient-norm ratio in a second panel.
+
+    Args:
+      cosine: ``{label: values}``: ``(layers,)`` or ``(seeds, layers)`` token cosines (from
+        :func:`jaxinit.measure`, a ``jax.vmap`` over seeds, or a :class:`jaxinit.LayerStats`
+        measured with ``stats=("token_cosine",)``).
+      path: The file to write (its suffix names the format; folders are created).
+      qkv: ``{label: values}`` of :func:`jaxinit.diagnostics.qkv_grad_ratios`' ``q_over_v``
+        (or ``k_over_v``), the same shapes.
+      x: The x positions (layer indices or model depths), shared or per label; default
+        ``1, 2, ...``.
+      xlabel: The x axis label (``"depth"`` when each point is a model).
+      title: Figure title.
+      level: Coverage of the seed band.
+
+    Returns:
+      The path written.
+    """
+    fig = rank_collapse_figure(cosine, qkv=qkv, x=x, xlabel=xlabel, title=title, level=level)
+    return _save(fig, path)
