@@ -10,7 +10,11 @@ factor ``chi`` accumulated so far and, for two inputs, the second input's moment
 correlation ``c`` of the two signals) to the state after the layer, so a whole network is one
 map and :func:`trace` lists the state after each layer. :func:`predict` and
 :func:`critical_sigma_w` are built on these maps; :func:`sigma_w` reads a weight scale from an
-initializer's variance law. These are the recursions of Poole et al. 2016 and Schoenholz et
+initializer's variance law. :func:`conv` and :func:`parallel` (branches summed) serve
+convolutional networks; :func:`layer` names a map after its layer and :func:`layers` reports
+every named layer's output, branches included; :func:`of_model` builds the named maps of a
+:mod:`jaxinit.models` network (MLP, ResNet, Transformer; linen or NNX) from its configuration,
+importing Flax only when called. These are the recursions of Poole et al. 2016 and Schoenholz et
 al. 2017 (the q- and C-maps), evaluated with the kink-exact Gaussian quadrature of
 :mod:`jaxinit._quadrature` (nested for the two-input expectation ``E[phi(u) phi(v)]``).
 """

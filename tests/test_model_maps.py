@@ -63,6 +63,10 @@ def test_mlp_maps_follow_the_kernel_init_and_fans():
         np.testing.assert_allclose([x.state.q for x in out], want, rtol=1e-9)
     params = jax.eval_shape(lin.init, jax.random.key(0), jnp.ones((1, 4)))["params"]
     assert _kernel_paths(params) == {"Dense_0", "Dense_1", "head"}
+    # The scanned MLP: layer_stats names the scan's iterations layers/dense[i].
+    scan = models.MLP(depth=3, width=8, activation=jnp.tanh, kernel_init=init, scan=True)
+    names = [x.name for x in mf.layers(mf.of_model(scan, input_shape=(4,)), q)]
+    assert names == ["Dense_0", "layers/dense[0]", "layers/dense[1]"]
 
 
 @pytest.mark.parametrize(
@@ -130,6 +134,10 @@ def test_transformer_maps_against_a_linear_reference(norm):
     x = jnp.ones((1, tokens, dim))
     params = jax.eval_shape(lin.init, jax.random.key(0), x)["params"]
     assert _kernel_paths(params) == set(names)
+    # With an embedding the maps start at its output: input_shape is (tokens,).
+    emb = models.Transformer(dim=dim, vocab_size=11, num_outputs=dim, **kw)
+    out = mf.layers(mf.of_model(emb, input_shape=(tokens,)), mf.State(1.0, c=0.0))
+    np.testing.assert_allclose([x.state.q for x in out], want, rtol=1e-9)
     # A single block maps as one block of the model.
     block = models.TransformerBlock(dim, 2, 4, linear, norm=norm, alpha=alpha)
     one = mf.layers(mf.of_model(block, input_shape=(tokens, dim)), mf.State(1.0, c=0.0))

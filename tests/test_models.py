@@ -1,4 +1,4 @@
-"""jaxinit.app.models: the ResNet's blocks per stage, the scanned MLP's layout."""
+"""jaxinit.app.models: the ResNet's blocks per stage, the scanned MLP's layout, the transformers."""
 
 from typing import cast
 
