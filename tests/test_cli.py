@@ -145,3 +145,42 @@ def test_histograms_of_a_deep_mlp_in_forward_order():
     assert list(outs) == want
     fig = plotting.histograms_figure(outs, layers=len(want))
     assert [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_visible()] == want
+
+
+def test_stats_transformer_prints_token_cosine_and_attention_entropy(tmp_path, capsys):
+    png = tmp_path / "rc.png"
+    argv = ["stats", "--quick", "--model", "transformer", "--depth", "2", "--width", "8"]
+    argv += ["--seeds", "2", "--batch", "4", "--data", "gaussian", "--plot", str(png)]
+    assert cli.main([*argv, "--norm", "post", "--scaled-residuals"]) == 0
+    text = capsys.readouterr().out
+    assert "post-LN, depth 2, width 8, residuals x 1/sqrt(depth)" in text
+    for word in ("block0", "block1", "cosine", "entropy"):
+        assert word in text
+    assert png.stat().st_size > 1000
+
+
+def test_stats_resnet_spp(capsys):
+    argv = ["stats", "--quick", "--model", "resnet", "--spp", "--seeds", "2", "--batch", "4"]
+    assert cli.main([*argv, "--data", "gaussian"]) == 0
+    text = capsys.readouterr().out
+    assert "signal propagation, resnet (no normalization)" in text
+    for word in ("block0", "block2", "mean sq", "branch var", "skip var", "branch/skip"):
+        assert word in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--spp"], "argument --spp: applies to --model resnet, not mlp"),
+        (
+            ["--model", "resnet", "--norm", "post"],
+            "argument --norm: applies to --model transformer",
+        ),
+        (["--model", "transformer", "--width", "10"], "10 is not a multiple of 4"),
+        (["--model", "resnet", "--depth", "3"], "argument --depth: --depth size the MLP"),
+    ],
+)
+def test_stats_diagnostics_option_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["stats", *argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err

@@ -28,6 +28,7 @@ __all__ = [
     "INITS",
     "INIT_HELP",
     "MODELS",
+    "STATS_MODELS",
     "build_parser",
     "main",
 ]
@@ -38,6 +39,8 @@ INIT_HELP = (
     "normal; he: He normal; lsuv: orthogonal weights, then LSUV on the batch"
 )
 MODELS = ("mlp", "convnet")
+STATS_MODELS = (*MODELS, "resnet", "transformer")
+_HEADS = 4  # attention heads of ``stats --model transformer``
 DATA = ("digits", "fashion-mnist", "mnist", "gaussian", "auto")
 _IDX_DATA = ("fashion-mnist", "mnist", "auto")  # the --data choices that read --data-dir
 
@@ -145,7 +148,37 @@ def _model(kind: str, init_name: str, args: argparse.Namespace, classes: int):
     init = _initializer(init_name)
     if kind == "mlp":
         return models.MLP(depth=args.depth, width=args.width, kernel_init=init, num_outputs=classes)
+    if kind == "resnet":
+        return models.ResNet(num_classes=classes, batch_norm=args.batch_norm, kernel_init=init)
+    if kind == "transformer":
+        return _row_transformer(args, init, classes)
     return models.ConvNet(num_classes=classes, kernel_init=init)
+
+
+def _row_transformer(args: argparse.Namespace, init, classes: int):
+    """``stats --model transformer``: each image's rows are its tokens, Dense(``width``)
+    ``embed``, ``depth`` :class:`jaxinit.models.TransformerBlock` named ``block0`` ...
+    (``--norm``; ``--scaled-residuals``: branch multiplier ``1/sqrt(depth)``), the mean over
+    tokens and Dense(``classes``) ``head``."""
+    import flax.linen as nn
+
+    from . import models
+
+    depth, width = args.depth, args.width
+    alpha = depth**-0.5 if args.scaled_residuals else 1.0
+
+    class RowTransformer(nn.Module):
+        @nn.compact
+        def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+            x = x.reshape(*x.shape[:2], -1)  # (batch, rows, columns * channels)
+            x = nn.Dense(width, kernel_init=init, name="embed")(x)
+            for i in range(depth):
+                x = models.TransformerBlock(
+                    width, _HEADS, kernel_init=init, norm=args.norm, alpha=alpha, name=f"block{i}"
+                )(x)
+            return nn.Dense(classes, kernel_init=init, name="head")(x.mean(axis=1))
+
+    return RowTransformer()
 
 
 def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser):
@@ -223,6 +256,10 @@ def _stats(kind, init_name, args, x, y, classes, *, advance=None):
 
     model = _model(kind, init_name, args, classes)
     xin = x.reshape(x.shape[0], -1) if kind == "mlp" else x
+    select, stats = None, ()
+    if kind == "transformer":  # per block, with the attention each block holds
+        select = "block*"
+        stats = ("token_cosine", "attention_entropy_mean", "attention_entropy_min")
     after: Callable[..., Any] | None = None
     if init_name == "lsuv":
 
@@ -245,6 +282,9 @@ def _stats(kind, init_name, args, x, y, classes, *, advance=None):
             chunk_size=args.chunk_size or "auto",
             after_init=after,
             compiler_options=_compiler_options(args),
+            select=select,
+            stats=stats,
+            apply_kwargs={"train": True} if getattr(args, "batch_norm", False) else None,
         )
         _wait(st)  # one group at a time: Ctrl-C is seen between groups
         parts.append(st)
@@ -391,6 +431,8 @@ def _cmd_stats(args, parser) -> int:
 
     console = report.console(quiet=args.quiet)
     x, y, classes, what = _batch(args, parser)
+    if args.spp:
+        return _stats_spp(args, console, x, classes, what)
     with _progress(console) as progress:
         task = progress.add_task(f"{args.model} / {args.init}", total=args.seeds)
         started = time.perf_counter()
@@ -402,15 +444,109 @@ def _cmd_stats(args, parser) -> int:
         report.layers_table(
             st,
             predicted=pred,
-            title=f"{args.model}, {args.init} init, {escape(what)}: {st.seeds} seeds "
+            title=f"{_describe(args)}, {args.init} init, {escape(what)}: {st.seeds} seeds "
             f"({time.perf_counter() - started:.1f} s)",
         )
     )
     if args.plot:
         from . import plotting
 
-        path = plotting.plot_layer_stats(
-            {args.init: st}, args.plot, predicted={args.init: pred} if pred else None
+        if args.model == "transformer":
+            path = plotting.plot_rank_collapse(
+                {f"{args.norm}-LN": st.stats["token_cosine"]},
+                args.plot,
+                xlabel="block",
+                title=f"{_describe(args)}, {args.init} init: token cosine per block",
+            )
+        else:
+            path = plotting.plot_layer_stats(
+                {args.init: st}, args.plot, predicted={args.init: pred} if pred else None
+            )
+        console.print(f"wrote {escape(str(path))}")
+    return 0
+
+
+def _describe(args) -> str:
+    if args.model == "transformer":
+        scaled = ", residuals x 1/sqrt(depth)" if args.scaled_residuals else ""
+        return f"transformer ({args.norm}-LN, depth {args.depth}, width {args.width}{scaled})"
+    if args.model == "resnet":
+        return f"resnet ({'BatchNorm' if args.batch_norm else 'no normalization'})"
+    return args.model
+
+
+def _spp_seeds(args, x: np.ndarray, classes: int, advance: Callable[[int], Any]):
+    """Per-seed :func:`jaxinit.diagnostics.spp` of the ResNet, seeds as in :func:`_stats`
+    (group ``j`` of :data:`_GROUP` seeds from ``fold_in(key(--seed), j)``)."""
+    from .. import diagnostics
+
+    model = _model("resnet", args.init, args, classes)
+    xin = jnp.asarray(x)
+    if args.batch_norm:
+        branch, skip, kwargs = "bn2", "bn_proj", {"train": True}
+    else:
+        branch, skip, kwargs = "conv2", "proj", {}
+
+    def one(key):
+        variables = model.init(key, xin[:1])
+        if args.init == "lsuv":
+            import jaxinit
+
+            variables = jaxinit.lsuv(model, variables, xin)[0]
+        return diagnostics.spp(
+            model, variables, xin, blocks="block*", branch=branch, skip=skip, **kwargs
+        )
+
+    run = jax.jit(jax.vmap(one), compiler_options=_compiler_options(args))
+    base = jax.random.key(args.seed)
+    parts = []
+    for group, start in enumerate(range(0, args.seeds, _GROUP)):
+        n = min(_GROUP, args.seeds - start)
+        key = base if group == 0 else jax.random.fold_in(base, group)
+        out = run(jax.random.split(key, n))
+        _wait(out)  # one group at a time: Ctrl-C is seen between groups
+        parts.append(out)
+        advance(n)
+    return parts[0] if len(parts) == 1 else jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
+
+
+def _stats_spp(args, console, x: np.ndarray, classes: int, what: str) -> int:
+    from rich.markup import escape
+
+    from . import report
+
+    with _progress(console) as progress:
+        task = progress.add_task(f"spp {args.model} / {args.init}", total=args.seeds)
+        started = time.perf_counter()
+        s = _spp_seeds(args, x, classes, lambda n: progress.advance(task, n))
+    level = 0.95
+    table = report._table(
+        f"signal propagation, {_describe(args)}, {args.init} init, {escape(what)}: "
+        f"{args.seeds} seeds ({time.perf_counter() - started:.1f} s)",
+        report._level_caption(level, args.seeds)
+        + "; channel statistics of each block's output, branch: the residual branch's "
+        "output, skip: the block's input (or its projection)",
+    )
+    report._column(table, "block", "left", style="cyan")
+    columns = {
+        "mean sq": s.mean_sq,
+        "var": s.var,
+        "branch var": s.branch_var,
+        "skip var": s.skip_var,
+        "branch/skip": s.branch_over_skip,
+    }
+    for name in columns:
+        report._column(table, name)
+    for i, block in enumerate(s.names):
+        table.add_row(
+            block, *(report._seed_band(np.asarray(v)[:, i], level) for v in columns.values())
+        )
+    console.print(table)
+    if args.plot:
+        from . import plotting
+
+        path = plotting.plot_spp(
+            {_describe(args): s}, args.plot, title=f"{_describe(args)}, {args.init} init"
         )
         console.print(f"wrote {escape(str(path))}")
     return 0
@@ -773,8 +909,37 @@ def build_parser() -> argparse.ArgumentParser:
         "mean-field prediction for the MLP. " + INIT_HELP + ".",
     )
     _common(stats, seeds=32, depth=50, width=512, batch=256)
-    stats.add_argument("--model", choices=MODELS, default="mlp")
+    stats.add_argument(
+        "--model",
+        choices=STATS_MODELS,
+        default="mlp",
+        help="mlp, convnet, resnet (a small ResNet; see --batch-norm, --spp) or transformer "
+        "(each image's rows are its tokens; --depth blocks of --width features, 4 heads): "
+        "token cosine and attention entropy per block",
+    )
     stats.add_argument("--init", choices=INITS, default="he")
+    stats.add_argument(
+        "--spp",
+        action="store_true",
+        help="with --model resnet: signal propagation plots per residual block (channel "
+        "mean squared, channel variance, branch and skip variance) instead of the layer table",
+    )
+    stats.add_argument(
+        "--batch-norm",
+        action="store_true",
+        help="with --model resnet: BatchNorm after every conv (batch statistics)",
+    )
+    stats.add_argument(
+        "--norm",
+        choices=("pre", "post"),
+        default=None,
+        help="with --model transformer: pre-LayerNorm (default) or post-LayerNorm blocks",
+    )
+    stats.add_argument(
+        "--scaled-residuals",
+        action="store_true",
+        help="with --model transformer: residual branches times 1/sqrt(depth)",
+    )
     stats.add_argument(
         "--plot",
         default=None,
@@ -985,13 +1150,34 @@ def _check_conflicts(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             f"with --data {', '.join(_IDX_DATA)}"
         )
     models = getattr(args, "models", None) or (args.model,)
-    if "mlp" not in models:
+    if "mlp" not in models and "transformer" not in models:
         given = [f"--{n}" for n in ("depth", "width") if n in args.explicit]
         if given:
             parser.error(
                 f"argument {given[0]}: {' and '.join(given)} size the MLP; "
                 f"--model {', '.join(models)} has fixed layers"
             )
+    if args.command == "stats":
+        _check_stats_options(args, parser)
+
+
+def _check_stats_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``stats``' model options apply to one model each: any other use is an error."""
+    for option, given, model in (
+        ("--spp", args.spp, "resnet"),
+        ("--batch-norm", args.batch_norm, "resnet"),
+        ("--norm", args.norm is not None, "transformer"),
+        ("--scaled-residuals", args.scaled_residuals, "transformer"),
+    ):
+        if given and args.model != model:
+            parser.error(f"argument {option}: applies to --model {model}, not {args.model}")
+    if args.norm is None:
+        args.norm = "pre"
+    if args.model == "transformer" and args.width % _HEADS:
+        parser.error(
+            f"argument --width: --model transformer splits --width over {_HEADS} heads; "
+            f"{args.width} is not a multiple of {_HEADS}"
+        )
 
 
 def _check_memory(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
