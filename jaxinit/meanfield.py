@@ -1581,7 +1581,7 @@ def _resnet_maps(
             cover *= f
         sw = _init_sigma_w(init, k * k * c_in, k * k * c_out, name)
         out: Map = LayerMap(name, ConvMap(sw, 0.0, cover))
-        return compose(out, batch_norm(batch_size)) if bn else out
+        return compose(out, batch_norm(batch_size, 1e-5)) if bn else out  # Flax's epsilon
 
     maps: list[Map] = [conv_map("stem", shape[2], widths[0], 3, 1), act]
     for j, (block, c_in, c_out, stride) in enumerate(m._stages(widths, blocks)):

@@ -179,11 +179,12 @@ def test_resnet_maps_with_zero_and_circular_padding():
     assert list(circ) == [n.replace("block", "blocks/") if "/" in n else n for n in out]
     assert circ["stem"].q == pytest.approx(2 * q0, rel=1e-12)
     assert circ["blocks/1/conv1"].q == pytest.approx(circ["blocks/1/proj"].q, rel=1e-12)
-    # BatchNorm (batch statistics): every conv's output is normalized, so conv1 after the
-    # stem's BN and ReLU has q = 2 * coverage * 1 / 2.
+    # BatchNorm (batch statistics, Flax's epsilon 1e-5): every conv's output is normalized,
+    # v / (v + eps), so conv1 after the stem's BN and ReLU has q = 2 * coverage * that / 2.
     bn = mf.layers(mf.of_model(models.ResNet(batch_norm=True, **kw), input_shape=(8, 8, 3)), 5.0)
     assert bn[1].name == "block0/conv1"
-    assert bn[1].state.q == pytest.approx(full, rel=1e-12)
+    v = 2 * full * 5.0  # the stem's output
+    assert bn[1].state.q == pytest.approx(full * v / (v + 1e-5), rel=1e-12)
 
 
 def test_of_model_errors_name_the_problem():
@@ -259,13 +260,18 @@ def test_transformer_inside_the_seed_band(norm):
 
 
 @pytest.mark.slow
-def test_resnet_first_block_inside_the_seed_band():
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["no-bn", "bn"])
+def test_resnet_first_block_inside_the_seed_band(batch_norm):
     """The layers where of_model's ResNet maps are exact (circular padding, up to the first
-    block's sum: see of_model); 256 channels on 8x8 images."""
+    block's sum: see of_model); 256 channels on 8x8 images; BatchNorm with batch statistics
+    (the training-mode pass)."""
     width = 256
     x = jax.random.normal(jax.random.key(3), (4, 8, 8, 3))
-    model = models.ResNet(widths=(width,) * 3, kernel_init=jaxinit.he_normal(), circular=True)
+    model = models.ResNet(
+        widths=(width,) * 3, kernel_init=jaxinit.he_normal(), circular=True, batch_norm=batch_norm
+    )
     first = {"stem", "block0/conv1", "block0/conv2"}
     net = mf.of_model(model, input_shape=(8, 8, 3))
     q0 = float(np.mean(np.asarray(x, np.float64) ** 2))
-    _inside_band(model, x, net, q0, select=lambda path, _: path in first)
+    kw = {"apply_kwargs": {"train": True}} if batch_norm else {}
+    _inside_band(model, x, net, q0, select=lambda path, _: path in first, **kw)
