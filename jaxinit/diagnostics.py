@@ -134,12 +134,13 @@ def spp(
       ValueError: When ``blocks`` matches no layer, or a block has no ``branch`` layer.
 
     Example:
-      >>> import jax, jaxinit
+      >>> import jax
+      >>> from jaxinit import diagnostics
       >>> from jaxinit.models import ResNet
       >>> model = ResNet(widths=(8, 8, 8))
       >>> x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
       >>> variables = model.init(jax.random.key(1), x)
-      >>> s = jaxinit.diagnostics.spp(model, variables, x, blocks="block*", branch="conv2")
+      >>> s = diagnostics.spp(model, variables, x, blocks="block*", branch="conv2")
       >>> s.names, s.var.shape
       (('block0', 'block1', 'block2'), (3,))
     """
@@ -247,14 +248,15 @@ def qkv_grad_ratios(
       ValueError: When ``params`` holds no query/key/value kernels.
 
     Example:
-      >>> import jax, jax.numpy as jnp, jaxinit
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxinit import diagnostics
       >>> from jaxinit.models import TransformerBlock
       >>> model = TransformerBlock(dim=16, num_heads=2)
       >>> x = jax.random.normal(jax.random.key(0), (2, 5, 16))
       >>> params = model.init(jax.random.key(1), x)["params"]
       >>> def loss(p, x):
       ...     return jnp.mean(model.apply({"params": p}, x) ** 2)
-      >>> r = jaxinit.diagnostics.qkv_grad_ratios(loss, params, x)
+      >>> r = diagnostics.qkv_grad_ratios(loss, params, x)
       >>> list(r), sorted(r["attn"]), r["attn"]["q_over_v"].dtype
       (['attn'], ['k_over_v', 'q_over_v'], dtype('float32'))
     """
