@@ -696,23 +696,85 @@ class AttentionMap:
     sigma_v: float = 1.0
     sigma_o: float = 1.0
     token_corr: float = 0.0
+    sigma_q: float = 0.0
+    sigma_k: float = 0.0
 
     def apply(self, state: State) -> State:
         """Every output token ``sigma_v^2 sigma_o^2 (q + (T - 1) q12) / T``, token
-        correlation 1, ``chi`` times ``sigma_v^2 sigma_o^2 / T``."""
+        correlation 1, ``chi`` times ``sigma_v^2 sigma_o^2 / T`` (uniform attention: with
+        ``sigma_q sigma_k > 0`` the softmax's moments replace ``1 / T``, see
+        :func:`attention`)."""
         t, g = self.tokens, (self.sigma_v * self.sigma_o) ** 2
         if state.c is None:
             q_bar, q12 = state.q, self.token_corr * state.q
         else:
             q1, q2, _, _, q12 = _pair(state, "attention")
             q_bar = 0.5 * (q1 + q2)
+        if self.sigma_q * self.sigma_k > 0:
+            return self._softmax(state, g, q_bar, q12)
         q = g * (q_bar + (t - 1) * q12) / t
         out = State(q, None, state.chi * g / t, 0.0)
         return out if state.c is None else _two(out, q, 0.0, q)
 
+    def _softmax(self, state: State, g: float, q_bar: float, q12: float) -> State:
+        c = min(max(q12 / q_bar, -1.0), 1.0) if q_bar > 0 else 1.0
+        var = (self.sigma_q * self.sigma_k * q_bar) ** 2 * (1 - c)
+        p2, p11 = _softmax_moments(self.tokens, var, c, cross=state.c is not None)
+        q = g * (q12 + (q_bar - q12) * p2)
+        out = State(q, None, state.chi * g * p2, 0.0)
+        if state.c is None:
+            return out
+        return _two(out, q, 0.0, g * (q12 + (q_bar - q12) * p11))
+
+
+def _softmax_moments(tokens: int, var: float, corr: float, *, cross: bool = True):
+    """``(E[sum_j p_j^2], E[sum_j p_j p'_j])`` for the softmax weights ``p``, ``p'`` of two
+    rows of ``tokens`` logits, each pair ``(l_j, l'_j)`` bivariate normal (mean 0, variance
+    ``var``, correlation ``corr``) and the pairs independent over ``j``.
+
+    ``1 / (Z Z') = int int exp(-t Z - t' Z') dt dt'`` turns the expectation of the ratio into
+    products of one-token expectations, ``E[sum p^2] = T int t E[e^{2l} e^{-t e^l}]
+    E[e^{-t e^l}]^{T-1} dt`` and likewise for ``p p'``, computed on ``t = e^u`` (trapezoid in
+    ``u``) and a Gaussian grid in the logits (trapezoid in ``z``): both rules converge
+    exponentially for these smooth integrands, to about 1e-10 here. The cross moment is
+    ``NaN`` without ``cross``."""
+    if var <= 0 or tokens == 1:
+        return 1.0 / tokens, 1.0 / tokens
+    if not var <= 64:  # the grids below resolve logits of std up to 8
+        raise ValueError(
+            f"attention: the attention logits' variance {var:.4g} is beyond 64 (std 8): the "
+            "softmax is nearly one-hot; use smaller sigma_q, sigma_k or a LayerNorm first."
+        )
+    s, du = math.sqrt(var), 0.2
+    z = np.linspace(-12.0, 12.0, 129)
+    wz = np.exp(-z * z / 2)
+    wz /= wz.sum()
+    t = np.exp(np.arange(-12 * s - math.log(tokens) - 12, 12 * s + 6, du))
+    el = np.exp(s * z)
+    dec = np.exp(-np.outer(t, el))  # exp(-t e^l) on (u, z)
+    phi, psi = dec @ wz, (dec * el**2) @ wz
+    p2 = float(tokens * np.sum(t * t * psi * phi ** (tokens - 1)) * du)
+    if not cross:
+        return p2, math.nan
+    r = math.sqrt(max(1 - corr * corr, 0.0))
+    h, k = np.empty((z.size, t.size)), np.empty((z.size, t.size))
+    for i, zi in enumerate(z):  # l' given l's z: E over z' of exp(-t' e^l') (and times e^l')
+        e2 = np.exp(s * (corr * zi + r * z))
+        d2 = np.exp(-np.outer(t, e2))
+        h[i], k[i] = d2 @ wz, (d2 * e2) @ wz
+    a, b = (dec * el * wz) @ k, (dec * wz) @ h
+    p11 = float(tokens * np.sum(np.outer(t, t) * a * b ** (tokens - 1)) * du * du)
+    return p2, p11
+
 
 def attention(
-    tokens: int, sigma_v: float = 1.0, sigma_o: float = 1.0, *, token_corr: float = 0.0
+    tokens: int,
+    sigma_v: float = 1.0,
+    sigma_o: float = 1.0,
+    *,
+    token_corr: float = 0.0,
+    sigma_q: float = 0.0,
+    sigma_k: float = 0.0,
 ) -> AttentionMap:
     """The map of a (multi-head, bidirectional) self-attention layer at initialization,
     under uniform attention.
@@ -733,11 +795,29 @@ def attention(
     uncorrelated over tokens, the second moment grows by ``sigma_v^2 sigma_o^2 / T``. For
     causal attention these hold for the last token.
 
+    Softmax attention (``sigma_q sigma_k > 0``, logits ``q.k / sqrt(d)`` per head, the
+    default of Flax and most transformers): in the wide limit the logits are Gaussian; for a
+    query, those over the keys share a component (which the softmax removes) and are
+    otherwise independent with variance ``s^2 = sigma_q^2 sigma_k^2 q (q - q12)``; two
+    queries' logits for the same key have correlation ``c = q12 / q``. The values are
+    independent of the logits (other weights), so::
+
+        q_out = sigma_v^2 sigma_o^2 (q12 + (q - q12) E[sum_j p_j^2])
+        q12_out = sigma_v^2 sigma_o^2 (q12 + (q - q12) E[sum_j p_j p'_j])
+
+    with ``p``, ``p'`` two queries' attention weights; both expectations are computed by
+    quadrature (to about 1e-10), and are ``1 / T`` for uniform attention. The logits spread
+    the attention over fewer tokens: ``q_out`` is larger and ``c_out < 1``. ``chi`` is
+    ``sigma_v^2 sigma_o^2 E[sum_j p_j^2]`` (the value path; the logits' own gradient is not
+    included).
+
     Args:
       tokens: Sequence length T >= 1.
       sigma_v: Weight scale of the value projection, ``sqrt(fan_in Var(W_v))``.
       sigma_o: Weight scale of the output projection.
       token_corr: Token correlation for one-input states, in [-1, 1].
+      sigma_q: Weight scale of the query projection, for softmax attention (0: uniform).
+      sigma_k: Weight scale of the key projection (0: uniform).
 
     Returns:
       An :class:`AttentionMap`.
@@ -750,6 +830,9 @@ def attention(
       >>> s = mf.attention(8).apply(mf.State(1.0, c=0.5))  # (1 + 7 * 0.5) / 8
       >>> s.q, s.c
       (0.5625, 1.0)
+      >>> s = mf.attention(8, sigma_q=1.0, sigma_k=1.0).apply(mf.State(1.0, c=0.5))
+      >>> bool(s.q > 0.5625), bool(0.5 < s.c < 1.0)
+      (True, True)
     """
     if isinstance(tokens, bool) or not isinstance(tokens, int | np.integer) or tokens < 1:
         raise ValueError(f"attention: tokens={tokens!r} must be an int >= 1.")
@@ -761,6 +844,8 @@ def attention(
         check_number("attention", "sigma_v", sigma_v, most=_MOST_SIGMA),
         check_number("attention", "sigma_o", sigma_o, most=_MOST_SIGMA),
         corr,
+        check_number("attention", "sigma_q", sigma_q, most=1e6),
+        check_number("attention", "sigma_k", sigma_k, most=1e6),
     )
 
 
@@ -1606,7 +1691,7 @@ def _resnet_maps(
     return compose(*maps)
 
 
-def _block_maps(cfg: dict[str, Any], tokens: int, prefix: str) -> Network:
+def _block_maps(cfg: dict[str, Any], tokens: int, prefix: str, uniform: bool) -> Network:
     dim, hidden, init = cfg["dim"], cfg["mlp_ratio"] * cfg["dim"], cfg["kernel_init"]
     ln, a = LayerNormMap(True, 1e-6), _check_finite("of_model", "alpha", cfg["alpha"])
 
@@ -1618,7 +1703,10 @@ def _block_maps(cfg: dict[str, Any], tokens: int, prefix: str) -> Network:
         LayerMap(prefix + "attn/query", DenseMap(s_q), side=True),
         LayerMap(prefix + "attn/key", DenseMap(s_k), side=True),
         LayerMap(prefix + "attn/value", DenseMap(s_v), side=True),
-        LayerMap(prefix + "attn/out", attention(tokens, s_v, s_o)),
+        LayerMap(
+            prefix + "attn/out",
+            AttentionMap(tokens, s_v, s_o, 0.0, 0.0 if uniform else s_q, 0.0 if uniform else s_k),
+        ),
     )
     mlp = compose(
         LayerMap(prefix + "mlp_in", DenseMap(sw("mlp_in", dim, hidden))),
@@ -1630,7 +1718,7 @@ def _block_maps(cfg: dict[str, Any], tokens: int, prefix: str) -> Network:
     return compose(ResidualMap(attn, a), ln, ResidualMap(mlp, a), ln)
 
 
-def _transformer_maps(model: Any, m: Any, input_shape: Any) -> Network:
+def _transformer_maps(model: Any, m: Any, input_shape: Any, uniform: bool) -> Network:
     block = isinstance(model, m.TransformerBlock | m.NNXTransformerBlock)
     vocab = None if block else model.vocab_size
     what = "(tokens,)" if vocab is not None else "(tokens, dim)"
@@ -1640,8 +1728,10 @@ def _transformer_maps(model: Any, m: Any, input_shape: Any) -> Network:
         for k in ("dim", "mlp_ratio", "kernel_init", "activation", "norm", "alpha")
     }
     if block:
-        return _block_maps(cfg, shape[0], "")
-    maps: list[Map] = [_block_maps(cfg, shape[0], f"block{i}/") for i in range(model.depth)]
+        return _block_maps(cfg, shape[0], "", uniform)
+    maps: list[Map] = [
+        _block_maps(cfg, shape[0], f"block{i}/", uniform) for i in range(model.depth)
+    ]
     linen = isinstance(model, m.Transformer)
     final_norm = model.final_norm if linen else model.ln_f is not None
     if final_norm:
@@ -1659,6 +1749,7 @@ def of_model(
     input_shape: Sequence[int] | None = None,
     batch_size: int | None = None,
     spatial_corr: float = 0.0,
+    uniform_attention: bool = False,
 ) -> Network:
     """The mean-field map of a :mod:`jaxinit.models` network, from the model's own
     configuration.
@@ -1697,15 +1788,14 @@ def of_model(
     * :class:`~jaxinit.models.Transformer` / :class:`~jaxinit.models.NNXTransformer` (and
       the single blocks): per block the query, key and value projections (side layers),
       :func:`attention` as the output projection's map, and the MLP, in pre- or post-LN
-      residuals with the model's ``alpha``; ``ln_f`` and the head. Attention is uniform at
-      init (:func:`attention`'s assumption): exact in the wide limit when the logits vanish
-      (``1/d``-scaled logits, as μP's attention, or zero-initialized queries); with the
-      default ``1/sqrt(d)`` scaling the logits have variance about ``sigma_q^2 sigma_k^2``
-      (1 at LeCun init after a LayerNorm), attention concentrates on fewer tokens and the
-      output's ``q`` is larger than predicted. For a two-input :class:`State` the two
+      residuals with the model's ``alpha``; ``ln_f`` and the head. Attention is softmax
+      attention over ``q.k / sqrt(d)`` logits with the query and key weight scales (Flax's
+      default ``attention_fn``; :func:`attention` states the wide-limit assumptions), or
+      uniform with ``uniform_attention=True``. For a two-input :class:`State` the two
       inputs are two tokens of a sequence (their correlation ``c`` is the token cosine);
-      causal attention is described for the last token. With ``vocab_size`` the maps start
-      after the embedding: pass the embedding's ``State``.
+      tokens are alike (every pair with the same correlation); causal attention is described
+      for the last token. With ``vocab_size`` the maps start after the embedding: pass the
+      embedding's ``State``.
 
     Args:
       model: A linen :class:`~jaxinit.models.MLP`, :class:`~jaxinit.models.ResNet`,
@@ -1719,6 +1809,9 @@ def of_model(
         infinite).
       spatial_corr: For the ResNets' global pooling, the correlation of positions
         (:func:`avg_pool`).
+      uniform_attention: Take the transformers' attention as uniform (logits 0) instead of
+        softmax attention over ``q.k / sqrt(d)`` logits: for an ``attention_fn`` whose
+        logits vanish in the wide limit (μP's ``1/d`` scaling) or zero-initialized queries.
 
     Returns:
       A :class:`Network`.
@@ -1731,12 +1824,15 @@ def of_model(
       >>> from flax import nnx
       >>> from jaxinit import meanfield as mf
       >>> from jaxinit.models import NNXTransformer
-      >>> model = NNXTransformer(16, depth=2, num_heads=2, rngs=nnx.Rngs(0))
+      >>> make = lambda: NNXTransformer(16, depth=2, num_heads=2, rngs=nnx.Rngs(0))
+      >>> model = nnx.eval_shape(make)  # no weights needed: of_model reads the configuration
       >>> out = mf.layers(mf.of_model(model, input_shape=(8, 16)), mf.State(1.0, c=0.0))
       >>> [x.name for x in out[:4]]
       ['block0/attn/query', 'block0/attn/key', 'block0/attn/value', 'block0/attn/out']
-      >>> bool(out[-1].state.q > out[5].state.q), out[3].state.c  # the stream grows; rank 1
-      (True, 1.0)
+      >>> bool(out[-1].state.q > out[5].state.q)  # the residual stream grows
+      True
+      >>> 0 < out[3].state.c < 1  # attention correlates the tokens
+      True
     """
     from .app import models as m  # Flax: imported here, so this module needs jax only
 
@@ -1749,7 +1845,7 @@ def of_model(
         return _resnet_maps(model, m, input_shape, batch_size, rho)
     kinds = (m.Transformer, m.NNXTransformer, m.TransformerBlock, m.NNXTransformerBlock)
     if isinstance(model, kinds):
-        return _transformer_maps(model, m, input_shape)
+        return _transformer_maps(model, m, input_shape, bool(uniform_attention))
     raise TypeError(
         f"of_model: model={type(model).__name__} is not supported; use one of MLP, NNXMLP, "
         "ResNet, NNXResNet, Transformer, NNXTransformer, TransformerBlock, "

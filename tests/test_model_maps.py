@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _stats import assert_mean
 from flax import nnx
 from scipy import integrate
 
@@ -126,7 +127,7 @@ def test_transformer_maps_against_a_linear_reference(norm):
     nm = _nnx(lambda r: models.NNXTransformer(dim, num_outputs=dim, rngs=r, **kw))
     names, want = _transformer_reference(norm, 2, tokens, alpha)
     for model in (lin, nm):
-        net = mf.of_model(model, input_shape=(tokens, dim))
+        net = mf.of_model(model, input_shape=(tokens, dim), uniform_attention=True)
         out = mf.layers(net, mf.State(1.0, c=0.0))
         assert [x.name for x in out] == names
         np.testing.assert_allclose([x.state.q for x in out], want, rtol=1e-9)
@@ -136,13 +137,45 @@ def test_transformer_maps_against_a_linear_reference(norm):
     assert _kernel_paths(params) == set(names)
     # With an embedding the maps start at its output: input_shape is (tokens,).
     emb = models.Transformer(dim=dim, vocab_size=11, num_outputs=dim, **kw)
-    out = mf.layers(mf.of_model(emb, input_shape=(tokens,)), mf.State(1.0, c=0.0))
+    net = mf.of_model(emb, input_shape=(tokens,), uniform_attention=True)
+    out = mf.layers(net, mf.State(1.0, c=0.0))
     np.testing.assert_allclose([x.state.q for x in out], want, rtol=1e-9)
     # A single block maps as one block of the model.
     block = models.TransformerBlock(dim, 2, 4, linear, norm=norm, alpha=alpha)
-    one = mf.layers(mf.of_model(block, input_shape=(tokens, dim)), mf.State(1.0, c=0.0))
+    net = mf.of_model(block, input_shape=(tokens, dim), uniform_attention=True)
+    one = mf.layers(net, mf.State(1.0, c=0.0))
     assert [x.name for x in one] == [n.removeprefix("block0/") for n in names[:6]]
     np.testing.assert_allclose([x.state.q for x in one], want[:6], rtol=1e-9)
+
+
+@pytest.mark.parametrize(("sigma", "c"), [(1.0, 0.0), (2**0.5, 0.2)])
+def test_softmax_attention_map_against_a_random_attention_layer(sigma, c):
+    """One head of width 256 on 8 tokens with second moment 1 and pairwise cosine c
+    exactly; query/key weights of scale sigma, value/output LeCun; 48 seeds of NumPy
+    weights. Per seed: the output's mean square and the mean product of two tokens'
+    outputs, against the map's q and q12."""
+    n, t, seeds = 256, 8, 48
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((n, t + 1)))[0].T * math.sqrt(n)
+    x = math.sqrt(c) * basis[0] + math.sqrt(1 - c) * basis[1:]  # (t, n)
+    q_out, q12_out = [], []
+    for _ in range(seeds):
+        wq, wk, wv, wo = (rng.standard_normal((4, n, n)) / math.sqrt(n)) * np.array(
+            [sigma, sigma, 1.0, 1.0]
+        )[:, None, None]
+        logits = (x @ wq) @ (x @ wk).T / math.sqrt(n)
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        out = p @ (x @ wv) @ wo
+        gram = out @ out.T / n
+        q_out.append(np.mean(np.diag(gram)))
+        q12_out.append((gram.sum() - np.trace(gram)) / (t * (t - 1)))
+    s = mf.attention(t, sigma_q=sigma, sigma_k=sigma).apply(mf.State(1.0, c=c))
+    assert s.c is not None
+    assert_mean(q_out, s.q, "q after attention")
+    assert_mean(q12_out, s.c * s.q, "q12 after attention")
+    # Uniform attention's (1 + (t - 1) c) / t is far outside: 0.125 and 0.3 here.
+    assert s.q > 1.5 * (1 + (t - 1) * c) / t
 
 
 def _coverage_by_convolution(size, kernel, stride, padding):
