@@ -274,21 +274,25 @@ def _orthogonal_tokens(batch, tokens, dim):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("norm", ["pre", "post"])
-def test_transformer_inside_the_seed_band(norm):
-    """Pre-LN as NNX, post-LN as linen; 8 tokens, 4 heads of 256, GELU, alpha 1/sqrt(2),
-    μP-scaled attention logits."""
+@pytest.mark.parametrize(
+    ("norm", "attention"), [("pre", "softmax"), ("post", "softmax"), ("pre", "uniform")]
+)
+def test_transformer_inside_the_seed_band(norm, attention):
+    """Two blocks, 8 tokens, 4 heads of 256, GELU, alpha 1/sqrt(2); Flax's default
+    attention (softmax of q.k / sqrt(d)), or μP-scaled logits (q.k / d) with the uniform
+    attention map. Pre-LN as NNX, post-LN as linen."""
     dim, tokens = 1024, 8
     kw = {"depth": 2, "num_heads": 4, "mlp_ratio": 1, "norm": norm, "alpha": 2**-0.5}
-    kw |= {"attention_fn": _mup_attention, "num_outputs": dim}
+    kw |= {"num_outputs": dim}
+    if attention == "uniform":
+        kw["attention_fn"] = _mup_attention
     x = _orthogonal_tokens(2, tokens, dim)
     if norm == "pre":
         shapes = _nnx(lambda r: models.NNXTransformer(dim, rngs=r, **kw))
-        net = mf.of_model(shapes, input_shape=(tokens, dim))
         model = lambda key: models.NNXTransformer(dim, rngs=nnx.Rngs(key), **kw)  # noqa: E731
     else:
-        model = models.Transformer(dim=dim, **kw)
-        net = mf.of_model(model, input_shape=(tokens, dim))
+        shapes = model = models.Transformer(dim=dim, **kw)
+    net = mf.of_model(shapes, input_shape=(tokens, dim), uniform_attention=attention == "uniform")
     _inside_band(model, x, net, mf.State(1.0, c=0.0))
 
 
