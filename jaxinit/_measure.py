@@ -49,10 +49,8 @@ def token_cosine(y: jax.Array) -> jax.Array:
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxinit.diagnostics import token_cosine
-      >>> float(token_cosine(jnp.ones((2, 5, 8))))
+      >>> float(token_cosine(jnp.ones((2, 5, 8))))  # every token the same direction
       1.0
-      >>> bool(abs(token_cosine(jnp.eye(4)[None])) < 1e-7)
-      True
     """
     if y.ndim < 2 or y.shape[-2] < 2:
         return jnp.float32(jnp.nan)

@@ -137,12 +137,15 @@ def spp(
       >>> import jax
       >>> from jaxinit import diagnostics
       >>> from jaxinit.models import ResNet
-      >>> model = ResNet(widths=(8, 8, 8))
+      >>> model = ResNet(widths=(8, 16, 32))
       >>> x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
-      >>> variables = model.init(jax.random.key(1), x)
-      >>> s = diagnostics.spp(model, variables, x, blocks="block*", branch="conv2")
+      >>> def seed(key):
+      ...     variables = model.init(key, x)
+      ...     return diagnostics.spp(model, variables, x, blocks="block*", branch="conv2")
+      >>> keys = jax.random.split(jax.random.key(1), 16)
+      >>> s = jax.eval_shape(jax.vmap(seed), keys)  # shapes only; jax.jit runs it
       >>> s.names, s.var.shape
-      (('block0', 'block1', 'block2'), (3,))
+      (('block0', 'block1', 'block2'), (16, 3))
     """
     variables, x = fa.model_args("spp", model, args)
     compile_select(blocks, name="spp: blocks")
@@ -253,10 +256,10 @@ def qkv_grad_ratios(
       >>> from jaxinit.models import TransformerBlock
       >>> model = TransformerBlock(dim=16, num_heads=2)
       >>> x = jax.random.normal(jax.random.key(0), (2, 5, 16))
-      >>> params = model.init(jax.random.key(1), x)["params"]
+      >>> params = jax.eval_shape(model.init, jax.random.key(1), x)["params"]
       >>> def loss(p, x):
       ...     return jnp.mean(model.apply({"params": p}, x) ** 2)
-      >>> r = diagnostics.qkv_grad_ratios(loss, params, x)
+      >>> r = jax.eval_shape(lambda p: diagnostics.qkv_grad_ratios(loss, p, x), params)
       >>> list(r), sorted(r["attn"]), r["attn"]["q_over_v"].dtype
       (['attn'], ['k_over_v', 'q_over_v'], dtype('float32'))
     """

@@ -63,32 +63,44 @@ def _np_entropy(weights) -> np.ndarray:
 # statistics
 
 
-def test_token_cosine_equals_pairwise_loop():
+def test_token_cosine_equals_pairwise_loop_and_limits():
     y = np.array(jax.random.normal(jax.random.key(2), (2, 3, 5, 4)), np.float32)
     y[0, 1, 2] = 0.0  # a zero token
     y[1, 0] += 3.0  # correlated tokens
-    _close(dg.token_cosine(jnp.asarray(y)), _np_token_cosine(y))
-    flat = y[1, 2]  # 2-D: the batch's examples are the tokens
-    _close(dg.token_cosine(jnp.asarray(flat)), _np_token_cosine(flat))
+    same = np.broadcast_to(y[:1, :1, :1], y.shape)  # every token one vector
 
+    @jax.jit
+    def cosines(y, same):
+        return (
+            dg.token_cosine(y),
+            dg.token_cosine(y[1, 2]),  # 2-D: the batch's examples are the tokens
+            dg.token_cosine(same * 1e30),  # no overflow or underflow of the norms
+            dg.token_cosine(same * 1e-30),
+            dg.token_cosine(y * 0.0),
+            dg.token_cosine(y[:, :, :1]),  # one token
+            dg.token_cosine(y[0, 0, 0]),  # one axis
+        )
 
-def test_token_cosine_limits_and_scale():
-    assert float(dg.token_cosine(jnp.ones((2, 4, 3)) * 1e30)) == pytest.approx(1.0, abs=1e-6)
-    assert float(dg.token_cosine(jnp.full((1, 3, 2), 1e-30))) == pytest.approx(1.0, abs=1e-6)
-    assert float(dg.token_cosine(jnp.zeros((2, 4, 3)))) == 0.0
-    assert np.isnan(dg.token_cosine(jnp.ones((2, 1, 3))))
-    assert np.isnan(dg.token_cosine(jnp.ones((5,))))
+    got = cosines(jnp.asarray(y), jnp.asarray(same))
+    _close(got[0], _np_token_cosine(y))
+    _close(got[1], _np_token_cosine(y[1, 2]))
+    _close(got[2:4], [1.0, 1.0])
+    assert float(got[4]) == 0.0 and np.isnan(got[5]) and np.isnan(got[6])
 
 
 def test_channel_statistics_equal_timm_formulas():
-    scale, shift = jnp.arange(1.0, 6.0)[None, None, None], jnp.arange(5.0)[None, None, None]
-    y = jax.random.normal(jax.random.key(3), (4, 3, 3, 5)) * scale + shift
+    rng = np.random.default_rng(3)
+    y = rng.standard_normal((4, 3, 3, 5)) * np.arange(1, 6) + np.arange(5)
+    y = y.astype(np.float32)
+    one = y[:1, :1, 0]  # one value per channel
+
+    got = jax.jit(lambda y: (dg.channel_mean_sq(y), dg.channel_var(y), dg.channel_var(one)))(y)
     mean_sq, var = _np_spp(y)
-    _close(dg.channel_mean_sq(y), mean_sq)
-    _close(dg.channel_var(y), var)
-    assert np.isnan(dg.channel_var(jnp.ones((1, 4))))
+    _close(got[:2], [mean_sq, var])
+    assert np.isnan(got[2])
 
 
+@pytest.mark.slow  # convolution/transformer compiles; a fast variant runs by default
 def test_statistics_by_name_in_measure_equal_capture():
     model = TransformerBlock(dim=16, num_heads=2)
     variables = model.init(jax.random.key(4), XT)
@@ -113,18 +125,22 @@ def _linen_attn(**kwargs):
     return nn.MultiHeadDotProductAttention(2, qkv_features=8, **kwargs)
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.5], ids=["no-dropout", "dropout"])
+@pytest.mark.parametrize(
+    "dropout", [pytest.param(0.0, marks=pytest.mark.slow), 0.5], ids=["no-dropout", "dropout"]
+)
 def test_linen_attention_fn_is_bitwise_flax(dropout):
     base = _linen_attn(dropout_rate=dropout, deterministic=False)
     ours = _linen_attn(dropout_rate=dropout, deterministic=False, attention_fn=dg.attention_fn())
     variables = base.init(jax.random.key(5), XT)
     mask = nn.make_causal_mask(jnp.ones(XT.shape[:2]))
     rngs = {"dropout": jax.random.key(6)}
-    want = base.apply(variables, XT, mask=mask, rngs=rngs)
-    got = ours.apply(variables, XT, mask=mask, rngs=rngs)
+    want, got = jax.jit(
+        lambda v: (base.apply(v, XT, mask=mask, rngs=rngs), ours.apply(v, XT, mask=mask, rngs=rngs))
+    )(variables)
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow  # convolution/transformer compiles; a fast variant runs by default
 def test_nnx_attention_fn_equals_flax():
     kw: dict[str, Any] = dict(num_heads=2, in_features=16, qkv_features=8, decode=False)
     base = nnx.MultiHeadAttention(**kw, rngs=nnx.Rngs(0))
@@ -134,38 +150,41 @@ def test_nnx_attention_fn_equals_flax():
 
 
 def test_linen_entropy_equals_numpy_of_flax_weights():
-    model = TransformerBlock(dim=16, num_heads=4)
-    variables = model.init(jax.random.key(7), XT)
-    m = jaxinit.measure(
-        model,
-        variables,
-        XT,
-        stats=("attention_entropy", "attention_entropy_mean", "attention_entropy_min"),
-        select=("attn", ""),
-    )
-    # Flax's own sown weights, from an independent apply of the attention layer
-    attn = nn.MultiHeadDotProductAttention(4, qkv_features=16)
-    ln = nn.LayerNorm().apply({"params": variables["params"]["ln1"]}, XT)
-    _, state = attn.apply(
-        {"params": variables["params"]["attn"]}, ln, sow_weights=True, mutable=["intermediates"]
-    )
-    want = _np_entropy(state["intermediates"]["attention_weights"][0])
+    model = TransformerBlock(dim=8, num_heads=4, mlp_ratio=1)
+    x = XT[:, :, :8]
+    variables = model.init(jax.random.key(7), x)
+    names = ("attention_entropy", "attention_entropy_mean", "attention_entropy_min")
+    m = jax.jit(lambda v: jaxinit.measure(model, v, x, stats=names, select=("attn", "")))(variables)
+    # Flax's own sown weights, from an independent apply of the attention layer; and the
+    # entropy that attention_fn sows when the module asks for its weights
+    flax_attn = nn.MultiHeadDotProductAttention(4, qkv_features=8)
+    ours = nn.MultiHeadDotProductAttention(4, qkv_features=8, attention_fn=dg.attention_fn())
+
+    def reference(params):
+        h = nn.LayerNorm().apply({"params": params["ln1"]}, x)
+        sown = []
+        for attn in (flax_attn, ours):
+            _, state = attn.apply(
+                {"params": params["attn"]}, h, sow_weights=True, mutable=["intermediates"]
+            )
+            sown.append(state["intermediates"])
+        return sown[0]["attention_weights"][0], sown[1]["attention_entropy"][0]
+
+    weights, sown = jax.jit(reference)(variables["params"])
+    want = _np_entropy(weights)
     _close(m["attn"]["attention_entropy"], want)
     _close(m[""]["attention_entropy"], want)  # the block holds it
     _close(m["attn"]["attention_entropy_mean"], want.mean())
     _close(m["attn"]["attention_entropy_min"], want.min())
-    # ... and the function sows it too when the module asks for its weights
-    ours = nn.MultiHeadDotProductAttention(4, qkv_features=16, attention_fn=dg.attention_fn())
-    _, state = ours.apply(
-        {"params": variables["params"]["attn"]}, ln, sow_weights=True, mutable=["intermediates"]
-    )
-    _close(state["intermediates"]["attention_entropy"][0], want)
+    _close(sown, want)
 
 
 def test_nnx_entropy_equals_numpy_of_flax_weights_and_model_is_untouched():
     model = NNXTransformerBlock(dim=16, num_heads=4, rngs=nnx.Rngs(1))
     default = model.attn.attention_fn
-    m = jaxinit.measure(model, XT, stats=("attention_entropy",), select=dg.is_attention)
+    m = jax.jit(
+        lambda x: jaxinit.measure(model, x, stats=("attention_entropy",), select=dg.is_attention)
+    )(XT)
     assert model.attn.attention_fn is default
     h = model.ln1(XT)
     q, k = model.attn.query(h), model.attn.key(h)  # (batch, tokens, heads, head_dim)
@@ -182,6 +201,7 @@ def test_entropy_of_uniform_and_masked_rows():
     np.testing.assert_array_equal(dg.attention_entropy(onehot), np.zeros(3))
 
 
+@pytest.mark.slow  # convolution/transformer compiles; a fast variant runs by default
 def test_layer_stats_take_attention_means_and_refuse_per_head():
     model = TransformerBlock(dim=16, num_heads=2)
     st = jaxinit.layer_stats(
@@ -204,6 +224,51 @@ def test_layer_stats_take_attention_means_and_refuse_per_head():
 # signal propagation plots
 
 
+class _DenseRes(nn.Module):
+    """Three residual blocks of Dense layers, the second with a projection on its skip."""
+
+    @nn.compact
+    def __call__(self, x):
+        for i, width in enumerate((6, 8, 8)):
+            x = _DenseBlock(width, name=f"block{i}")(x)
+        return x
+
+
+class _DenseBlock(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Dense(self.width, name="fc2")(jax.nn.relu(nn.Dense(self.width, name="fc1")(x)))
+        if x.shape[-1] != self.width:
+            x = nn.Dense(self.width, name="proj")(x)
+        return jax.nn.relu(x + y)
+
+
+def test_spp_equals_captured_outputs_under_jit_and_vmap():
+    model = _DenseRes()
+    x = jax.random.normal(jax.random.key(12), (16, 6))
+    keys = jax.random.split(jax.random.key(13), 2)
+    stacked = jax.vmap(lambda k: model.init(k, x))(keys)
+    s = jax.jit(
+        jax.vmap(lambda v: dg.spp(model, v, x, blocks="block*", branch="fc2", skip="proj"))
+    )(stacked)
+    assert s.names == ("block0", "block1", "block2") and s.var.shape == (2, 3)
+    for seed in range(2):
+        variables = jax.tree.map(lambda a, seed=seed: a[seed], stacked)
+        out = linen_outputs(model, variables, x)
+        block_in = x
+        for i, b in enumerate(s.names):
+            mean_sq, var = _np_spp(out[b][0])
+            skip = out[f"{b}/proj"][0] if f"{b}/proj" in out else block_in
+            _close(s.mean_sq[seed, i], mean_sq)
+            _close(s.var[seed, i], var)
+            _close(s.branch_var[seed, i], _np_spp(out[f"{b}/fc2"][0])[1])
+            _close(s.skip_var[seed, i], _np_spp(skip)[1])
+            block_in = out[b][0]
+
+
+@pytest.mark.slow  # convolution/transformer compiles; a fast variant runs by default
 def test_spp_linen_equals_captured_outputs_and_vmaps():
     model = ResNet(widths=(4, 8, 8))
     variables = model.init(jax.random.key(8), XI)
@@ -227,6 +292,7 @@ def test_spp_linen_equals_captured_outputs_and_vmaps():
     _close(both.var[0], s.var)
 
 
+@pytest.mark.slow  # convolution/transformer compiles; a fast variant runs by default
 def test_spp_nnx_equals_hand_written_forward():
     model = NNXResNet(3, widths=(4, 4, 8), rngs=nnx.Rngs(2))
     s = dg.spp(model, XI, blocks="blocks/*", branch="conv2")
@@ -242,6 +308,7 @@ def test_spp_nnx_equals_hand_written_forward():
     np.testing.assert_allclose(s.branch_over_skip, s.branch_var / s.skip_var)
 
 
+@pytest.mark.slow  # convolution/transformer compiles; a fast variant runs by default
 def test_spp_errors_name_the_argument():
     model = ResNet(widths=(4, 4, 4))
     variables = model.init(jax.random.key(8), XI)
@@ -257,6 +324,30 @@ def test_spp_errors_name_the_argument():
 # q/k/v gradient ratios
 
 
+def test_qkv_grad_ratios_equal_jax_grad_norms_under_jit_and_vmap():
+    model = TransformerBlock(dim=8, num_heads=2, mlp_ratio=1)
+    x = XT[:2, :4, :8]
+    keys = jax.random.split(jax.random.key(14), 2)
+    stacked = jax.vmap(lambda k: model.init(k, x)["params"])(keys)
+
+    def loss(p, x):
+        out = model.apply({"params": p}, x)
+        assert isinstance(out, jax.Array)
+        return jnp.mean(out**2)
+
+    def both(p):
+        return dg.qkv_grad_ratios(loss, p, x), jax.grad(loss)(p, x)["attn"]
+
+    ratios, grads = jax.jit(jax.vmap(both))(stacked)
+    for seed in range(2):
+        norm = {
+            n: np.linalg.norm(np.asarray(g["kernel"][seed], np.float64)) for n, g in grads.items()
+        }
+        _close(ratios["attn"]["q_over_v"][seed], norm["query"] / norm["value"])
+        _close(ratios["attn"]["k_over_v"][seed], norm["key"] / norm["value"])
+
+
+@pytest.mark.slow  # convolution/transformer compiles; a fast variant runs by default
 def test_qkv_grad_ratios_equal_jax_grad_norms_and_vmap():
     model = TransformerBlock(dim=16, num_heads=2)
     params = model.init(jax.random.key(10), XT)["params"]
@@ -278,6 +369,7 @@ def test_qkv_grad_ratios_equal_jax_grad_norms_and_vmap():
     _close(both["attn"]["k_over_v"][1], dg.qkv_grad_ratios(loss, other, XT)["attn"]["k_over_v"])
 
 
+@pytest.mark.slow  # convolution/transformer compiles; a fast variant runs by default
 def test_qkv_grad_ratios_nnx_state_and_errors():
     model = NNXTransformerBlock(dim=16, num_heads=2, rngs=nnx.Rngs(3))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
