@@ -1691,7 +1691,9 @@ def _resnet_maps(
     return compose(*maps)
 
 
-def _block_maps(cfg: dict[str, Any], tokens: int, prefix: str, uniform: bool) -> Network:
+def _block_maps(
+    cfg: dict[str, Any], tokens: int, prefix: str, uniform: bool, act: ActivationMap
+) -> Network:
     dim, hidden, init = cfg["dim"], cfg["mlp_ratio"] * cfg["dim"], cfg["kernel_init"]
     ln, a = LayerNormMap(True, 1e-6), _check_finite("of_model", "alpha", cfg["alpha"])
 
@@ -1710,7 +1712,7 @@ def _block_maps(cfg: dict[str, Any], tokens: int, prefix: str, uniform: bool) ->
     )
     mlp = compose(
         LayerMap(prefix + "mlp_in", DenseMap(sw("mlp_in", dim, hidden))),
-        _activation_map("of_model", cfg["activation"], None),
+        act,
         LayerMap(prefix + "mlp_out", DenseMap(sw("mlp_out", hidden, dim))),
     )
     if cfg["norm"] == "pre":
@@ -1727,10 +1729,11 @@ def _transformer_maps(model: Any, m: Any, input_shape: Any, uniform: bool) -> Ne
         k: getattr(model, k)
         for k in ("dim", "mlp_ratio", "kernel_init", "activation", "norm", "alpha")
     }
+    act = _activation_map("of_model", cfg["activation"], None)  # one per model: jits phi
     if block:
-        return _block_maps(cfg, shape[0], "", uniform)
+        return _block_maps(cfg, shape[0], "", uniform, act)
     maps: list[Map] = [
-        _block_maps(cfg, shape[0], f"block{i}/", uniform) for i in range(model.depth)
+        _block_maps(cfg, shape[0], f"block{i}/", uniform, act) for i in range(model.depth)
     ]
     linen = isinstance(model, m.Transformer)
     final_norm = model.final_norm if linen else model.ln_f is not None
