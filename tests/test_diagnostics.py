@@ -92,7 +92,7 @@ def test_channel_statistics_equal_timm_formulas():
     rng = np.random.default_rng(3)
     y = rng.standard_normal((4, 3, 3, 5)) * np.arange(1, 6) + np.arange(5)
     y = y.astype(np.float32)
-    one = y[:1, :1, 0]  # one value per channel
+    one = jnp.asarray(y[:1, :1, 0])  # one value per channel
 
     got = jax.jit(lambda y: (dg.channel_mean_sq(y), dg.channel_var(y), dg.channel_var(one)))(y)
     mean_sq, var = _np_spp(y)
