@@ -147,6 +147,7 @@ def test_histograms_of_a_deep_mlp_in_forward_order():
     assert [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_visible()] == want
 
 
+@pytest.mark.slow  # a transformer's layer_stats compile; the option checks run by default
 def test_stats_transformer_prints_token_cosine_and_attention_entropy(tmp_path, capsys):
     png = tmp_path / "rc.png"
     argv = ["stats", "--quick", "--model", "transformer", "--depth", "2", "--width", "8"]
