@@ -50,6 +50,7 @@ from .variance_scaling import xavier_uniform as xavier_uniform
 if TYPE_CHECKING:  # what static tools see; at run time these load lazily (``__getattr__``)
     from . import activation_transform as activation_transform
     from . import data as data
+    from . import diagnostics as diagnostics
     from . import models as models
     from . import probe as probe
     from . import recipes as recipes
@@ -76,6 +77,7 @@ if TYPE_CHECKING:  # what static tools see; at run time these load lazily (``__g
 _LAZY: dict[str, tuple[str, str | None]] = {
     "activation_transform": (".activation_transform", None),
     "data": (".data", None),
+    "diagnostics": (".diagnostics", None),
     "models": (".models", None),
     "probe": (".probe", None),
     "tree": (".tree", None),
@@ -119,6 +121,7 @@ __all__ = [
     "critical_sigma_w",
     "data",
     "delta_orthogonal",
+    "diagnostics",
     "for_layer",
     "gain",
     "glorot_normal",

@@ -7,6 +7,7 @@ from .app.cli import DATA as DATA
 from .app.cli import INIT_HELP as INIT_HELP
 from .app.cli import INITS as INITS
 from .app.cli import MODELS as MODELS
+from .app.cli import STATS_MODELS as STATS_MODELS
 from .app.cli import build_parser as build_parser
 from .app.cli import main as main
 
@@ -15,6 +16,7 @@ __all__ = [
     "INITS",
     "INIT_HELP",
     "MODELS",
+    "STATS_MODELS",
     "build_parser",
     "main",
 ]
