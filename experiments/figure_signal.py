@@ -93,14 +93,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, list[float]]]
             print(f"  {name:8}", row)
     fig = layer_stats_figure(
         results,
-        title=f"NNXTransformer, width {dim}, {args.tokens} tokens; dashed: of_model's maps",
+        title=f"NNXTransformer, width {dim}, {args.tokens} tokens; black dashes: of_model's maps",
     )
     axes = {ax.get_title(): ax for ax in fig.axes}
     layers = np.arange(1, depth + 1)
-    for i, states in enumerate(predicted.values()):
-        color = f"C{i}"
-        axes["rms"].plot(layers, [math.sqrt(s.q) for s in states], "--", color=color, lw=1.2)
-        axes["token_cosine"].plot(layers, [s.c or 0.0 for s in states], "--", color=color, lw=1.2)
+    for states in predicted.values():  # black dashes over each variant's measured line
+        axes["rms"].plot(layers, [math.sqrt(s.q) for s in states], "k--", lw=1, dashes=(3, 3))
+        c = [s.c or 0.0 for s in states]
+        axes["token_cosine"].plot(layers, c, "k--", lw=1, dashes=(3, 3))
     for ax in axes.values():
         ax.set_xlabel("block")
     args.out.parent.mkdir(parents=True, exist_ok=True)
