@@ -737,3 +737,8 @@ class NNXTransformer(nnx.Module):
         if self.ln_f is not None:
             x = self.ln_f(x)
         return x if self.head is None else self.head(x)
+
+
+# meanfield.of_model's builders for these classes (that module reads the models, never imports
+# them); imported last, when every class above exists
+from . import model_maps as _model_maps  # noqa: E402, F401
