@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     report.table(
         f"Last block at init: token cosine and gradient-norm ratios (mean ± std over "
         f"{args.seeds} seeds; the input bytes' one-hot cosine is {input_cosine:.3f})",
-        ["norm", "residual", "depth", "token cosine", "|g_Q| / |g_V|", "|g_K| / |g_V|"],
+        ["norm", "residual", "depth", "token cosine", "‖g_Q‖ / ‖g_V‖", "‖g_K‖ / ‖g_V‖"],
         [
             [
                 f"{norm}-LN",
@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         )
         a, b = last(norm, plain, deep, "q_over_v"), last(norm, scaled, deep, "q_over_v")
         p = _common.welch_less(a, b)
-        checks[f"{norm}-LN, depth {deep}: |g_Q|/|g_V| lower with alpha = 1 than 1/sqrt(L)"] = (
+        checks[f"{norm}-LN, depth {deep}: ‖g_Q‖/‖g_V‖ lower with alpha = 1 than 1/sqrt(L)"] = (
             bool(p < P),
             f"{a.mean():.3g} vs {b.mean():.3g} (p {p:.2g})",
         )
