@@ -145,12 +145,13 @@ class LayerStats(NamedTuple):
         self,
         level: float = 0.95,
         interval: str = "seeds",
-        columns: Sequence[str] = ("mean", "std", "grad_std"),
+        columns: Sequence[str] | None = None,
     ) -> str:
         """A plain-text table: per layer, the mean over seeds and interval of ``columns``
         (any measured statistic: ``mean``, ``std``, ``in_mean``, ``in_std``, ``grad_std`` and
-        those asked for with ``layer_stats(stats=...)``)."""
+        those asked for with ``layer_stats(stats=...)``; default: every measured one)."""
         measured = tuple(self._measured())
+        columns = measured if columns is None else columns
         bad = [c for c in columns if c not in measured]
         if bad:
             raise ValueError(

@@ -285,6 +285,14 @@ def test_summary_and_table(plain):
         plain.summary(interval="iqr")
 
 
+def test_table_defaults_to_the_measured_statistics():
+    st = jaxinit.layer_stats(MODEL, X, seeds=2, key=KEY, grads=False)
+    head = st.table().splitlines()[1]
+    assert "std [95% seeds]" in head and "grad_std" not in head
+    with pytest.raises(ValueError, match=r"columns=\('grad_std',\) has \['grad_std'\]"):
+        st.table(columns=("grad_std",))
+
+
 def test_bad_arguments_are_named():
     model = Chain((8,))
     with pytest.raises(ValueError, match=r"seeds=0 must be an int >= 1"):
