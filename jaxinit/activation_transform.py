@@ -313,6 +313,15 @@ class TransformedActivation:
             y = self.base(y, cast(self.negative_slope))
         return (y + cast(self.output_shift)) * cast(self.output_scale)
 
+    @property
+    def input_kinks(self) -> tuple[float, ...]:
+        """Where the transformed activation has its kinks, in its own input ``x``: each kink
+        ``k`` of ``base`` at ``(k - input_shift) / input_scale`` (concrete parameters only),
+        for quadratures over the transformed function (:func:`jaxinit.meanfield.activation`).
+        """
+        a, b = float(self.input_scale), float(self.input_shift)
+        return tuple((k - b) / a for k in self.kinks)
+
     def as_dict(self) -> dict[str, jax.Array]:
         """The parameters dks reports for this method (``solved``), by name."""
         return {k: getattr(self, k) for k in self.solved}

@@ -77,9 +77,14 @@ def activation_fn(activation: str | Callable, param: float | None = None) -> Cal
 
 
 def activation_kinks(activation: str | Callable) -> tuple[float, ...]:
-    """Points where a named activation has a kink (0 for callables, the usual place)."""
+    """Points where a named activation has a kink; for a callable, its own ``input_kinks``
+    when it has them (:class:`jaxinit.activation_transform.TransformedActivation`), else 0,
+    the usual place."""
     if isinstance(activation, str) and activation in _NAMED:
         return (0.0, *_NAMED[activation][2])
+    own = getattr(activation, "input_kinks", None)
+    if isinstance(own, tuple) and own and all(isinstance(k, float | int) for k in own):
+        return tuple(float(k) for k in own)
     return (0.0,)
 
 

@@ -250,8 +250,11 @@ def _resolve(fn_name: str, activation: Activation, param: float | None):
             f"{fn_name}: param= applies to named activations only; bind it into the "
             "callable instead, e.g. lambda x: jax.nn.elu(x, 0.5)."
         )
-    phi = jax.jit(activation_fn(activation, param))
-    dphi = jax.jit(jax.vmap(jax.grad(activation_fn(activation, param))))
+    fn = activation_fn(activation, param)
+    # through a closure: jit hashes its function, and a callable object holding arrays (a
+    # TransformedActivation) has no hash
+    phi = jax.jit(lambda x: fn(x))
+    dphi = jax.jit(jax.vmap(jax.grad(lambda x: fn(x))))
     check_elementwise(
         dphi, fn_name, activation, "must be a JAX-differentiable function of one array"
     )

@@ -457,3 +457,27 @@ def test_transformed_maps_meet_the_dks_conditions(relu_dks):
     assert abs(q1 - 1) <= 1e-12
     assert abs(c0) <= 1e-12
     assert abs(c1 - 1) <= 1e-12
+
+
+def test_mean_field_maps_take_a_transformed_activation_with_its_kink():
+    # DKS shifts ReLU's kink to -input_shift / input_scale; the mean-field activation map
+    # takes the TransformedActivation itself (it has arrays, so no hash) and integrates across
+    # that kink: its q map against scipy's quad split at the kink
+    from jaxinit import gains
+    from jaxinit import meanfield as mf
+
+    def chain(x, r_fn):
+        for _ in range(4):
+            x = r_fn(x)
+        return x
+
+    t = transform("relu", "DKS", subnet_max_func=chain)
+    kink = -float(t.input_shift) / float(t.input_scale)
+    assert gains.activation_kinks(t) == (kink,)
+    q = mf.activation(t).apply(mf.State(1.0)).q
+
+    def f(z):
+        return float(t(np.float32(z))) ** 2 * norm.pdf(z)
+
+    ref = scipy.integrate.quad(f, -np.inf, kink)[0] + scipy.integrate.quad(f, kink, np.inf)[0]
+    assert abs(q - ref) < 1e-6  # t runs in float32 in the reference
