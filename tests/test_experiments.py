@@ -461,3 +461,17 @@ def test_rank_collapse_quick(load, tmp_path):
     gram = np.einsum("bid,bjd->bij", onehot, onehot)
     pairs = (gram.sum(axis=(1, 2)) - t) / (t * (t - 1))
     assert abs(r["input_cosine"] - pairs.mean()) < 1e-6
+
+
+@pytest.mark.slow  # 20-40 s: three transformer programs to compile
+def test_signal_guide_figure_quick(load, tmp_path):
+    # docs/figures/signal_transformer.png's script: every variant measured beside its maps,
+    # q and the token cosine finite, the cosine in [-1, 1]
+    out = tmp_path / "signal.png"
+    summary = load("figure_signal").main(["--quick", "--out", str(out)])
+    assert out.stat().st_size > 0
+    assert set(summary) == {"pre-LN", "pre-LN, alpha=1/sqrt(L)", "post-LN"}
+    for s in summary.values():
+        assert len(s["q_predicted"]) == len(s["q_measured"]) == 2
+        assert np.all(np.isfinite(s["q_measured"])) and np.all(np.isfinite(s["q_predicted"]))
+        assert np.all(np.abs(s["c_measured"]) <= 1) and np.all(np.abs(s["c_predicted"]) <= 1)
