@@ -185,23 +185,19 @@ def _nnx(
     return jnp.einsum("...hqk,...khd->...qhd", weights, value, precision=precision)
 
 
-def attention_fn() -> Callable[..., jax.Array]:
+def flax_attention_fn(
+    call: Callable[..., jax.Array], *, linen_if_module: bool = True
+) -> Callable[..., jax.Array]:
     """An ``attention_fn`` for ``nn.MultiHeadDotProductAttention`` and ``nnx.MultiHeadAttention``
-    that computes Flax's dot-product attention and reports the mean attention entropy per head.
+    that hands each call to ``call(query, key, value, linen, **keywords)`` with the keywords of
+    the calling module's own Flax function: linen's ``dot_product_attention`` takes
+    ``force_fp32_for_softmax`` and the two einsum overrides, NNX's ``is_causal``; both take
+    ``bias``, ``mask``, the dropout arguments, ``dtype``, ``precision`` and ``module``.
 
-    The output is the calling module's default: a linen module gets linen's
-    ``dot_product_attention`` (bit for bit), an NNX module NNX's weights path (NNX's default
-    takes ``jax.nn.dot_product_attention`` when it needs no weights; the two agree to float
-    rounding). Masks, bias, causal masking, dropout (the same draws), dtype and precision are
-    honoured. The entropy of the softmax weights (before dropout) per head,
-    ``H_h = mean over batch and queries of -sum_k w log w`` (:func:`entropy_per_head`), is
-    handed to :func:`jaxinit.measure` (statistic ``attention_entropy``) and, when the module
-    is called with ``sow_weights=True``, sown into its ``intermediates`` as
-    ``attention_entropy``.
-
-    Example::
-
-        attn = nn.MultiHeadDotProductAttention(4, attention_fn=jaxinit.diagnostics.attention_fn())
+    The keyword list is spelled out because linen passes only the keywords an
+    ``attention_fn``'s signature names. A call is linen's when it carries
+    ``force_fp32_for_softmax`` (linen always passes it, NNX never), or, with
+    ``linen_if_module``, when ``module`` is a linen Module.
     """
 
     def fn(
@@ -233,19 +229,51 @@ def attention_fn() -> Callable[..., jax.Array]:
             precision=precision,
             module=module,
         )
-        linen = force_fp32_for_softmax is not None or isinstance(module, nn.Module)
-        if linen:  # linen's module passes force_fp32_for_softmax; NNX's never does
-            return _linen(
+        linen = force_fp32_for_softmax is not None or (
+            linen_if_module and isinstance(module, nn.Module)
+        )
+        if linen:
+            return call(
                 query,
                 key,
                 value,
+                True,
                 **common,
-                force_fp32_for_softmax=bool(force_fp32_for_softmax),
+                force_fp32_for_softmax=force_fp32_for_softmax,
                 qk_attn_weights_einsum=qk_attn_weights_einsum,
                 attn_weights_value_einsum=attn_weights_value_einsum,
             )
-        return _nnx(query, key, value, **common, is_causal=is_causal)
+        return call(query, key, value, False, **common, is_causal=is_causal)
 
+    return fn
+
+
+def attention_fn() -> Callable[..., jax.Array]:
+    """An ``attention_fn`` for ``nn.MultiHeadDotProductAttention`` and ``nnx.MultiHeadAttention``
+    that computes Flax's dot-product attention and reports the mean attention entropy per head.
+
+    The output is the calling module's default: a linen module gets linen's
+    ``dot_product_attention`` (bit for bit), an NNX module NNX's weights path (NNX's default
+    takes ``jax.nn.dot_product_attention`` when it needs no weights; the two agree to float
+    rounding). Masks, bias, causal masking, dropout (the same draws), dtype and precision are
+    honoured. The entropy of the softmax weights (before dropout) per head,
+    ``H_h = mean over batch and queries of -sum_k w log w`` (:func:`entropy_per_head`), is
+    handed to :func:`jaxinit.measure` (statistic ``attention_entropy``) and, when the module
+    is called with ``sow_weights=True``, sown into its ``intermediates`` as
+    ``attention_entropy``.
+
+    Example::
+
+        attn = nn.MultiHeadDotProductAttention(4, attention_fn=jaxinit.diagnostics.attention_fn())
+    """
+
+    def call(query: jax.Array, key: jax.Array, value: jax.Array, linen: bool, **kw: Any):
+        if linen:
+            kw["force_fp32_for_softmax"] = bool(kw["force_fp32_for_softmax"])
+            return _linen(query, key, value, **kw)
+        return _nnx(query, key, value, **kw)
+
+    fn = flax_attention_fn(call)
     fn.__jaxinit_records_entropy__ = True  # pyright: ignore[reportFunctionMemberAccess]
     return fn
 

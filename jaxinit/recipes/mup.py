@@ -62,6 +62,7 @@ import optax
 from .. import tree
 from .._checks import check_bool, check_int, check_number
 from .._flax import adapter as fa
+from .._flax.attention import flax_attention_fn
 
 ROLES = ("input", "embedding", "hidden", "output", "vector", "fixed")
 PARAMETRIZATIONS = ("sp", "mup", "completep")
@@ -564,52 +565,11 @@ def attention_fn(base_head_dim: int | None = None) -> Callable[..., jax.Array]:
     """
     base = _check_head_dim("attention_fn", base_head_dim)
 
-    def fn(
-        query: jax.Array,
-        key: jax.Array,
-        value: jax.Array,
-        bias: jax.Array | None = None,
-        mask: jax.Array | None = None,
-        broadcast_dropout: bool = True,
-        dropout_rng: jax.Array | None = None,
-        dropout_rate: float = 0.0,
-        deterministic: bool = False,
-        dtype: Any = None,
-        precision: Any = None,
-        module: Any = None,
-        force_fp32_for_softmax: bool | None = None,
-        qk_attn_weights_einsum: Any = None,
-        attn_weights_value_einsum: Any = None,
-        is_causal: bool = False,
-    ) -> jax.Array:
-        common: dict[str, Any] = dict(
-            bias=bias,
-            mask=mask,
-            broadcast_dropout=broadcast_dropout,
-            dropout_rng=dropout_rng,
-            dropout_rate=dropout_rate,
-            deterministic=deterministic,
-            dtype=dtype,
-            precision=precision,
-            module=module,
-        )
+    def call(query: jax.Array, key: jax.Array, value: jax.Array, linen: bool, **kw: Any):
         query = query * _head_scale(query, base)
-        if force_fp32_for_softmax is not None:  # called by a linen module
-            return fa.dot_product_attention(
-                query,
-                key,
-                value,
-                linen=True,
-                **common,
-                force_fp32_for_softmax=force_fp32_for_softmax,
-                qk_attn_weights_einsum=qk_attn_weights_einsum,
-                attn_weights_value_einsum=attn_weights_value_einsum,
-            )
-        return fa.dot_product_attention(
-            query, key, value, linen=False, **common, is_causal=is_causal
-        )
+        return fa.dot_product_attention(query, key, value, linen=linen, **kw)
 
-    return fn
+    return flax_attention_fn(call, linen_if_module=False)
 
 
 __all__ = [
