@@ -126,7 +126,7 @@ def _linen_attn(**kwargs):
 
 
 @pytest.mark.parametrize(
-    "dropout", [pytest.param(0.0, marks=pytest.mark.slow), 0.5], ids=["no-dropout", "dropout"]
+    "dropout", [0.0, pytest.param(0.5, marks=pytest.mark.slow)], ids=["no-dropout", "dropout"]
 )
 def test_linen_attention_fn_is_bitwise_flax(dropout):
     base = _linen_attn(dropout_rate=dropout, deterministic=False)
@@ -245,6 +245,7 @@ class _DenseBlock(nn.Module):
         return jax.nn.relu(x + y)
 
 
+@pytest.mark.slow  # 5 s: three jit/vmap compiles of a ResNet
 def test_spp_equals_captured_outputs_under_jit_and_vmap():
     model = _DenseRes()
     x = jax.random.normal(jax.random.key(12), (16, 6))

@@ -60,7 +60,7 @@ def _reference(kind: str, params, x: np.ndarray, alpha: float, blocks: int) -> n
     return h
 
 
-@pytest.mark.parametrize("kind", ["bn", "nf", "he"])
+@pytest.mark.parametrize("kind", [pytest.param("bn", marks=pytest.mark.slow), "nf", "he"])
 def test_model_matches_numpy_blocks(spp, kind):
     args = _args(spp, "--blocks", "2", "--width", "4", "--alpha", "0.5")
     model = spp.model_for(kind, args)
