@@ -247,11 +247,24 @@ def _count_nonfinite(leaves: list[jax.Array]) -> jax.Array:
     return sum((jnp.sum(~jnp.isfinite(a)) for a in leaves), jnp.asarray(0))
 
 
+def _on_host(leaf: Any) -> bool:
+    """Whether NumPy can count ``leaf``'s non-finite values where it lies: a host array, or a
+    jax array on CPU devices, of a NumPy float dtype. Counting those needs no compiled
+    program (whose compile would dominate a first call); anything else is counted on its
+    device."""
+    if np.dtype(jnp.result_type(leaf)) not in (np.float16, np.float32, np.float64):
+        return False
+    if not isinstance(leaf, jax.Array):
+        return True
+    return all(d.platform == "cpu" for d in leaf.devices())
+
+
 def check_finite_batch(fn: str, x: Any, *, arg: str = "x") -> None:
     """A ValueError if the batch ``x`` has an empty array, or a floating leaf of it holds a
     NaN or inf.
 
-    Counted where the data lives (on the device for jax arrays), so one number travels. A
+    Counted where the data lives: by NumPy for host arrays and jax arrays on CPU (no
+    program to compile), on the device otherwise, so one number travels. A
     traced batch (the caller runs inside ``jit``/``vmap`` of the user's) cannot be checked
     here and is let through."""
     for leaf in jax.tree.leaves(x):
@@ -267,13 +280,17 @@ def check_finite_batch(fn: str, x: Any, *, arg: str = "x") -> None:
     ]
     if not leaves:
         return
-    with jax.ensure_compile_time_eval():  # a concrete batch is checked even under jit
-        bad = _count_nonfinite([jnp.asarray(a) for a in leaves])
-    if isinstance(bad, Tracer):
-        return
-    if int(bad):
+    bad = sum(int(np.count_nonzero(~np.isfinite(np.asarray(a)))) for a in leaves if _on_host(a))
+    device = [a for a in leaves if not _on_host(a)]
+    if device:
+        with jax.ensure_compile_time_eval():  # a concrete batch is checked even under jit
+            count = _count_nonfinite([jnp.asarray(a) for a in device])
+        if isinstance(count, Tracer):
+            return
+        bad += int(count)
+    if bad:
         total = sum(int(np.size(a)) for a in leaves)
         raise ValueError(
-            f"{fn}: {arg} contains {int(bad)} non-finite value(s) (NaN or inf) out of {total}; "
+            f"{fn}: {arg} contains {bad} non-finite value(s) (NaN or inf) out of {total}; "
             "a finite batch is needed. Clean or re-draw the batch."
         )
