@@ -8,9 +8,11 @@ References, each independent of jaxinit:
 
 dks integrates with one 100,000-node Gauss-Legendre rule on [-10, 10] that straddles the
 ReLU kink; its ReLU and shifted Leaky ReLU goldens therefore carry that rule's error (up to
-about 3e-5 relative). Those entries are compared with the exact root (closed form, 1e-9) and
-with dks within the measured size of dks's own error, which ``test_relu_golden_is_off_by_dks_
-quadrature`` shows from the closed form. Every other golden is compared at 1e-6 relative.
+about 3e-5 relative). With the default ``quadrature="exact"`` those entries are compared with
+the exact root (closed form, 1e-9) and with dks within the measured size of dks's own error,
+which ``test_relu_golden_is_off_by_dks_quadrature`` shows from the closed form. With
+``quadrature="dks"`` every golden, those included, is compared at 1e-6 relative; the rule
+itself is checked against SciPy's ``roots_legendre`` and by its exactness on polynomials.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ import numpy as np
 import pytest
 import scipy.integrate
 import scipy.optimize
+import scipy.special
 from scipy.stats import norm
 
 from jaxinit.activation_transform import (
+    Quadrature,
+    _legendre_rule,
     gaussian_mean,
     gaussian_mean_2d,
     leaky_relu_c_map,
@@ -136,6 +141,18 @@ def relu_dks_transform(c_slope_1_target):
     )
 
 
+def relu_dks_rule_transform(c_slope_1_target, tol=None):
+    """The same with dks's quadrature and (by default) dks's bisection tolerance."""
+    return transform(
+        "relu",
+        "DKS",
+        subnet_max_func=resnet_subnet_max,
+        dks_params={"c_slope_1_target": c_slope_1_target},
+        tol=tol,
+        quadrature="dks",
+    )
+
+
 @pytest.fixture(scope="module")
 def relu_dks():
     with jax.enable_x64(True):
@@ -172,6 +189,34 @@ def test_relu_golden_is_off_by_dks_quadrature():
     _, os_, _, c_slope = leaky_local(a, b, 0.0)
     quad = scipy.integrate.quad(lambda x: os_**2 * a**2 * norm.pdf(x), -b / a, np.inf)[0]
     assert abs(quad - c_slope) < 1e-12
+
+
+@pytest.mark.slow
+def test_relu_dks_golden_with_dks_quadrature():
+    with jax.enable_x64(True):
+        t = relu_dks_rule_transform(1.2)
+    assert bool(t.converged)
+    assert float(t.input_shift) == 1.0
+    assert rel(t.input_scale, 0.3685360046708044) <= RTOL
+    assert rel(t.output_scale, 2.721729988761473) <= RTOL
+    assert rel(t.output_shift, -1.000373858553784) <= RTOL
+
+
+@pytest.mark.slow
+def test_dks_quadrature_jits_and_differentiates():
+    """Under jit, the same root; the gradient is that of dks's discretized conditions (the
+    root moves smoothly between node crossings of the kink), so a small central difference
+    agrees with it (``tol=1e-14``: an exact local target, as in the exact-mode test)."""
+    c, h = 1.2, 1e-7
+    with jax.enable_x64(True):
+        eager = relu_dks_rule_transform(c, 1e-14)
+        jitted = jax.jit(relu_dks_rule_transform, static_argnums=1)(c, 1e-14)
+        grad = float(jax.grad(lambda c: relu_dks_rule_transform(c, 1e-14).input_scale)(c))
+        up, down = (float(relu_dks_rule_transform(v, 1e-14).input_scale) for v in (c + h, c - h))
+    assert bool(jitted.converged)
+    np.testing.assert_allclose(jitted.input_scale, eager.input_scale, rtol=1e-12)
+    assert grad > 0
+    assert rel(grad, (up - down) / (2 * h)) <= 1e-5
 
 
 def test_leaky_relu_tat_golden():
@@ -238,6 +283,7 @@ def test_max_in_subnet_func_is_explained():
     ("kwargs", "match"),
     [
         ({"activation": "relu", "method": "dks"}, "method='dks'"),
+        ({"activation": "relu", "method": "DKS", "quadrature": "DKS"}, "quadrature='DKS'"),
         ({"activation": "relux", "method": "DKS"}, "activation='relux'"),
         ({"activation": "relu", "method": "TAT"}, "not supported with method='TAT'"),
         ({"activation": "tanh", "method": "DKS", "dks_params": {"c_slope": 1.2}}, "c_slope"),
@@ -258,6 +304,34 @@ def test_errors_name_the_argument(kwargs, match):
 
 
 # --- quadrature --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [2000, 2001])
+def test_legendre_rule_matches_scipy_and_is_exact(n):
+    """The O(n) rule behind ``quadrature="dks"``, at a size SciPy's eigenvalue method handles.
+
+    Nodes: both rules place them within an ulp or two of 1 of the true roots, so 4 eps.
+    Weights: SciPy's come from P_{n-1} and P_n' by an n-step recurrence (rounding up to about
+    n eps relative, growing towards +-1 as 1 - x^2 shrinks), so |x| <= 0.9 and 10 n eps.
+    Exactness: sum w P_j(x) = 2 delta_j0 for every degree j < 2n (P_j by the stable
+    recurrence, error ~ sqrt(j) eps per term; sum of |w| = 2), and not for j = 2n.
+    """
+    eps = np.finfo(np.float64).eps
+    x, w = _legendre_rule(n)
+    xr, wr = scipy.special.roots_legendre(n)
+    assert np.all(np.diff(x) > 0)
+    assert np.max(np.abs(x - xr)) <= 4 * eps
+    inner = np.abs(xr) <= 0.9
+    assert np.max(np.abs(w - wr)[inner] / wr[inner]) <= 10 * n * eps
+    p_prev, p = np.zeros(n), np.ones(n)
+    moments = [w @ p]
+    for j in range(2 * n):
+        p_prev, p = p, ((2 * j + 1) * x * p - j * p_prev) / (j + 1)
+        moments.append(w @ p)
+    moments = np.asarray(moments)
+    moments[0] -= 2.0
+    assert np.max(np.abs(moments[: 2 * n])) <= 4 * math.sqrt(2 * n) * eps
+    assert abs(moments[2 * n]) > 1e-3  # degree 2n is not integrated exactly
 
 
 def test_gaussian_mean_kink_aware_matches_scipy():
@@ -342,9 +416,13 @@ PARAM_GOLDENS = {
 }
 
 
+QUADRATURES = ["exact", "dks"]
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("quadrature", QUADRATURES)
 @pytest.mark.parametrize(("name", "method"), sorted(PARAM_GOLDENS), ids=str)
-def test_parameter_goldens(name, method):
+def test_parameter_goldens(name, method, quadrature):
     with jax.enable_x64(True):
         t = transform(
             name,
@@ -352,6 +430,7 @@ def test_parameter_goldens(name, method):
             subnet_max_func=resnet_subnet_max,
             dks_params=DKS_PARAMS,
             tat_params=TAT_PARAMS,
+            quadrature=quadrature,
         )
     assert bool(t.converged)
     got = t.as_dict()
@@ -378,46 +457,49 @@ VALUE_GOLDENS = [
 ]
 
 
-def value_transform(name, method):
+def value_transform(name, method, quadrature: Quadrature = "exact"):
     return transform(
         name,
         method,
         subnet_max_func=resnet_subnet_max,
         dks_params=VALUE_DKS,
         tat_params=VALUE_TAT,
+        quadrature=quadrature,
     )
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("quadrature", QUADRATURES)
 @pytest.mark.parametrize(("name", "method", "want"), VALUE_GOLDENS, ids=str)
-def test_value_goldens(name, method, want):
+def test_value_goldens(name, method, want, quadrature):
     with jax.enable_x64(True):
-        t = value_transform(name, method)
+        t = value_transform(name, method, quadrature)
         y = np.asarray(t(jnp.array([0.6, -0.6])))
     for got, w in zip(y, want, strict=True):
         assert abs(got - w) <= RTOL * abs(w), (got, w)
 
 
 @pytest.mark.slow
-def test_value_golden_tanh_tat_is_the_mirror_solution():
+@pytest.mark.parametrize("quadrature", QUADRATURES)
+def test_value_golden_tanh_tat_is_the_mirror_solution(quadrature):
     """dks's solver found the root with input_shift < 0 here; jaxinit reports its mirror,
     phi_mirror(x) = -phi_hat(-x), the same network up to signs."""
     with jax.enable_x64(True):
-        t = value_transform("tanh", "TAT")
+        t = value_transform("tanh", "TAT", quadrature)
         assert float(t.input_shift) > 0
         y = np.asarray(-t(jnp.array([-0.6, 0.6])))
     for got, w in zip(y, (0.6860178437500071, -0.49030275427738146), strict=True):
         assert abs(got - w) <= RTOL * abs(w), (got, w)
 
 
+KINKED_VALUE_GOLDENS = [
+    ("relu", (0.6053339463256114, -0.6486764456443863)),
+    ("leaky_relu", (0.5628988987673328, -0.6649764416535503)),
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("name", "want"),
-    [
-        ("relu", (0.6053339463256114, -0.6486764456443863)),
-        ("leaky_relu", (0.5628988987673328, -0.6649764416535503)),
-    ],
-)
+@pytest.mark.parametrize(("name", "want"), KINKED_VALUE_GOLDENS)
 def test_value_goldens_kinked_against_closed_form(name, want):
     """The exact root (closed form + SciPy) to 1e-9, dks's value within its kink error."""
     with jax.enable_x64(True):
@@ -445,6 +527,18 @@ def test_value_goldens_kinked_against_closed_form(name, want):
         exact = os_ * ((z if z >= 0 else a * z) + osh)
         assert rel(got, exact) <= 1e-9
         assert rel(got, w) <= DKS_KINK_RTOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "want"), KINKED_VALUE_GOLDENS[1:])
+def test_value_goldens_kinked_with_dks_quadrature(name, want):
+    """With dks's rule, dks's kinked value goldens to 1e-6."""
+    with jax.enable_x64(True):
+        t = value_transform(name, "DKS", "dks")
+        y = np.asarray(t(jnp.array([0.6, -0.6])))
+    assert bool(t.converged)
+    for got, w in zip(y, want, strict=True):
+        assert rel(got, w) <= RTOL, (got, w)
 
 
 @pytest.mark.slow
@@ -477,7 +571,7 @@ def test_mean_field_maps_take_a_transformed_activation_with_its_kink():
     q = mf.activation(t).apply(mf.State(1.0)).q
 
     def f(z):
-        return float(t(np.float32(z))) ** 2 * norm.pdf(z)
+        return float(t(jnp.float32(z))) ** 2 * norm.pdf(z)
 
     ref = scipy.integrate.quad(f, -np.inf, kink)[0] + scipy.integrate.quad(f, kink, np.inf)[0]
     assert abs(q - ref) < 1e-6  # t runs in float32 in the reference
