@@ -20,7 +20,8 @@ step runs in JAX:
   piecewise-linear activations are integrated to rounding error, not to O(h^2);
 * the local targets come from the same bisection as dks (``jax.lax.while_loop``);
 * the activation parameters come from damped Newton steps (``jax.jacfwd``) tried from dks's
-  starting points in dks's order; the first converged, accepted root is returned;
+  starting points in dks's order; the first converged, accepted root is returned (with
+  ``quadrature="dks"``, from a port of dks's solver, MINPACK's ``hybr``);
 * every solve goes through ``jax.lax.custom_root``, so the parameters are differentiable with
   respect to the targets (implicit function theorem), and the whole transform can be jitted.
 
@@ -28,13 +29,20 @@ Computations run in the default float dtype: float64 under ``jax_enable_x64`` (r
 the parameters are then exact to about 1e-10 relative), float32 otherwise (about 1e-3).
 
 Two conventions differ from dks by design. (1) dks integrates with one 100,000-node
-Gauss-Legendre rule on [-10, 10] that straddles kinks; for ReLU and Leaky ReLU with a nonzero
-input shift this moves its solutions by up to about 3e-5 relative, and this module returns the
-exact ones. (2) For odd activations (tanh, erf, ...) the parameters with input_shift and
-output_shift negated define the same network up to signs; dks returns whichever its solver
-finds first, this module the one with input_shift >= 0. Input scales are reported >= 0.
-Where the conditions have several roots, Newton may also converge from a starting point
-where dks's MINPACK solver does not (seen for TAT selu), giving another valid root.
+Gauss-Legendre rule on [-10, 10] that straddles kinks. For ReLU and Leaky ReLU with a nonzero
+input shift its conditions then jump each time the kink crosses a node, and have several
+roots a node spacing apart; the one its solver reaches is up to about 1e-4 relative from the
+exact root (3e-5 in dks's tested values), and this module returns the exact one by default.
+``transform(..., quadrature="dks")`` reproduces dks instead: dks's rule (nodes and weights
+from Bogaert's O(n) formulas, computed once) and dks's solver (MINPACK's ``hybr``, ported to
+JAX, from dks's starting points) give dks's solutions, kinked ones included, to about 1e-10;
+it is slower (1e5 nodes per evaluation) and its derivatives are those of the discretized
+conditions, which ignore the jumps. (2) For odd activations (tanh, erf, ...) the parameters
+with input_shift and output_shift negated define the same network up to signs; dks returns
+whichever its solver finds first, this module the one with input_shift >= 0. Input scales
+are reported >= 0. Where the conditions have several roots, Newton may also converge from a
+starting point where dks's MINPACK solver does not (seen for TAT selu), giving another valid
+root; ``quadrature="dks"`` follows dks's solver there too.
 
 References:
   Martens et al. 2021, Rapid training of deep neural networks without skip connections or
@@ -700,6 +708,137 @@ def _newton_from_starts(f, starts, accept, ftol):
     return p, ok
 
 
+# MINPACK's hybrd as scipy.optimize.root(method="hybr") calls it (dks's solver): Powell's
+# hybrid method with a forward-difference Jacobian, Broyden updates between evaluations,
+# scaling by the Jacobian's column norms, and its tests for success and slow progress.
+_HYBR_XTOL = 1.49012e-8
+_HYBR_FACTOR = 100.0
+
+
+def _dogleg(r, diag, qtb, delta, eps):
+    """MINPACK ``dogleg``: the step minimizing ||qtb - R x|| within ||diag x|| <= delta."""
+    d = jnp.diagonal(r)
+    small = eps * jnp.max(jnp.abs(jnp.triu(r)), axis=0)  # MINPACK's guard for a zero pivot
+    d = jnp.where(d == 0, jnp.where(small == 0, eps, small), d)
+    r = r + jnp.diag(d - jnp.diagonal(r))
+    gn = jax.scipy.linalg.solve_triangular(r, qtb, lower=False)
+    qnorm = jnp.linalg.norm(diag * gn)
+    grad = (r.T @ qtb) / diag
+    gnorm = jnp.linalg.norm(grad)
+    g = grad / jnp.where(gnorm == 0, 1.0, gnorm) / diag
+    rg = jnp.linalg.norm(r @ g)
+    sgnorm = jnp.where(gnorm == 0, 0.0, gnorm / jnp.where(rg == 0, 1.0, rg) / rg)
+    bnorm = jnp.linalg.norm(qtb)
+    dq, sd = delta / qnorm, sgnorm / delta
+    temp = (bnorm / gnorm) * (bnorm / qnorm) * sd
+    temp = temp - dq * sd**2 + jnp.sqrt((temp - dq) ** 2 + (1 - dq**2) * (1 - sd**2))
+    alpha = jnp.where(gnorm == 0, dq, jnp.where(sgnorm >= delta, 0.0, dq * (1 - sd**2) / temp))
+    step = (1 - alpha) * jnp.minimum(sgnorm, delta) * g + alpha * gn
+    return jnp.where(qnorm <= delta, gn, step)
+
+
+def _hybr(f, x0):
+    """``scipy.optimize.root(f, x0, method="hybr")``: returns ``(x, success)``."""
+    dtype = x0.dtype
+    n = x0.shape[0]
+    eps = jnp.finfo(dtype).eps
+    h_rel = jnp.sqrt(eps)
+    maxfev = 200 * (n + 1)
+
+    def jacobian(x, fx):
+        h = jnp.where(x == 0, h_rel, h_rel * jnp.abs(x))
+        xs = x[None, :] + jnp.diag(h)
+        return ((jax.vmap(f)(xs) - fx[None, :]) / h[:, None]).T
+
+    def cond(s):
+        return s["info"] == 0
+
+    def body(s):
+        x, fx, fnorm = s["x"], s["f"], s["fnorm"]
+        # outer loop: a new Jacobian (on the first iteration it also sets scale and bound)
+        jac = jnp.where(s["new_jac"], jacobian(x, fx), s["jac"])
+        nfev = (s["nfev"] + jnp.where(s["new_jac"], n, 0)).astype(jnp.int32)
+        cols = jnp.linalg.norm(jac, axis=0)
+        init = s["new_jac"] & (s["iter"] == 1)
+        diag = jnp.where(init, jnp.where(cols == 0, 1.0, cols), s["diag"])
+        xnorm = jnp.where(init, jnp.linalg.norm(diag * x), s["xnorm"])
+        delta = jnp.where(init, _HYBR_FACTOR * xnorm, s["delta"])
+        delta = jnp.where(init & (delta == 0), _HYBR_FACTOR, delta)
+        diag = jnp.where(s["new_jac"], jnp.maximum(diag, cols), diag)
+        jeval = s["new_jac"]
+        # inner loop: a dogleg step
+        q, r = jnp.linalg.qr(jac)
+        qtf = q.T @ fx
+        p = -_dogleg(r, diag, qtf, delta, eps)
+        pnorm = jnp.linalg.norm(diag * p)
+        delta = jnp.where(s["iter"] == 1, jnp.minimum(delta, pnorm), delta)
+        f1 = f(x + p)
+        nfev = nfev + 1
+        fnorm1 = jnp.linalg.norm(f1)
+        actred = jnp.where(fnorm1 < fnorm, 1 - (fnorm1 / fnorm) ** 2, -1.0)
+        lin = jnp.linalg.norm(qtf + r @ p)
+        prered = jnp.where(lin < fnorm, 1 - (lin / fnorm) ** 2, 0.0)
+        ratio = jnp.where(prered > 0, actred / jnp.where(prered > 0, prered, 1.0), 0.0)
+        bad = ratio < 0.1
+        ncsuc = jnp.where(bad, 0, s["ncsuc"] + 1).astype(jnp.int32)
+        ncfail = jnp.where(bad, s["ncfail"] + 1, 0).astype(jnp.int32)
+        grown = jnp.where((ratio >= 0.5) | (ncsuc > 1), jnp.maximum(delta, pnorm / 0.5), delta)
+        grown = jnp.where(jnp.abs(ratio - 1) <= 0.1, pnorm / 0.5, grown)
+        delta = jnp.where(bad, 0.5 * delta, grown)
+        ok = ratio >= 1e-4
+        x_new = jnp.where(ok, x + p, x)
+        f_new = jnp.where(ok, f1, fx)
+        xnorm = jnp.where(ok, jnp.linalg.norm(diag * x_new), xnorm)
+        fnorm_new = jnp.where(ok, fnorm1, fnorm)
+        it = s["iter"] + ok.astype(jnp.int32)
+        nslow1 = jnp.where(actred >= 1e-3, 0, s["nslow1"] + 1).astype(jnp.int32)
+        nslow2 = jnp.where(actred >= 0.1, 0, s["nslow2"] + jeval.astype(jnp.int32))
+        nslow2 = nslow2.astype(jnp.int32)
+        done = (delta <= _HYBR_XTOL * xnorm) | (fnorm_new == 0)
+        fail = (
+            (nfev >= maxfev)
+            | (0.1 * jnp.maximum(0.1 * delta, pnorm) <= eps * xnorm)
+            | (nslow2 == 5)
+            | (nslow1 == 10)
+        )
+        info = jnp.where(done, 1, jnp.where(fail, 2, 0)).astype(jnp.int32)
+        new_jac = ncfail == 2
+        # Broyden's update of the Jacobian (MINPACK applies it after failed steps too)
+        broyden = jac + jnp.outer(f1 - fx - jac @ p, diag * diag * p) / pnorm**2
+        return {
+            "x": x_new, "f": f_new, "fnorm": fnorm_new, "jac": broyden, "diag": diag,
+            "xnorm": xnorm, "delta": delta, "iter": it, "ncsuc": ncsuc, "ncfail": ncfail,
+            "nslow1": nslow1, "nslow2": nslow2, "nfev": nfev, "info": info, "new_jac": new_jac,
+        }  # fmt: skip
+
+    f0 = f(x0)
+    zero = jnp.int32(0)
+    s0 = {
+        "x": x0, "f": f0, "fnorm": jnp.linalg.norm(f0), "jac": jnp.zeros((n, n), dtype),
+        "diag": jnp.ones(n, dtype), "xnorm": jnp.zeros((), dtype), "delta": jnp.zeros((), dtype),
+        "iter": jnp.int32(1), "ncsuc": zero, "ncfail": zero, "nslow1": zero, "nslow2": zero,
+        "nfev": jnp.int32(1), "info": zero, "new_jac": jnp.asarray(True),
+    }  # fmt: skip
+    s = jax.lax.while_loop(cond, body, s0)
+    return s["x"], s["info"] == 1
+
+
+def _hybr_from_starts(f, starts, accept):
+    """dks's search: ``hybr`` from each starting point in order; the first success that is
+    accepted. Returns ``(root, converged)``."""
+
+    def cond(s):
+        return (~s[2]) & (s[0] < starts.shape[0])
+
+    def body(s):
+        i, _, _ = s
+        p, ok = _hybr(f, starts[i])
+        return i + 1, p, ok & accept(p)
+
+    _, p, ok = jax.lax.while_loop(cond, body, (jnp.int32(0), starts[0], jnp.asarray(False)))
+    return p, ok
+
+
 # dks's starting points: every combination of these, then uniform draws from numpy's
 # RandomState(123) in dks's order, 50 in all.
 _ALWAYS_TRY = {
@@ -843,12 +982,13 @@ def transform(
         function is within ``tol`` of its target: dks's 1e-8 by default (1e-5 in float32).
         Smaller values (down to about 1e-14 in float64) give the exact root.
       quadrature: How the one-dimensional Gaussian means of the solve are integrated.
-        ``"exact"`` (default): Gauss-Legendre panels split at the kinks, exact to rounding.
-        ``"dks"``: dks's rule, one 100,000-node Gauss-Legendre rule on [-10, 10] without
-        kink breaks, which reproduces dks's solutions where its rule straddles a kink
-        (ReLU, shifted Leaky ReLU: up to about 3e-5 relative from the exact root). Slower;
-        there, derivatives are those of dks's discretized conditions. Two-dimensional
-        means (``c_map``) stay exact in both.
+        ``"exact"`` (default): Gauss-Legendre panels split at the kinks, exact to rounding,
+        solved by damped Newton. ``"dks"``: dks's rule, one 100,000-node Gauss-Legendre
+        rule on [-10, 10] without kink breaks, solved by dks's solver (MINPACK's ``hybr``)
+        from dks's starting points: dks's results, also where its rule straddles a kink
+        (ReLU, shifted Leaky ReLU: up to about 1e-4 relative from the exact root). Slower;
+        with kinks, derivatives are those of the discretized conditions. The
+        two-dimensional means of ``c_map`` are exact in both.
 
     Returns:
       A :class:`TransformedActivation` (callable; a pytree of its parameters).
@@ -1058,30 +1198,25 @@ def _transform_core(
             d.get("negative_slope"),
         )
 
-    def local(p, fixed=rule):
+    def local(p):
         scale, shift, out_shift, slope = unpack(p)
         fn = phi if slope is None else (lambda y: phi(y, slope))
-        return _Local(fn, kinks_a, scale, shift, out_shift, c_val_0, order, fixed)
+        return _Local(fn, kinks_a, scale, shift, out_shift, c_val_0, order, rule)
 
-    def residual_on(fixed):
-        def residual(p):
-            st = local(p, fixed)
-            res = []
-            if not is_relu:  # ReLU has one degree of freedom fewer: no Q'(1) condition
-                res.append(st.q_slope - q_slope)
-            res.append(st.c_slope_1 - local_slope)
-            if curv_target is not None:
-                res.append(st.c_curv - curv_target)
-            return jnp.stack(res)
+    def residual(p):
+        st = local(p)
+        res = []
+        if not is_relu:  # ReLU has one degree of freedom fewer: no Q'(1) condition
+            res.append(st.q_slope - q_slope)
+        res.append(st.c_slope_1 - local_slope)
+        if curv_target is not None:
+            res.append(st.c_curv - curv_target)
+        return jnp.stack(res)
 
-        return residual
-
-    residual = residual_on(rule)
-
-    def accept(p, fixed=rule):
+    def accept(p):
         if method != "TAT":
             return jnp.asarray(True)
-        st = local(p, fixed)  # dks rejects TAT solutions with input_scale * output_scale >= 2
+        st = local(p)  # dks rejects TAT solutions with input_scale * output_scale >= 2
         return p[0] * st.output_scale < 2.0
 
     odd = name in _ODD and phi is ACTIVATIONS[name][0]
@@ -1105,17 +1240,9 @@ def _transform_core(
             p, ok = _newton_from_starts(f, starts, accept, ftol)
         else:
             # Where dks's rule straddles a kink its conditions jump each time the kink
-            # crosses a node, and may have several roots a node spacing apart: take the one
-            # Newton reaches from the exact root, else the first from dks's starting points.
-            p0, ok0 = _newton_from_starts(
-                residual_on(None), starts, lambda q: accept(q, None), ftol
-            )
-            p1, ok1 = _newton_from_starts(f, canonical(p0)[None], accept, ftol)
-            p, ok = jax.lax.cond(
-                ok0 & ok1,
-                lambda: (p1, ok1),
-                lambda: _newton_from_starts(f, starts, accept, ftol),
-            )
+            # crosses a node, and have several roots a node spacing apart: dks's solver,
+            # from dks's starting points, picks the same one as dks.
+            p, ok = _hybr_from_starts(f, starts, accept)
         return canonical(p), ok.astype(dtype)  # a float flag: custom_root's JVP rejects bools
 
     starts = jnp.asarray(_starting_points(names), dtype)

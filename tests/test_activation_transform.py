@@ -11,8 +11,9 @@ ReLU kink; its ReLU and shifted Leaky ReLU goldens therefore carry that rule's e
 about 3e-5 relative). With the default ``quadrature="exact"`` those entries are compared with
 the exact root (closed form, 1e-9) and with dks within the measured size of dks's own error,
 which ``test_relu_golden_is_off_by_dks_quadrature`` shows from the closed form. With
-``quadrature="dks"`` every golden, those included, is compared at 1e-6 relative; the rule
-itself is checked against SciPy's ``roots_legendre`` and by its exactness on polynomials.
+``quadrature="dks"`` (dks's rule and dks's solver, MINPACK's hybr) every golden, those
+included, is compared at 1e-6 relative; the rule itself is checked against SciPy's
+``roots_legendre`` and by its exactness on polynomials.
 """
 
 from __future__ import annotations
@@ -530,9 +531,9 @@ def test_value_goldens_kinked_against_closed_form(name, want):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "want"), KINKED_VALUE_GOLDENS[1:])
+@pytest.mark.parametrize(("name", "want"), KINKED_VALUE_GOLDENS)
 def test_value_goldens_kinked_with_dks_quadrature(name, want):
-    """With dks's rule, dks's kinked value goldens to 1e-6."""
+    """With dks's rule (and so dks's solver), dks's kinked value goldens to 1e-6."""
     with jax.enable_x64(True):
         t = value_transform(name, "DKS", "dks")
         y = np.asarray(t(jnp.array([0.6, -0.6])))
