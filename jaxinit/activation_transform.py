@@ -711,7 +711,7 @@ def _newton_from_starts(f, starts, accept, ftol):
 # MINPACK's hybrd as scipy.optimize.root(method="hybr") calls it (dks's solver): Powell's
 # hybrid method with a forward-difference Jacobian, Broyden updates between evaluations,
 # scaling by the Jacobian's column norms, and its tests for success and slow progress.
-_HYBR_XTOL = 1.49012e-8
+_HYBR_XTOL = 1.49012e-8  # scipy's default, sqrt(eps) of float64; float32 uses its own sqrt(eps)
 _HYBR_FACTOR = 100.0
 
 
@@ -743,6 +743,7 @@ def _hybr(f, x0):
     n = x0.shape[0]
     eps = jnp.finfo(dtype).eps
     h_rel = jnp.sqrt(eps)
+    xtol = _HYBR_XTOL if dtype == jnp.float64 else h_rel
     maxfev = 200 * (n + 1)
 
     def jacobian(x, fx):
@@ -794,7 +795,7 @@ def _hybr(f, x0):
         nslow1 = jnp.where(actred >= 1e-3, 0, s["nslow1"] + 1).astype(jnp.int32)
         nslow2 = jnp.where(actred >= 0.1, 0, s["nslow2"] + jeval.astype(jnp.int32))
         nslow2 = nslow2.astype(jnp.int32)
-        done = (delta <= _HYBR_XTOL * xnorm) | (fnorm_new == 0)
+        done = (delta <= xtol * xnorm) | (fnorm_new == 0)
         fail = (
             (nfev >= maxfev)
             | (0.1 * jnp.maximum(0.1 * delta, pnorm) <= eps * xnorm)

@@ -32,6 +32,7 @@ from scipy.stats import norm
 
 from jaxinit.activation_transform import (
     Quadrature,
+    _hybr,
     _legendre_rule,
     gaussian_mean,
     gaussian_mean_2d,
@@ -367,6 +368,29 @@ def test_gaussian_mean_2d_matches_arccos_kernel_and_leaky_c_map():
     closed = ((1 - a) ** 2 * arccos * 2 + 2 * a * cs) / (1 + a**2)
     np.testing.assert_allclose(k_leaky / ((1 + a * a) / 2), closed, rtol=0, atol=1e-9)
     np.testing.assert_allclose(c_map, closed, rtol=0, atol=1e-12)
+
+
+def test_hybr_port_follows_scipy_hybr():
+    """``quadrature="dks"`` solves with a port of MINPACK's hybr; from each start it must reach
+    what ``scipy.optimize.root(method="hybr")`` reaches, root or failure point, since on dks's
+    kinked conditions that choice picks the root. Both run the same float64 arithmetic up to
+    rounding (different QR routines), far below hybr's own resolution (xtol = 1.5e-8)."""
+
+    def fn(x, xp):  # two roots, reached from different starts; (0, 0) and (10, 0) fail
+        return xp.stack([x[0] ** 2 + x[1] ** 2 - 4.0, xp.exp(x[0]) + x[1] - 1.0])
+
+    starts = np.array([[1.0, 1.0], [3.0, -3.0], [-2.0, 2.5], [0.0, 0.0], [10.0, 0.0]])
+    with jax.enable_x64(True):
+        solve = jax.vmap(lambda s: _hybr(lambda x: fn(x, jnp), s))
+        xs, oks = map(np.asarray, jax.jit(solve)(jnp.asarray(starts)))
+    roots = set()
+    for start, x, ok in zip(starts, xs, oks, strict=True):
+        sol: Any = scipy.optimize.root(lambda x: fn(x, np), start, method="hybr")
+        assert bool(ok) == bool(sol.success), start
+        np.testing.assert_allclose(x, sol.x, rtol=1e-9, atol=1e-12)
+        if ok:
+            roots.add(round(float(x[0]), 6))
+    assert len(roots) == 2 and not oks.all()  # both roots and the failures are compared
 
 
 # --- every golden of dks's tests (slow: one compile per case) ---------------------------------
