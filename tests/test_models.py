@@ -1,5 +1,6 @@
 """jaxinit.app.models: the ResNet's blocks per stage, the scanned MLP's layout, the transformers."""
 
+from functools import partial
 from typing import cast
 
 import jax
@@ -31,6 +32,106 @@ def test_resnet_blocks_per_stage_linen_and_nnx():
     assert sorted(k for k in one if "block" in k) == ["block0", "block1", "block2"]
     with pytest.raises(ValueError, match=r"ResNet: blocks=0 must be an int >= 1"):
         init(models.ResNet(blocks=0))
+
+
+# ---- pre-activation ResNet (v2)
+
+
+def _flat(tree, nnx_blocks=False):
+    """``{path: shape}`` of a parameter tree; NNX's ``blocks/{j}`` written as linen's
+    ``block{j}``."""
+    out = {}
+    for path, a in jax.tree_util.tree_leaves_with_path(tree):
+        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+        if nnx_blocks and keys[0] == "blocks":
+            keys = [f"block{keys[1]}", *keys[2:]]
+        out["/".join(keys)] = a.shape
+    return out
+
+
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["no-bn", "bn"])
+def test_preact_resnet_linen_and_nnx_have_the_same_parameters(batch_norm):
+    kw = {"widths": (4, 8), "batch_norm": batch_norm, "preact": True}
+    lin = _flat(jax.eval_shape(models.ResNet(**kw).init, jax.random.key(0), X)["params"])
+    nm = nnx.eval_shape(lambda: models.NNXResNet(3, rngs=nnx.Rngs(0), **kw))
+    assert _flat(nnx.to_pure_dict(nnx.state(nm, nnx.Param)), nnx_blocks=True) == lin
+    # He et al. 2016's v2: no norm on the stem or the projection, bn1 on the block's input,
+    # a final norm after the last block; convs lose their bias with BatchNorm.
+    want = {"stem/kernel": (3, 3, 3, 4), "block1/proj/kernel": (1, 1, 4, 8)}
+    want |= {"block0/conv2/kernel": (3, 3, 4, 4), "head/kernel": (8, 10)}
+    if batch_norm:
+        want |= {"block1/bn1/scale": (4,), "block1/bn2/scale": (8,), "bn_final/scale": (8,)}
+    else:
+        want |= {"block1/conv1/bias": (8,), "block1/proj/bias": (8,)}
+    assert want.items() <= lin.items()
+    assert not any(k.startswith(("stem_bn", "block1/bn_proj")) for k in lin)
+    assert any(k.startswith("block1/bn") for k in lin) == batch_norm
+
+
+def _preact_reference(p, x):
+    """The pre-activation ResNet (two stages, BatchNorm with batch statistics, ReLU, zero
+    padding k // 2) typed out with jax.lax from the parameters ``p``."""
+
+    def conv(x, q, stride):
+        k = q["kernel"]
+        pad = [(k.shape[0] // 2, k.shape[0] // 2)] * 2
+        dn = ("NHWC", "HWIO", "NHWC")
+        return jax.lax.conv_general_dilated(x, k, (stride, stride), pad, dimension_numbers=dn)
+
+    def bn(x, q):
+        m, v = x.mean((0, 1, 2), keepdims=True), x.var((0, 1, 2), keepdims=True)
+        return (x - m) / jnp.sqrt(v + 1e-5) * q["scale"][None, None, None] + q["bias"][
+            None, None, None
+        ]
+
+    relu = jax.nn.relu
+    x = conv(x, p["stem"], 1)
+    b = p["block0"]  # 4 -> 4: identity shortcut
+    y = relu(bn(x, b["bn1"]))
+    x = x + conv(relu(bn(conv(y, b["conv1"], 1), b["bn2"])), b["conv2"], 1)
+    b = p["block1"]  # 4 -> 8, stride 2: the projection takes relu(bn1(x))
+    y = relu(bn(x, b["bn1"]))
+    h = conv(relu(bn(conv(y, b["conv1"], 2), b["bn2"])), b["conv2"], 1)
+    x = conv(y, b["proj"], 2) + h
+    x = relu(bn(x, p["bn_final"])).mean((1, 2))
+    return x @ p["head"]["kernel"] + p["head"]["bias"][None]
+
+
+def test_preact_resnet_forward_matches_a_hand_written_one():
+    kw = {"widths": (4, 8), "batch_norm": True, "preact": True, "num_classes": 3}
+    nm = nnx.eval_shape(lambda: models.NNXResNet(3, rngs=nnx.Rngs(0), **kw))
+    nm.train()  # batch statistics
+    rng = np.random.default_rng(0)
+    shapes = nnx.to_pure_dict(nnx.state(nm, nnx.Param))
+    params = jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), jnp.float32), shapes)
+    nnx.update(nm, params)
+    stats = nnx.to_pure_dict(nnx.state(nm, nnx.BatchStat))  # running statistics: unused
+    nnx.update(nm, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), stats))
+    graph, state = nnx.split(nm)
+    lin = models.ResNet(**kw)
+    x = jnp.asarray(rng.standard_normal((2, 6, 6, 3)), jnp.float32)
+    stats = jax.eval_shape(lin.init, jax.random.key(0), x)["batch_stats"]
+    stats = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), stats)
+
+    @partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})  # one compile
+    def run(params, state, x):
+        p = {k: v for k, v in params.items() if k != "blocks"}
+        p |= {f"block{j}": b for j, b in params["blocks"].items()}
+        variables = {"params": p, "batch_stats": stats}
+        out, _ = lin.apply(variables, x, train=True, mutable=["batch_stats"])
+        return _preact_reference(p, x), out, nnx.merge(graph, state)(x)
+
+    want, got_linen, got_nnx = run(params, state, x)
+    assert want.shape == (2, 3)
+    np.testing.assert_allclose(got_linen, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got_nnx, want, rtol=1e-4, atol=1e-4)
+
+
+def test_resnet_preact_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"ResNet: preact='yes' must be True or False"):
+        models.ResNet(preact="yes").init(jax.random.key(0), X)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"NNXResNet: preact=1 must be True or False"):
+        models.NNXResNet(3, preact=1, rngs=nnx.Rngs(0))  # type: ignore[arg-type]
 
 
 def test_scanned_mlp_stacks_layers_2_to_depth():

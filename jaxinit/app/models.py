@@ -7,7 +7,7 @@ and the tests.
 | :class:`ConvNet` | :class:`NNXConvNet` | the convnet of fastai's init article: conv 3->32 k5 s2, \
 32->64 k3 s2, 64->128 k3 s2, 128->128 k3 s2, each + activation, global average pool, dense 10 |
 | :class:`ResNet` | :class:`NNXResNet` | a small ResNet (stem, three residual stages), with or \
-without BatchNorm |
+without BatchNorm, post-activation (v1) or pre-activation (v2) blocks |
 | :class:`TransformerBlock` | :class:`NNXTransformerBlock` | self-attention + MLP, both \
 residual, pre- or post-LayerNorm |
 | :class:`Transformer` | :class:`NNXTransformer` | ``depth`` transformer blocks ``block0`` ..., \
@@ -41,6 +41,7 @@ import jax
 from flax import nnx
 
 from .. import probe
+from .._checks import check_bool
 
 Activation = Callable[[jax.Array], jax.Array]
 _DEFAULT_INIT = jax.nn.initializers.lecun_normal()
@@ -168,9 +169,16 @@ class ConvNet(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """conv3x3 [BN] act conv3x3 [BN], plus the input (1x1 conv projection when the shape
-    changes), then act. Convs pad with zeros (``k // 2`` each side), or wrap around with
-    ``circular``."""
+    """A basic residual block of two 3x3 convs (``conv1`` with ``strides``, ``conv2``), with
+    a 1x1 conv projection ``proj`` (``strides``) on the shortcut when the shape changes.
+
+    Post-activation (ResNet v1, the default): ``act(x' + [bn2](conv2(act([bn1](conv1(x))))))``
+    with ``x' = x``, or ``[bn_proj](proj(x))`` when projected. Pre-activation (``preact=True``,
+    ResNet v2, He et al. 2016, "Identity Mappings in Deep Residual Networks"):
+    ``y = act([bn1](x))``, then ``x' + conv2(act([bn2](conv1(y))))`` with ``x' = x``, or
+    ``proj(y)`` when projected (no norm on the projection, no activation after the sum).
+    ``[bn*]`` are BatchNorms with ``batch_norm=True`` (convs then have no bias). Convs pad with
+    zeros (``k // 2`` each side), or wrap around with ``circular``."""
 
     features: int
     strides: int = 1
@@ -178,9 +186,12 @@ class ResBlock(nn.Module):
     activation: Activation = nn.relu
     kernel_init: Callable[..., Any] = _DEFAULT_INIT
     circular: bool = False
+    preact: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        check_bool("ResBlock", "preact", self.preact)
+
         def conv(f, k, s, name):
             return nn.Conv(
                 f,
@@ -197,9 +208,15 @@ class ResBlock(nn.Module):
                 return lambda y: y
             return nn.BatchNorm(use_running_average=not train, name=name)
 
+        project = x.shape[-1] != self.features or self.strides != 1
+        if self.preact:
+            y = self.activation(norm("bn1")(x))
+            h = self.activation(norm("bn2")(conv(self.features, 3, self.strides, "conv1")(y)))
+            h = conv(self.features, 3, 1, "conv2")(h)
+            return h + (conv(self.features, 1, self.strides, "proj")(y) if project else x)
         y = self.activation(norm("bn1")(conv(self.features, 3, self.strides, "conv1")(x)))
         y = norm("bn2")(conv(self.features, 3, 1, "conv2")(y))
-        if x.shape[-1] != self.features or self.strides != 1:
+        if project:
             x = norm("bn_proj")(conv(self.features, 1, self.strides, "proj")(x))
         return self.activation(y + x)
 
@@ -221,11 +238,26 @@ def _stages(widths: Sequence[int], blocks: int) -> list[tuple[str, int, int, int
 class ResNet(nn.Module):
     """A small ResNet: stem conv3x3(``widths[0]``), ``blocks`` :class:`ResBlock` per stage
     (the first of each stage from the second on with stride 2; depth ``2 + 6 * blocks`` for
-    three stages), global average pool, Dense(``num_classes``). With ``batch_norm=True``
-    every conv is followed by BatchNorm (and has no bias). Blocks are named ``block0`` ...
-    with one block per stage, else ``stage{i}_block{b}``. Convs pad with zeros, or wrap
+    three stages), global average pool, Dense(``num_classes``). Blocks are named ``block0``
+    ... with one block per stage, else ``stage{i}_block{b}``. Convs pad with zeros, or wrap
     around with ``circular`` (every position then sees a whole patch, as the mean-field
-    maps of :func:`jaxinit.meanfield.of_model` assume)."""
+    maps of :func:`jaxinit.meanfield.of_model` assume).
+
+    Post-activation (ResNet v1, the default): the stem is ``act([stem_bn](stem(x)))`` and
+    with ``batch_norm=True`` every conv is followed by BatchNorm. Pre-activation
+    (``preact=True``, ResNet v2, He et al. 2016): the stem is the conv alone, the blocks are
+    pre-activation blocks (see :class:`ResBlock`), and ``act([bn_final](x))`` follows the
+    last block, before the pooling. With ``batch_norm=True`` convs have no bias.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxinit.models import ResNet
+      >>> x = jnp.ones((2, 8, 8, 3))
+      >>> model = ResNet(widths=(4, 8), batch_norm=True, preact=True)
+      >>> params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+      >>> sorted(params), sorted(params["block1"])
+      (['block0', 'block1', 'bn_final', 'head', 'stem'], ['bn1', 'bn2', 'conv1', 'conv2', 'proj'])
+    """
 
     num_classes: int = 10
     widths: Sequence[int] = (16, 32, 64)
@@ -234,9 +266,11 @@ class ResNet(nn.Module):
     kernel_init: Callable[..., Any] = _DEFAULT_INIT
     blocks: int = 1
     circular: bool = False
+    preact: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        check_bool("ResNet", "preact", self.preact)
         x = nn.Conv(
             self.widths[0],
             (3, 3),
@@ -245,9 +279,10 @@ class ResNet(nn.Module):
             use_bias=not self.batch_norm,
             name="stem",
         )(x)
-        if self.batch_norm:
-            x = nn.BatchNorm(use_running_average=not train, name="stem_bn")(x)
-        x = self.activation(x)
+        if not self.preact:
+            if self.batch_norm:
+                x = nn.BatchNorm(use_running_average=not train, name="stem_bn")(x)
+            x = self.activation(x)
         for name, _, w, stride in _stages(self.widths, self.blocks):
             block = ResBlock(
                 w,
@@ -256,9 +291,14 @@ class ResNet(nn.Module):
                 self.activation,
                 self.kernel_init,
                 self.circular,
+                self.preact,
                 name=name,
             )
             x = block(x, train)
+        if self.preact:
+            if self.batch_norm:
+                x = nn.BatchNorm(use_running_average=not train, name="bn_final")(x)
+            x = self.activation(x)
         x = x.mean(axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="head")(x)
 
@@ -522,7 +562,8 @@ class _Identity(nnx.Module):
 
 
 class NNXResBlock(nnx.Module):
-    """NNX version of :class:`ResBlock`."""
+    """NNX version of :class:`ResBlock` (same sub-layer names; ``bn1`` normalizes the input
+    with ``preact=True``)."""
 
     def __init__(
         self,
@@ -533,9 +574,12 @@ class NNXResBlock(nnx.Module):
         activation: Activation = nnx.relu,
         kernel_init: Callable[..., Any] = _DEFAULT_INIT,
         circular: bool = False,
+        preact: bool = False,
         *,
         rngs: nnx.Rngs,
     ):
+        preact = check_bool("NNXResBlock", "preact", preact)
+
         def conv(a, b, k, s):
             return nnx.Conv(
                 a,
@@ -552,18 +596,23 @@ class NNXResBlock(nnx.Module):
             return nnx.BatchNorm(n, rngs=rngs) if batch_norm else _Identity()
 
         self.conv1 = conv(in_features, features, 3, strides)
-        self.bn1 = norm(features)
+        self.bn1 = norm(in_features if preact else features)
         self.conv2 = conv(features, features, 3, 1)
         self.bn2 = norm(features)
         if in_features != features or strides != 1:
             self.proj = conv(in_features, features, 1, strides)
-            self.bn_proj = norm(features)
+            self.bn_proj = None if preact else norm(features)
         else:
             self.proj = None
             self.bn_proj = None
         self.activation = activation
+        self.preact = preact
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.preact:
+            y = self.activation(self.bn1(x))
+            h = self.conv2(self.activation(self.bn2(self.conv1(y))))
+            return h + (x if self.proj is None else self.proj(y))
         y = self.activation(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         if self.proj is not None and self.bn_proj is not None:
@@ -572,8 +621,9 @@ class NNXResBlock(nnx.Module):
 
 
 class NNXResNet(nnx.Module):
-    """NNX version of :class:`ResNet` (blocks in the list ``blocks``); ``model.train()`` /
-    ``model.eval()`` switch BatchNorm."""
+    """NNX version of :class:`ResNet` (blocks in the list ``blocks``, so a linen path
+    ``block{j}/...`` is ``blocks/{j}/...`` here; the other names are linen's);
+    ``model.train()`` / ``model.eval()`` switch BatchNorm."""
 
     def __init__(
         self,
@@ -585,9 +635,11 @@ class NNXResNet(nnx.Module):
         kernel_init: Callable[..., Any] = _DEFAULT_INIT,
         blocks: int = 1,
         circular: bool = False,
+        preact: bool = False,
         *,
         rngs: nnx.Rngs,
     ):
+        preact = check_bool("NNXResNet", "preact", preact)
         self.stem = nnx.Conv(
             in_channels,
             widths[0],
@@ -597,13 +649,20 @@ class NNXResNet(nnx.Module):
             use_bias=not batch_norm,
             rngs=rngs,
         )
-        self.stem_bn = nnx.BatchNorm(widths[0], rngs=rngs) if batch_norm else _Identity()
+        bn = batch_norm and not preact
+        self.stem_bn = nnx.BatchNorm(widths[0], rngs=rngs) if bn else _Identity()
         self.blocks = nnx.List(
             [
-                NNXResBlock(a, b, stride, batch_norm, activation, kernel_init, circular, rngs=rngs)
+                NNXResBlock(
+                    a, b, stride, batch_norm, activation, kernel_init, circular, preact, rngs=rngs
+                )
                 for _, a, b, stride in _stages(widths, blocks)
             ]
         )
+        final = None  # built only for v2: v1 draws the head's weights as before
+        if preact:
+            final = nnx.BatchNorm(widths[-1], rngs=rngs) if batch_norm else _Identity()
+        self.bn_final = final
         self.head = nnx.Linear(widths[-1], num_classes, kernel_init=kernel_init, rngs=rngs)
         self.activation = activation
         self.widths = tuple(widths)
@@ -611,11 +670,16 @@ class NNXResNet(nnx.Module):
         self.kernel_init = kernel_init
         self.num_blocks = blocks
         self.circular = circular
+        self.preact = preact
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.activation(self.stem_bn(self.stem(x)))
+        x = self.stem(x)
+        if not self.preact:
+            x = self.activation(self.stem_bn(x))
         for block in self.blocks:
             x = block(x)
+        if self.bn_final is not None:
+            x = self.activation(self.bn_final(x))
         return self.head(x.mean(axis=(1, 2)))
 
 
