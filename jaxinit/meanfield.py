@@ -1641,23 +1641,33 @@ def of_model(
       ``activation`` per layer, then the head's ``dense``. Exact in the wide limit.
     * :class:`~jaxinit.models.ResNet` / :class:`~jaxinit.models.NNXResNet`: :func:`conv`
       maps (the zero padding's ``coverage`` computed from ``input_shape``; 1 with
-      ``circular=True``); each block ``act(residual(conv1, act, conv2))``, or
-      ``act(parallel(branch, proj))`` where the shortcut is a 1x1 convolution; with
-      ``batch_norm``, :func:`batch_norm` after every conv (``batch_size``: samples per
-      feature, the batch times the positions; ``None``: infinite); global average pooling is
-      :func:`avg_pool` over the last feature map with ``spatial_corr``; the head's
-      ``dense``. Three assumptions go beyond the maps' own, each exact only where said:
-      (1) one ``q`` for all positions: zero padding leaves the border with a smaller ``q``
-      than the inside, which :func:`conv` averages (exact for the first conv, and for every
-      conv with ``circular=True``, where all positions are alike); (2) the activation after
-      each block's sum takes its input as ``N(0, q)``, but that input is a Gaussian (the
-      branch) plus the block's input, itself an activation's output (for ReLU non-negative,
-      of mean ``sqrt(q / 2 pi)``): exact up to the first block's sum, an underestimate of
-      ``q`` after it for ReLU (BatchNorm does not remove this: it normalizes the branch, not
-      the sum); (3) pooling needs the correlation of positions, which convolutions create
-      and these one-position maps do not track: ``spatial_corr`` is an input, and the
-      head's ``q`` depends on it. The first block's layers are exact in the wide limit with
-      ``circular=True``.
+      ``circular=True``); with ``batch_norm``, :func:`batch_norm` where the model has a
+      BatchNorm (``batch_size``: samples per feature, the batch times the positions;
+      ``None``: infinite); global average pooling is :func:`avg_pool` over the last feature
+      map with ``spatial_corr``; the head's ``dense``. Post-activation blocks (v1, the
+      default): ``act(residual(conv1, act, conv2))``, or ``act(parallel(branch, proj))``
+      where the shortcut is a 1x1 convolution. Pre-activation blocks (``preact=True``, v2):
+      ``residual([bn1], act, conv1, [bn2], act, conv2)``, or ``[bn1], act,
+      parallel(branch, proj)`` with the projection; the stem is the conv alone and
+      ``[bn_final], act`` precede the pooling. Three assumptions go beyond the maps' own,
+      each exact only where said: (1) one ``q`` for all positions: zero padding leaves the
+      border with a smaller ``q`` than the inside, which :func:`conv` averages (exact for
+      the first conv, and for every conv with ``circular=True``, where all positions are
+      alike); (2) each activation takes its input as ``N(0, q)``. In v2 it is: the stream
+      is the stem's output plus the branches', independent zero-mean Gaussians in the wide
+      limit, and each activation sees the stream or a conv's output; BatchNorm's
+      per-channel batch statistics leave a symmetric signal of second moment ``v / (v +
+      epsilon)`` exactly, and close to Gaussian for a large batch (ReLU's ``q / 2`` holds
+      for any symmetric input, so with ReLU this is exact too). In v1 it is not after the
+      first block: the activation after a block's sum sees a Gaussian (the branch) plus the
+      block's input, itself an activation's output (for ReLU non-negative, of mean
+      ``sqrt(q / 2 pi)``), so the maps are exact up to the first block's sum and
+      underestimate ``q`` after it for ReLU (BatchNorm does not remove this: it normalizes
+      the branch, not the sum); (3) pooling needs the correlation of positions, which
+      convolutions create and these one-position maps do not track: ``spatial_corr`` is an
+      input, and the head's ``q`` depends on it. With ``circular=True`` every conv's map is
+      exact in the wide limit for v2 (stem, ``conv1``, ``conv2``, ``proj`` of every block),
+      and up to the first block's sum for v1.
     * :class:`~jaxinit.models.Transformer` / :class:`~jaxinit.models.NNXTransformer` (and
       the single blocks): per block the query, key and value projections (side layers),
       :func:`attention` as the output projection's map, and the MLP, in pre- or post-LN

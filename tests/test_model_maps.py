@@ -220,6 +220,72 @@ def test_resnet_maps_with_zero_and_circular_padding():
     assert bn[1].state.q == pytest.approx(full * v / (v + 1e-5), rel=1e-12)
 
 
+BN_EPS = 1e-5  # Flax's BatchNorm epsilon
+
+
+def _preact_reference(q0, blocks, bn):
+    """Names and q's of every conv of a pre-activation ResNet (He kernels, sigma_w^2 = 2;
+    ReLU; circular padding), and the stream's q after each block, re-typed from the block
+    ``x + conv2(relu([bn2](conv1(y))))``, ``y = relu([bn1](x))``: the stream is a sum of
+    independent zero-mean Gaussians, so ReLU halves its second moment, a He conv doubles
+    it, and BatchNorm (batch statistics) sends q to q / (q + eps)."""
+    norm = (lambda q: q / (q + BN_EPS)) if bn else (lambda q: q)
+    q = 2 * q0
+    names, qs, sums = ["stem"], [q], []
+    for name, proj in blocks:
+        y = norm(q) / 2
+        c1 = 2 * y
+        c2 = 2 * norm(c1) / 2
+        names += [f"{name}/conv1", f"{name}/conv2"]
+        qs += [c1, c2]
+        if proj:
+            names.append(f"{name}/proj")
+            qs.append(2 * y)
+        q = (2 * y if proj else q) + c2
+        sums.append(q)
+    return names, qs, sums
+
+
+def _sums(net, q0):
+    """The stream's q after each block's sum (the residual and parallel maps)."""
+    return [
+        s.state.q for s in mf.trace(net, q0) if isinstance(s.map, mf.ResidualMap | mf.ParallelMap)
+    ]
+
+
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["no-bn", "bn"])
+def test_preact_resnet_maps_against_a_recursion(batch_norm):
+    q0 = 1.0
+    kw = {"kernel_init": jaxinit.he_normal(), "circular": True, "preact": True}
+    kw |= {"batch_norm": batch_norm}
+    blocks = [("stage0_block0", False), ("stage0_block1", False)]
+    blocks += [("stage1_block0", True), ("stage1_block1", False)]
+    names, want, sums = _preact_reference(q0, blocks, batch_norm)
+    # The head: relu([bn_final](x)) has mean sqrt(v / 2 pi) and second moment v / 2; global
+    # pooling over 4x4 independent positions keeps the mean and divides the variance by 16.
+    v = sums[-1] / (sums[-1] + BN_EPS) if batch_norm else sums[-1]
+    m2 = v / (2 * math.pi)
+    want_head = 2 * (m2 + (v / 2 - m2) / 16)  # He head, fan_in 8
+    lin = models.ResNet(widths=(4, 8), blocks=2, **kw)
+    nm = _nnx(lambda r: models.NNXResNet(3, widths=(4, 8), blocks=2, rngs=r, **kw))
+    nnx_block = {b: f"blocks/{j}" for j, (b, _) in enumerate(blocks)}  # NNX: blocks/{j}/...
+    nnx_names = [nnx_block[n.split("/")[0]] + n[n.index("/") :] if "/" in n else n for n in names]
+    for model, want_names in ((lin, names), (nm, nnx_names)):
+        out = mf.layers(mf.of_model(model, input_shape=(8, 8, 3)), q0)
+        assert [x.name for x in out] == [*want_names, "head"]
+        np.testing.assert_allclose([x.state.q for x in out], [*want, want_head], rtol=1e-9)
+    np.testing.assert_allclose(_sums(mf.of_model(lin, input_shape=(8, 8, 3)), q0), sums, rtol=1e-9)
+    params = jax.eval_shape(lin.init, jax.random.key(0), jnp.ones((1, 8, 8, 3)))["params"]
+    assert _kernel_paths(params) == {*names, "head"}
+    # One stage of identity blocks: without BatchNorm the He branch returns the stream's q,
+    # so the stream doubles per block; with it the branch adds a fixed unit variance and,
+    # from a stem of unit variance, the stream's q after block l is l + 1 (De & Smith 2020).
+    one = mf.of_model(models.ResNet(widths=(4,), blocks=4, **kw), input_shape=(8, 8, 3))
+    want_sums = [2.0, 3.0, 4.0, 5.0] if batch_norm else [2.0, 4.0, 8.0, 16.0]
+    rtol = 1e-4 if batch_norm else 1e-12  # BN's epsilon: q / (q + 1e-5) per norm
+    np.testing.assert_allclose(_sums(one, 0.5), want_sums, rtol=rtol)
+
+
 def test_of_model_errors_name_the_problem():
     with pytest.raises(TypeError, match=r"of_model: model=ConvNet is not supported"):
         mf.of_model(models.ConvNet())
@@ -240,7 +306,8 @@ def test_of_model_errors_name_the_problem():
 
 def _inside_band(model, x, net, state, **kw):
     """Each layer's predicted std (sqrt of q minus the squared mean) against layer_stats'
-    95% band over 256 seeds, matched by name."""
+    95% band over 256 seeds, matched by name. Returns, per layer, the distance of the
+    prediction from the band's middle in half-widths (at most 1)."""
     st = jaxinit.layer_stats(model, x, seeds=256, key=1, grads=False, **kw)
     pred = {layer.name: layer.state for layer in mf.layers(net, state)}
     band = st.summary()["std"]
@@ -248,6 +315,7 @@ def _inside_band(model, x, net, state, **kw):
     want = np.array([math.sqrt(pred[n].q - pred[n].mean ** 2) for n in st.names])
     lo, hi = np.asarray(band.lo), np.asarray(band.hi)
     assert np.all((lo <= want) & (want <= hi)), list(zip(st.names, lo, want, hi, strict=True))
+    return dict(zip(st.names, np.abs(want - (lo + hi) / 2) / ((hi - lo) / 2), strict=True))
 
 
 def _mup_attention(q, k, v, is_causal=False, **kwargs):
@@ -312,3 +380,26 @@ def test_resnet_first_block_inside_the_seed_band(batch_norm):
     q0 = float(np.mean(np.asarray(x, np.float64) ** 2))
     kw = {"apply_kwargs": {"train": True}} if batch_norm else {}
     _inside_band(model, x, net, q0, select=lambda path, _: path in first, **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["no-bn", "bn"])
+def test_resnet_inside_the_seed_band(batch_norm):
+    """Pre-activation blocks keep the stream Gaussian, so every conv's map is exact in the
+    wide limit (circular padding): stem, conv1, conv2 and proj of all three blocks, 1024
+    channels in every stage, 8x8 images; BatchNorm with batch statistics."""
+    x = jax.random.normal(jax.random.key(3), (4, 8, 8, 3))
+    model = models.ResNet(
+        widths=(1024,) * 3,
+        kernel_init=jaxinit.he_normal(),
+        circular=True,
+        batch_norm=batch_norm,
+        preact=True,
+    )
+    net = mf.of_model(model, input_shape=(8, 8, 3))
+    q0 = float(np.mean(np.asarray(x, np.float64) ** 2))
+    kw = {"apply_kwargs": {"train": True}} if batch_norm else {}
+    convs = {"stem"} | {f"block{j}/{c}" for j in range(3) for c in ("conv1", "conv2")}
+    convs |= {"block1/proj", "block2/proj"}
+    off = _inside_band(model, x, net, q0, select=lambda path, _: path in convs, **kw)
+    assert set(off) == convs

@@ -82,10 +82,16 @@ def _resnet_maps(
     linen = isinstance(model, m.ResNet)
     widths, init, bn = tuple(model.widths), model.kernel_init, model.batch_norm
     blocks = model.blocks if linen else model.num_blocks
+    preact = bool(model.preact)
     act = _activation_map("of_model", model.activation, None)
     size = list(shape[:2])
 
-    def conv_map(name: str, c_in: int, c_out: int, k: int, stride: int) -> Map:
+    def norm() -> list[Map]:
+        return [batch_norm(batch_size, 1e-5)] if bn else []  # Flax's epsilon
+
+    def conv_map(name: str, c_in: int, c_out: int, k: int, stride: int, normed: bool) -> Map:
+        """The conv's map, then BatchNorm's if the model has them and ``normed`` (a norm
+        follows this conv); ``size`` becomes its output's."""
         cover = 1.0
         for axis in range(2):
             if model.circular:  # every position sees a whole patch
@@ -95,25 +101,34 @@ def _resnet_maps(
             cover *= f
         sw = _init_sigma_w(init, k * k * c_in, k * k * c_out, name)
         out: Map = LayerMap(name, ConvMap(sw, 0.0, cover))
-        return compose(out, batch_norm(batch_size, 1e-5)) if bn else out  # Flax's epsilon
+        return compose(out, *norm()) if normed and bn else out
 
-    maps: list[Map] = [conv_map("stem", shape[2], widths[0], 3, 1), act]
-    for j, (block, c_in, c_out, stride) in enumerate(m._stages(widths, blocks)):
-        prefix = block if linen else f"blocks/{j}"
+    def block(prefix: str, c_in: int, c_out: int, stride: int) -> list[Map]:
+        """v1: ``act(residual(branch))`` or ``act(parallel(branch, proj))``. v2: the input's
+        norm and act open the branch (``residual``) or precede both paths (``parallel``),
+        and nothing follows the sum."""
         before = list(size)
+        pre = [*norm(), act] if preact else []
         branch = compose(
-            conv_map(f"{prefix}/conv1", c_in, c_out, 3, stride),
+            conv_map(f"{prefix}/conv1", c_in, c_out, 3, stride, True),
             act,
-            conv_map(f"{prefix}/conv2", c_out, c_out, 3, 1),
+            conv_map(f"{prefix}/conv2", c_out, c_out, 3, 1, not preact),
         )
-        if c_in != c_out or stride != 1:
-            after, size[:] = list(size), before
-            proj = conv_map(f"{prefix}/proj", c_in, c_out, 1, stride)
-            size[:] = after
-            maps.append(ParallelMap((branch, proj)))
-        else:
-            maps.append(ResidualMap(branch))
+        post = [] if preact else [act]
+        if c_in == c_out and stride == 1:
+            return [ResidualMap(compose(*pre, branch)), *post]
+        after, size[:] = list(size), before
+        proj = conv_map(f"{prefix}/proj", c_in, c_out, 1, stride, not preact)
+        size[:] = after
+        return [*pre, ParallelMap((branch, proj)), *post]
+
+    maps: list[Map] = [conv_map("stem", shape[2], widths[0], 3, 1, not preact)]
+    if not preact:
         maps.append(act)
+    for j, (name, c_in, c_out, stride) in enumerate(m._stages(widths, blocks)):
+        maps += block(name if linen else f"blocks/{j}", c_in, c_out, stride)
+    if preact:
+        maps += [*norm(), act]  # bn_final
     maps.append(avg_pool(size[0] * size[1], spatial_corr))
     n_out = model.num_classes if linen else model.head.out_features
     maps.append(LayerMap("head", DenseMap(_init_sigma_w(init, widths[-1], n_out, "head"))))
