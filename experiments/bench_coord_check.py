@@ -101,6 +101,7 @@ def bench_jax(cfg: dict[str, Any]) -> dict[str, Any]:
             None,
             cfg["steps"],
             False,
+            seed_batch=1 if jax.default_backend() == "cpu" else cfg["seeds"],  # coord_check's
         )
         jax.block_until_ready(program(keys, x, y))
         t = time.perf_counter()
@@ -110,7 +111,81 @@ def bench_jax(cfg: dict[str, Any]) -> dict[str, Any]:
         "end_to_end_s": end_to_end,
         "compiled_s": compiled,
         "max_abs_exponent_t3": float(np.nanmax(np.abs(check.exponents()[-1]))),
+        **bare_floor(cfg),
     }
+
+
+def _flops(cfg: dict[str, Any]) -> float:
+    """Matmul FLOPs of the configuration's training: per width, seed and step a forward (2 B
+    fan_in fan_out per layer) and a backward (twice that, less the first layer's input
+    gradient)."""
+    b, d = cfg["batch"], cfg["d_in"]
+    per_step = sum(
+        2 * b * (3 * (d * w + w * w + w * 10) - d * w) for w in cfg["widths"]
+    )  # fmt: skip
+    return float(per_step * cfg["seeds"] * cfg["steps"])
+
+
+def bare_floor(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What XLA itself needs for the configuration's arithmetic on this machine: the same
+    three matmuls, ReLUs, loss, backward and SGD/Adam update in plain jax.numpy, on
+    parameters drawn outside the program (no Flax, no statistics, no initialization, no
+    μP multipliers), ``lax.scan`` over steps, and over seeds either ``vmap`` or ``lax.map``
+    (one seed after another), whichever is faster at each width; the compiled programs' time
+    summed over widths. An implementation on XLA that does this arithmetic runs no faster,
+    so mup's time over this is about the largest speed-up XLA can show against it here. Also
+    one 2048^3 matmul's rate, the machine's dense float32 peak as XLA reaches it."""
+    import optax
+
+    x = jax.random.normal(jax.random.key(1), (cfg["batch"], cfg["d_in"]))
+    y = jax.random.randint(jax.random.key(2), (cfg["batch"],), 0, 10)
+    opt = optax.sgd(cfg["lr"]) if cfg["optimizer"] == "sgd" else optax.adam(cfg["lr"])
+
+    def loss(ws):
+        h = jax.nn.relu(jax.nn.relu(x @ ws[0]) @ ws[1])
+        return optax.softmax_cross_entropy_with_integer_labels(h @ ws[2], y).mean()
+
+    def train(ws):
+        def step(carry, _):
+            ws, state = carry
+            updates, state = opt.update(jax.grad(loss)(ws), state, ws)
+            return (optax.apply_updates(ws, updates), state), None
+
+        return jax.lax.scan(step, (ws, opt.init(ws)), None, length=cfg["steps"])[0][0]
+
+    programs = {
+        "vmap": jax.jit(jax.vmap(train)),
+        "map": jax.jit(lambda ws: jax.lax.map(train, ws)),
+    }
+    totals = dict.fromkeys(programs, 0.0)
+    total = 0.0
+    for w in cfg["widths"]:
+        shapes = [(cfg["d_in"], w), (w, w), (w, 10)]
+        ws = [
+            jax.random.normal(jax.random.key(i), (cfg["seeds"], *s)) / np.sqrt(s[0])
+            for i, s in enumerate(shapes)
+        ]
+        best = float("inf")
+        for name, program in programs.items():
+            jax.block_until_ready(program(ws))
+            t = min(_timed(lambda ws=ws, program=program: program(ws)) for _ in range(2))
+            totals[name] += t
+            best = min(best, t)
+        total += best
+    a = jax.random.normal(jax.random.key(3), (2048, 2048))
+    mm = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(mm(a))
+    peak = 2 * 2048**3 / min(_timed(lambda: mm(a)) for _ in range(5))
+    flops = _flops(cfg)
+    return {"floor_s": total, "floor_vmap_s": totals["vmap"], "floor_map_s": totals["map"],
+            "gflop": flops / 1e9, "floor_gflops": flops / total / 1e9,
+            "matmul_peak_gflops": peak / 1e9}  # fmt: skip
+
+
+def _timed(fn: Any) -> float:
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - t
 
 
 _TORCH_HELP = (
@@ -159,6 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             m, j = entry["mup"]["end_to_end_s"], entry["jaxinit"]
             entry["speedup_end_to_end"] = m / j["end_to_end_s"]
             entry["speedup_compiled"] = m / j["compiled_s"]
+            entry["speedup_floor"] = m / j["floor_s"]
         result["configs"][name] = entry
 
     print(
@@ -172,6 +248,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "mup",
         "mup / end to end",
         "mup / compiled",
+        "XLA floor",
+        "mup / floor",
     ]
     rows = []
     for name, e in result["configs"].items():
@@ -190,6 +268,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ]
         else:
             row += ["-", "-", "-"]
+        row.append(f"{j['floor_s']:.2f} s ({j['floor_gflops']:.0f} GFLOP/s)")
+        row.append(f"{e['speedup_floor']:.1f}x" if isinstance(m, dict) else "-")
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     for r in [head, *rows]:
@@ -199,6 +279,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for i, (c, w) in enumerate(zip(r, widths, strict=True))
             )
         )
+    peak = max(e["jaxinit"]["matmul_peak_gflops"] for e in result["configs"].values())
+    print(
+        f"XLA floor: the bare training's compiled programs; one 2048^3 matmul: {peak:.0f} GFLOP/s"
+    )
     for name, e in result["configs"].items():
         if isinstance(e["mup"], str):
             print(f"mup column for {name}: {e['mup']}")

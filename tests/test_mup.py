@@ -174,6 +174,19 @@ def test_coord_check_mup_criteria_mlp_1000_4000_and_cnn_128_512(digits_batch, ki
         assert sp.ratio()[1, 1] > 1.2  # the hidden layer, at step 2
 
 
+def test_coord_check_seed_batches_give_the_same_values(digits_batch):
+    """One seed at a time (lax.map), batches of 2 with a remainder, and all 3 vmapped run the
+    same per-seed computation: equal up to float32 rounding of differently blocked matmuls."""
+    x, y = digits_batch
+    common = dict(widths=(32, 64), seeds=3, steps=2, learning_rate=0.05)
+    runs = [coord_check(MLP, x, y, seed_batch=b, **common) for b in (1, 2, 3)]
+    for cc in runs[1:]:
+        np.testing.assert_allclose(cc.values, runs[0].values, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(cc.loss, runs[0].loss, rtol=1e-5)
+    with pytest.raises(ValueError, match="seed_batch=0"):
+        coord_check(MLP, x, y, seed_batch=0, **common)
+
+
 def test_coord_check_errors(digits_batch):
     x, y = digits_batch
     with pytest.raises(ValueError, match="at least two distinct widths"):
