@@ -199,6 +199,7 @@ def test_scan_without_the_probe_collection_is_a_clear_error():
         jaxinit.layer_stats(Stack(), X, seeds=2)
 
 
+@pytest.mark.slow
 def test_nnx_constructor_equals_per_seed_loop():
     def make(k):
         return NChain(16, (32, 32, 5), rngs=nnx.Rngs(k))
@@ -219,6 +220,7 @@ def test_nnx_constructor_equals_per_seed_loop():
         np.testing.assert_allclose(st.loss[i], value, **F32)
 
 
+@pytest.mark.slow
 def test_default_loss_is_a_fixed_unit_projection_and_forward_only_agrees():
     st = jaxinit.layer_stats(MODEL, X, seeds=3)
     # d sum(out * r) / d out = r, the same standard-normal draw for every seed: equal
@@ -241,6 +243,7 @@ def test_sharded_over_8_devices_equals_unsharded(plain):
     assert len(st.std.sharding.device_set) == 8
 
 
+@pytest.mark.slow
 def test_sharded_with_padding_on_an_explicit_mesh(chunked):
     # 8 seeds over 3 devices: padded to 9, the extra seed dropped.
     mesh = jax.sharding.Mesh(
@@ -344,6 +347,7 @@ def _chain_vs_prediction(activation, depth, seeds, batch, width=2048, sigma_w=1.
     assert np.all(np.abs(rel.mean(0) - pred.grad_std) <= tol), (rel.mean(0), pred.grad_std)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["tanh", "gelu"])
 def test_measured_matches_prediction_at_width_2048(activation):
     _chain_vs_prediction(activation, depth=3, seeds=12, batch=16)
@@ -382,6 +386,7 @@ def test_a_list_select_is_compiled_once():
     assert st.names == ("Dense_0", "Dense_2")
 
 
+@pytest.mark.slow
 def test_more_statistics_by_name_and_function():
     dead = ("dead", lambda y: jnp.mean(y <= 0))
     st = jaxinit.layer_stats(

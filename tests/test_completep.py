@@ -110,6 +110,7 @@ def _leafwise(flat, grads_seq, lrs, epss, decays=None):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoupled", [False, True])
 def test_adam_eps_and_decoupled_decay_match_optax_per_parameter(decoupled):
     r = _roles(depth=2, width=128)

@@ -131,6 +131,7 @@ def test_after_init_may_return_lsuv_tuple():
 # keys and options
 
 
+@pytest.mark.slow
 def test_integer_seeds_beyond_32_bits_are_refused_not_aliased():
     for key in (2**32, 2**40, 2**64, -1):
         with pytest.raises(ValueError, match=rf"key={key} must be an int >= 0 and <= 4294967295"):

@@ -117,6 +117,7 @@ def test_spread_and_welch(load):
     assert common.welch_less(a, b) < 1e-3 < 0.999 < common.welch_less(b, a)
 
 
+@pytest.mark.slow
 def test_lsuv_stacked_equals_lsuv_per_seed(load):
     # Claims 7 and 8 run LSUV on every seed's variables as one jax.vmap of jaxinit.lsuv; each
     # slice must be what the seed's own call gives (vmap batches the reductions, so a few ulps).
@@ -179,6 +180,7 @@ def test_claim4_playground(load, tmp_path):
 # --------------------------------------------------------------------------- claim 5
 
 
+@pytest.mark.slow
 def test_claim5_tanh_histograms(load, tmp_path):
     r = _run(load, "glorot_tanh_histograms", tmp_path)
     assert r["data"] == _expected_data()

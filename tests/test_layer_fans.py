@@ -123,6 +123,7 @@ def test_attention_q_k_v_out():
     assert_var(np.asarray(o), 2 / qkv, "out 3-D")
 
 
+@pytest.mark.slow
 def test_orthogonal_per_head_and_plain_layers_unchanged():
     w = np.asarray(jaxinit.for_layer(jaxinit.orthogonal(), EQ)(KEY, (2, 8, 8)), np.float64)
     for head in w:

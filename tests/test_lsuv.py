@@ -672,6 +672,7 @@ def _train(loss_fn, params, steps=150):
     return np.asarray(losses)
 
 
+@pytest.mark.slow
 def test_adam_training_after_lsuv_lowers_the_loss():
     x, y = _digits()
     module = models.MLP(depth=4, width=64, num_outputs=10)

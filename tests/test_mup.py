@@ -105,6 +105,7 @@ def test_mup_at_base_width_is_sp_bit_for_bit(kind):
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), *updates))
 
 
+@pytest.mark.slow
 def test_init_scaling_with_width():
     """Hidden-weight std strictly decreases with width; the input weights' std (fan-in fixed at
     3072, as for mup's CIFAR-10 MLP) changes by less than 3e-3 relative. Each sample std is
@@ -174,6 +175,7 @@ def test_coord_check_mup_criteria_mlp_1000_4000_and_cnn_128_512(digits_batch, ki
         assert sp.ratio()[1, 1] > 1.2  # the hidden layer, at step 2
 
 
+@pytest.mark.slow
 def test_coord_check_seed_batches_give_the_same_values(digits_batch):
     """One seed at a time (lax.map), batches of 2 with a remainder, and all 3 vmapped run the
     same per-seed computation: equal up to float32 rounding of differently blocked matmuls."""

@@ -151,6 +151,7 @@ def test_histograms_say_what_they_leave_out():
     assert titles == ["a\nmean 1, std 0; 2 inf/NaN left out", "b\nall 4 values inf/NaN"]
 
 
+@pytest.mark.slow
 def test_one_panel_per_measured_statistic(tmp_path):
     from jaxinit.app.models import MLP
 

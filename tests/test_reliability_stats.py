@@ -79,11 +79,13 @@ def _unchunked(impl, seeds):
 @pytest.mark.parametrize(
     "impl", [pytest.param(i, marks=pytest.mark.slow) if i != "rbg" else i for i in IMPLS]
 )
+@pytest.mark.slow
 def test_every_key_impl_gives_each_seed_its_own_unbatched_init(impl):
     st = jaxinit.layer_stats(Small(), X, seeds=5, key=jax.random.key(0, impl=impl), chunk_size=2)
     np.testing.assert_allclose(np.asarray(st.std), _reference(impl, 5), **F32)
 
 
+@pytest.mark.slow
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(impl=st.sampled_from(IMPLS), seeds=st.integers(2, 3), chunk=st.integers(1, 4))
 def test_chunking_never_changes_a_seed(impl, seeds, chunk):
