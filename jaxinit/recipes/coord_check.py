@@ -4,9 +4,9 @@ Under a parametrization that transfers (μP), each layer's typical coordinate si
 (``mean |x|``) stays the same as width grows, at every step; under the standard
 parametrization (SP) the hidden and output layers' sizes grow with width once training moves
 the weights. :func:`coord_check` measures this the way microsoft/mup's ``get_coord_data``
-does, as one compiled program per width: ``jax.vmap`` over seeds, ``jax.lax.scan`` over
-training steps, each layer's statistic taken in the forward pass of each step, before its
-update.
+does, as one compiled program per width: over seeds ``jax.lax.map`` on CPU and ``jax.vmap``
+elsewhere (``seed_batch=``), ``jax.lax.scan`` over training steps, each layer's statistic
+taken in the forward pass of each step, before its update.
 """
 
 from __future__ import annotations
