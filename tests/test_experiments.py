@@ -11,33 +11,27 @@ claims are asserted on either, and where a number depends on the data the assert
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from _data import require
+from _experiments import experiments_importable
 
 import jaxinit
 from jaxinit import data
 from jaxinit.models import MLP
 
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 LABELS = {"fashion-mnist": "Fashion-MNIST", "digits": "scikit-learn's digits"}
 
 
 @pytest.fixture(scope="module")
 def load():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        yield importlib.import_module
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    with experiments_importable() as import_module:
+        yield import_module
 
 
 def _run(load, name, tmp_path, *extra):

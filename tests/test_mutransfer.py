@@ -12,29 +12,22 @@ the roles) are also tested directly, without training.
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _experiments import experiments_importable
 from test_experiments import _check_outputs, _expected_data
 
 import jaxinit
 
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
-
 
 @pytest.fixture(scope="module")
 def mt():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        yield importlib.import_module("mutransfer")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    with experiments_importable() as import_module:
+        yield import_module("mutransfer")
 
 
 @pytest.fixture(scope="module")

@@ -4,25 +4,18 @@ blocks, its mean-field predictions against the closed forms (``l + 2``, ``1 + l 
 
 from __future__ import annotations
 
-import importlib
 import math
-import pathlib
-import sys
 
 import jax
 import numpy as np
 import pytest
-
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+from _experiments import experiments_importable
 
 
 @pytest.fixture(scope="module")
 def spp():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        yield importlib.import_module("spp_resnet")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    with experiments_importable() as import_module:
+        yield import_module("spp_resnet")
 
 
 def _args(spp, *extra):
