@@ -696,16 +696,22 @@ def _newton_from_starts(f, starts, accept, ftol):
         p, n, _, _ = jax.lax.while_loop(cond, body, (p0, n0, jnp.int32(0), n0 <= ftol))
         return p, n <= ftol
 
+    return _first_accepted(newton, starts, accept)
+
+
+def _first_accepted(solve, starts, accept):
+    """``solve`` from each starting point in order; the first converged root that ``accept``
+    takes. Returns ``(root, converged)``."""
+
     def cond(s):
         return (~s[2]) & (s[0] < starts.shape[0])
 
     def body(s):
         i, _, _ = s
-        p, ok = newton(starts[i])
-        ok = ok & accept(p)
-        return i + 1, p, ok
+        p, ok = solve(starts[i])
+        return i + 1, p, ok & accept(p)
 
-    _, p, ok = jax.lax.while_loop(cond, body, (jnp.int32(0), starts[0], False))
+    _, p, ok = jax.lax.while_loop(cond, body, (jnp.int32(0), starts[0], jnp.asarray(False)))
     return p, ok
 
 
@@ -828,17 +834,7 @@ def _hybr(f, x0):
 def _hybr_from_starts(f, starts, accept):
     """dks's search: ``hybr`` from each starting point in order; the first success that is
     accepted. Returns ``(root, converged)``."""
-
-    def cond(s):
-        return (~s[2]) & (s[0] < starts.shape[0])
-
-    def body(s):
-        i, _, _ = s
-        p, ok = _hybr(f, starts[i])
-        return i + 1, p, ok & accept(p)
-
-    _, p, ok = jax.lax.while_loop(cond, body, (jnp.int32(0), starts[0], jnp.asarray(False)))
-    return p, ok
+    return _first_accepted(lambda p0: _hybr(f, p0), starts, accept)
 
 
 # dks's starting points: every combination of these, then uniform draws from numpy's

@@ -370,7 +370,7 @@ def coord_check(
       key: an int seed or a PRNG key; split into one key per seed.
       per_step: whether ``x`` and ``labels`` hold one batch per step (a leading axis).
       seed_batch: how many seeds the compiled program runs at once (``jax.vmap``); batches
-        of them run one after another (``jax.lax.map``). Results are the same either way.
+        of them run one after another (``jax.lax.map``). Results agree up to float rounding.
         Default: 1 on CPU, where XLA's batched matmuls run at about half the speed of the
         same matmuls taken one seed at a time (64 seeds of a width-2048 MLP: 20 s against
         36 s in ``experiments/bench_coord_check.py``'s setting), and every seed at once on
