@@ -45,6 +45,8 @@ _TINY = math.sqrt(float(jnp.finfo(jnp.float32).tiny))
 # The finest tolerance a report can vouch for: float32 moments of a layer's output, and the
 # output of float32 parameters rescaled by g, are off by ~1e-6 relative.
 _TOL_FLOOR = 1e-5
+_ZERO = np.float32(0)
+_F32_DEAD_EPS, _F32_TINY, _F32_INF = np.float32(_DEAD_EPS), np.float32(_TINY), np.float32(np.inf)
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,19 +220,27 @@ def _moments(y: jax.Array) -> tuple[jax.Array, jax.Array]:
     ``1/sqrt(n)``, so that the sum of squares is the mean square itself and overflows only
     where the variance does (a batch at 1e18 has squares near 1e36, whose sum over many
     elements would pass float32's 3e38). Two plain sums, not one variadic reduction: XLA's CPU
-    backend vectorizes the former and runs the latter element by element (3x slower here)."""
-    y = y.astype(_F32)
-    k = jax.lax.stop_gradient(y.reshape(-1)[0])
-    r = 1 / math.sqrt(y.size)
-    d = (y - k) * r
-    mean_d = jnp.sum(d) * r
-    return k + mean_d, jnp.sqrt(jnp.maximum(jnp.sum(d * d) - mean_d * mean_d, 0.0))
+    backend vectorizes the former and runs the latter element by element (3x slower here).
+    Written in ``lax``: it is traced once per layer, and each ``jax.numpy`` call on a tracer
+    is a nested trace of its own (about 3x the cost)."""
+    lax = jax.lax
+    y = lax.convert_element_type(y, _F32)
+    k = lax.stop_gradient(lax.reshape(lax.slice(y, (0,) * y.ndim, (1,) * y.ndim), ()))
+    r = np.float32(1 / math.sqrt(y.size))
+    d = lax.mul(lax.sub(y, k), r)
+    axes = tuple(range(y.ndim))
+    mean_d = lax.mul(lax.reduce_sum(d, axes), r)
+    var = lax.max(lax.sub(lax.reduce_sum(lax.mul(d, d), axes), lax.mul(mean_d, mean_d)), _ZERO)
+    return lax.add(k, mean_d), lax.sqrt(var)
 
 
 def _alive(m, s):
     # Comparisons with NaN are false, and an infinite mean makes the right side infinite: so
-    # this is false for a NaN or infinite mean or std too, in four operations.
-    return (s > _DEAD_EPS * jnp.abs(m) + _TINY) & (s < jnp.inf)
+    # this is false for a NaN or infinite mean or std too, in four operations (``lax``, as in
+    # _moments: it is traced once per layer).
+    lax = jax.lax
+    floor = lax.add(lax.mul(lax.abs(m), _F32_DEAD_EPS), _F32_TINY)
+    return lax.bitwise_and(lax.gt(s, floor), lax.lt(s, _F32_INF))
 
 
 def _converged(m, s, o: _Opts):
@@ -475,7 +485,10 @@ def _run(model, variables, x, select, kwargs, o: _Opts):
 
 def _slices(layer: _Layer, value: Any) -> jax.Array:
     """One entry per slice of a stacked layer (one for a plain layer)."""
-    return jnp.broadcast_to(jnp.asarray(value, _F32), layer.stack).reshape(-1)
+    value = jnp.asarray(value, _F32)
+    if not layer.stack:
+        return jax.lax.reshape(value, (1,))
+    return jnp.broadcast_to(value, layer.stack).reshape(-1)
 
 
 def _report_paths(layers) -> tuple[str, ...]:
@@ -584,6 +597,8 @@ def _lsuv_pass(
 
 
 _STATIC = ("static", "select", "kwargs", "center", "ortho")
+
+
 _PASSES = {
     False: jax.jit(_lsuv_pass, static_argnames=_STATIC),
     # The parameters' buffers are reused for the result: no new allocation (and no page

@@ -133,7 +133,11 @@ def _broadcast(amount: jax.Array, w: jax.Array, path: str, arg: str, fn: str) ->
             f"{path!r} of shape {shape}; use a scalar, or an array broadcastable to the shape "
             "of every selected parameter without enlarging it."
         )
-    return jnp.broadcast_to(amount, shape)
+    if amount.shape == shape:
+        return amount
+    # lax, not jnp.broadcast_to: an edit of many layers traces this once per parameter
+    dims = tuple(range(len(shape) - amount.ndim, len(shape)))
+    return jax.lax.broadcast_in_dim(amount, shape, dims)
 
 
 def _edit(target: Any, where: Where, fn: str, new: Callable[[str, jax.Array], Any]) -> Any:
@@ -141,7 +145,9 @@ def _edit(target: Any, where: Where, fn: str, new: Callable[[str, jax.Array], An
     chosen = _select(adapter, where, fn=fn)
     updates = {}
     for path, w in chosen:
-        updates[path] = jnp.asarray(new(path, w)).astype(jnp.result_type(w))
+        v = new(path, w)
+        dtype = jnp.result_type(w)
+        updates[path] = v if getattr(v, "dtype", None) == dtype else jnp.asarray(v).astype(dtype)
     return adapter.set(updates)
 
 
