@@ -62,7 +62,16 @@ def run_blocks(path: pathlib.Path, blocks: list[tuple[int, str]]) -> None:
         del sys.modules[module.__name__]
 
 
-@pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+# The guides whose examples train or sweep for 15-55 s each on the 2-core machine: in the slow
+# set, so the default suite stays under ten minutes.
+_SLOW_PAGES = {"scaling.md", "lsuv.md", "analysis.md", "signal.md", "initializers.md"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if p.name in _SLOW_PAGES else p for p in PAGES],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_python_blocks_run(path, tmp_path, monkeypatch):
     """Every ```python block of the file runs, in order, in one namespace."""
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
@@ -192,6 +201,7 @@ def test_cli_page_lists_every_option():
     assert not missing, f"docs/cli.md does not document: {missing}"
 
 
+@pytest.mark.slow  # .ci/run builds the site with --strict in its own step
 def test_mkdocs_build_strict(tmp_path):
     """The site builds with no warning (needs the docs extra)."""
     how = "to run this test: pip install -e '.[docs]'"

@@ -146,7 +146,10 @@ def test_zero_init_selects_the_readout_and_the_queries(mt):
     assert jaxinit.tree.paths(v, mt.ZERO_INIT["mlp"]) == ["readout/kernel"]
 
 
-@pytest.mark.parametrize(("parametrization", "kind"), [("sp", "sgd"), ("mup", "adam")])
+@pytest.mark.parametrize(
+    ("parametrization", "kind"),
+    [("sp", "sgd"), pytest.param("mup", "adam", marks=pytest.mark.slow)],
+)
 def test_swept_learning_rate_is_the_last_factor(mt, kind, parametrization):
     # The sweep builds jaxinit.mup.optimizer with learning_rate=1.0 and multiplies its updates
     # by the (traced) rate; that must be the optimizer built with the rate itself, to float32
