@@ -597,8 +597,6 @@ def _lsuv_pass(
 
 
 _STATIC = ("static", "select", "kwargs", "center", "ortho")
-
-
 _PASSES = {
     False: jax.jit(_lsuv_pass, static_argnames=_STATIC),
     # The parameters' buffers are reused for the result: no new allocation (and no page

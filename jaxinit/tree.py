@@ -145,9 +145,10 @@ def _edit(target: Any, where: Where, fn: str, new: Callable[[str, jax.Array], An
     chosen = _select(adapter, where, fn=fn)
     updates = {}
     for path, w in chosen:
-        v = new(path, w)
-        dtype = jnp.result_type(w)
-        updates[path] = v if getattr(v, "dtype", None) == dtype else jnp.asarray(v).astype(dtype)
+        v, dtype = new(path, w), jnp.result_type(w)
+        # already a strongly typed jax array of the parameter's dtype: no conversion to trace
+        done = isinstance(v, jax.Array) and v.dtype == dtype and not v.weak_type
+        updates[path] = v if done else jnp.asarray(v).astype(dtype)
     return adapter.set(updates)
 
 
