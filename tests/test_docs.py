@@ -62,7 +62,7 @@ def run_blocks(path: pathlib.Path, blocks: list[tuple[int, str]]) -> None:
         del sys.modules[module.__name__]
 
 
-# The guides whose examples train or sweep for 15-55 s each on the 2-core machine: in the slow
+# The guides whose examples train or sweep for 14-55 s each on the 2-core machine: in the slow
 # set, so the default suite stays under ten minutes.
 _SLOW_PAGES = {"scaling.md", "lsuv.md", "analysis.md", "signal.md", "initializers.md"}
 

@@ -117,7 +117,7 @@ CASES = {
         True,
     ),
 }
-# The 50-layer MLP and the two ResNets take 10-16 s each on the 2-core machine: slow set. The
+# The 50-layer MLP and the two ResNets take about 60 s together on the 2-core machine: slow set. The
 # convnet and the transformer keep conv, attention and centring in the default suite.
 _CASE_PARAMS = [
     pytest.param(n, marks=pytest.mark.slow) if n in ("mlp50", "resnet", "resnet_bn") else n
