@@ -6,9 +6,15 @@ init-article convnet on a batch of 64 images 128 x 128 x 3 (N(0, 1) pixels). For
 
 - first call: trace + compile + run of ``jaxinit.lsuv`` (the cost a user pays once);
 - compile: first call minus the steady-state LSUV time;
-- LSUV: median of ``--repeats`` calls after compilation;
-- forward: median of ``--repeats`` calls of the jitted ``module.apply`` on the same batch;
-- ratio: LSUV / forward, i.e. how many forward passes the pass costs;
+- LSUV and forward (the jitted ``module.apply`` on the same batch): ``--repeats`` calls of each
+  after compilation, interleaved (LSUV, forward, LSUV, forward, ...); each column is the median
+  of its calls;
+- ratio: LSUV / forward, i.e. how many forward passes the pass costs: the median over the
+  pairs of one LSUV call and the forward call right after it. On a shared machine whose speed
+  drifts (a virtual machine whose host takes CPU time, reported as ``steal``), both calls of a
+  pair run at the same speed, so the ratio does not depend on when each column was timed;
+- steal: the share of the CPU time the hypervisor took from this machine while the LSUV and
+  forward calls ran (from ``/proc/stat``; absent where the kernel does not report it);
 - PyTorch: ``lsuv.lsuv_with_singlebatch`` (package defaults: orthonormal pre-init, std_tol 0.1, 10
   attempts; verbose off) on the same architecture, one call on a fresh model, and the median
   PyTorch forward time. PyTorch runs in its own environment (``torch==2.13.0``,
@@ -51,13 +57,28 @@ import jaxinit
 from jaxinit import models
 
 
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
+def _paired_times(
+    a: Callable[[], Any], b: Callable[[], Any], repeats: int
+) -> tuple[list[float], list[float]]:
+    """``repeats`` timed calls of each of ``a`` and ``b``, interleaved: a, b, a, b, ..."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn, out in zip((a, b), times, strict=True):
+            t = time.perf_counter()
+            jax.block_until_ready(fn())
+            out.append(time.perf_counter() - t)
+    return times
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(steal, total) CPU time of this machine since boot, from ``/proc/stat``; None where
+    it is not reported."""
+    try:
+        fields = pathlib.Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    counts = [int(f) for f in fields[:8]]
+    return (counts[7], sum(counts)) if len(counts) == 8 else None
 
 
 def _configs(quick: bool) -> dict[str, dict[str, Any]]:
@@ -87,19 +108,27 @@ def bench_jax(name: str, cfg: dict[str, Any], repeats: int) -> dict[str, Any]:
     new, report = jaxinit.lsuv(module, variables, x)
     jax.block_until_ready(new)
     first = time.perf_counter() - t
-    steady = _median_time(lambda: jaxinit.lsuv(module, variables, x), repeats)
     forward = jax.jit(module.apply)
     jax.block_until_ready(forward(variables, x))
-    fwd = _median_time(lambda: forward(variables, x), repeats)
-    return {
+    jiffies = _cpu_jiffies()
+    lsuv_times, fwd_times = _paired_times(
+        lambda: jaxinit.lsuv(module, variables, x), lambda: forward(variables, x), repeats
+    )
+    after = _cpu_jiffies()
+    steady = statistics.median(lsuv_times)
+    out = {
         "layers": len(report.paths),
         "all_converged": report.all_converged,
         "first_call_s": first,
         "compile_s": max(first - steady, 0.0),
         "lsuv_s": steady,
-        "forward_s": fwd,
-        "ratio": steady / fwd,
+        "forward_s": statistics.median(fwd_times),
+        "ratio": statistics.median(a / b for a, b in zip(lsuv_times, fwd_times, strict=True)),
+        "ratio_range": [min(lsuv_times) / max(fwd_times), max(lsuv_times) / min(fwd_times)],
     }
+    if jiffies is not None and after is not None and after[1] > jiffies[1]:
+        out["steal"] = (after[0] - jiffies[0]) / (after[1] - jiffies[1])
+    return out
 
 
 _TORCH_HELP = (
@@ -223,7 +252,9 @@ def _fmt(v: Any) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small models (for CI)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 7)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed calls (default 15; 5 with --quick)"
+    )
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument(
         "--torch-python",
@@ -238,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--profile", action="store_true", help="also trace LSUV and the forward (jax.profiler)"
     )
     args = parser.parse_args(argv)
-    repeats = args.repeats if args.repeats is not None else (5 if args.quick else 7)
+    repeats = args.repeats if args.repeats is not None else (5 if args.quick else 15)
     if repeats < 5:
         parser.error(f"--repeats={repeats}: use at least 5 (the timings are medians).")
     dev = jax.devices()[0]
@@ -268,7 +299,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["models"][name] = entry
 
     where = f"{result['backend']} ({result['device']})"
-    print(f"jaxinit.lsuv benchmark on {where}, jax {jax.__version__}, median of {repeats}")
+    print(
+        f"jaxinit.lsuv benchmark on {where}, jax {jax.__version__}, "
+        f"median of {repeats} interleaved calls"
+    )
     head = [
         "model",
         "first call",
@@ -276,6 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "LSUV",
         "forward",
         "LSUV/fwd",
+        "steal",
         "PyTorch lsuv",
         "PyTorch fwd",
         "PT LSUV/fwd",
@@ -291,6 +326,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             _fmt(j["lsuv_s"]),
             _fmt(j["forward_s"]),
             f"{j['ratio']:.2f}x",
+            f"{j['steal']:.0%}" if "steal" in j else "-",
         ]
         if isinstance(pt, dict):
             row += [
