@@ -1,9 +1,13 @@
 """Test-session set-up, loaded before any jaxinit module is imported.
 
 Eight host devices let the sharded code paths run on a plain CPU; rank promotion raises so
-that broadcasting mistakes fail loudly. When the development checkout has ``../shared/data``
-beside it, the data loaders look there (``JAXINIT_DATA``), unless the caller set
-``JAXINIT_DATA`` already (even to an empty value, which means: nowhere).
+that broadcasting mistakes fail loudly. XLA compiles the session's programs with LLVM at -O1
+instead of its default -O3: the suite's time is mostly XLA compiling small programs (76% of it
+in tests/test_lsuv.py, test_measure.py and test_tree.py), -O1 takes about a quarter off, and
+its results are bit for bit those of the default (``tests/test_compile_options.py`` checks
+it, and that -O0, which rounds the random draws differently, is caught). When the development
+checkout has ``../shared/data`` beside it, the data loaders look there (``JAXINIT_DATA``),
+unless the caller set ``JAXINIT_DATA`` already (even to an empty value, which means: nowhere).
 """
 
 import os
@@ -11,7 +15,9 @@ import pathlib
 import shutil
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=1"
+)
 # One OpenBLAS thread (LAPACK behind jnp.linalg.qr, NumPy, SciPy): with more threads than free
 # cores its spinning workers slow a 576x128 QR from 3 ms to over 0.5 s. Set before NumPy loads.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -414,8 +414,8 @@ def test_bad_arguments_are_named():
 
 
 def _all_kinds_linen():
-    model = AllKinds()
-    return model.init(KEY, TOKENS)
+    # jitted: one compilation instead of one per operation of twelve layers' init (6 s, not 20)
+    return jax.jit(AllKinds().init)(KEY, TOKENS)
 
 
 def _all_kinds_nnx():
