@@ -12,7 +12,9 @@ init-article convnet on a batch of 64 images 128 x 128 x 3 (N(0, 1) pixels). For
 - ratio: LSUV / forward, i.e. how many forward passes the pass costs: the median over the
   pairs of one LSUV call and the forward call right after it. On a shared machine whose speed
   drifts (a virtual machine whose host takes CPU time, reported as ``steal``), both calls of a
-  pair run at the same speed, so the ratio does not depend on when each column was timed;
+  pair run at the same speed, so the ratio does not depend on when each column was timed (the
+  JSON's ``ratio_range`` bounds it: fastest LSUV / slowest forward, slowest LSUV / fastest
+  forward);
 - steal: the share of the CPU time the hypervisor took from this machine while the LSUV and
   forward calls ran (from ``/proc/stat``; absent where the kernel does not report it);
 - PyTorch: ``lsuv.lsuv_with_singlebatch`` (package defaults: orthonormal pre-init, std_tol 0.1, 10
