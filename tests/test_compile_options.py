@@ -41,7 +41,7 @@ def test_o1_computes_bit_for_bit_what_the_default_computes(tmp_path):
     tools = ("layer_stats", "lsuv", "measure", "predict", "critical_sigma_w")
     assert {k.split("/")[0] for k in default} == {"init", *tools}
     assert _differing(default, _dump(tmp_path, 1)) == []
-    # The control: -O0 draws different float32 normals from the same key.
+    # The control: under -O0 the same key gives different normal draws.
     only = "normal"
     draws = {k: v for k, v in default.items() if k.startswith(f"init/{only}/")}
     assert _differing(draws, _dump(tmp_path, 0, "--only", only)) != []
