@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import jaxinit
+from jaxinit.recipes import coord_check as cc_module
 from jaxinit.recipes import mup
 from jaxinit.recipes.coord_check import coord_check
 
@@ -189,6 +190,31 @@ def test_coord_check_seed_batches_give_the_same_values(digits_batch):
         coord_check(MLP, x, y, seed_batch=0, **common)
 
 
+def test_coord_check_programs_at_o1_compute_the_default_results_bit_for_bit(digits_batch):
+    """On CPU coord_check compiles its programs with LLVM at -O1 by default, which is sound
+    only if they compute what XLA's default -O3 computes: here the same check (μP init of
+    every parameter, 3 steps of Adam, the statistics at widths 64 and 512) under the default
+    and under -O3 gives equal values and losses, bit for bit. A control shows the comparison
+    can fail: at -O0 the normal draws round differently."""
+    if jax.default_backend() == "cpu":
+        assert cc_module._compile_options() == {"xla_backend_optimization_level": 1}
+    x, y = digits_batch
+    common = dict(widths=(64, 512), seeds=2, steps=3, optimizer="adam", learning_rate=1e-3)
+
+    def run(options):
+        cc = coord_check(MLP, x, y, compiler_options=options, **common)
+        assert np.all(np.isfinite(cc.values)) and np.all(np.isfinite(cc.loss))
+        return cc.values, cc.loss
+
+    # -O3 named: the test session itself compiles at -O1 (conftest.py), so {} would not be
+    # XLA's default here.
+    default = run({"xla_backend_optimization_level": 3})
+    for a, b in zip(default, run(None), strict=True):
+        np.testing.assert_array_equal(a, b)
+    o0 = run({"xla_backend_optimization_level": 0})
+    assert any(not np.array_equal(a, b) for a, b in zip(default, o0, strict=True))
+
+
 def test_coord_check_errors(digits_batch):
     x, y = digits_batch
     with pytest.raises(ValueError, match="at least two distinct widths"):
@@ -201,6 +227,8 @@ def test_coord_check_errors(digits_batch):
         coord_check(MLP, x.at[0, 0].set(jnp.nan), y, widths=(64, 128))
     with pytest.raises(ValueError, match="optimizer='lamb'"):
         coord_check(MLP, x, y, widths=(64, 128), optimizer="lamb")
+    with pytest.raises(ValueError, match=r"coord_check: compiler_options=.*refused by XLA"):
+        coord_check(MLP, x, y, widths=(64, 128), compiler_options={"xla_no_such_option": 1})
 
 
 class HeMLP(nn.Module):
