@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -20,6 +20,7 @@ from jax.core import Tracer
 __all__ = [
     "check_bool",
     "check_callable",
+    "check_compiler_options",
     "check_finite",
     "check_finite_batch",
     "check_int",
@@ -294,3 +295,18 @@ def check_finite_batch(fn: str, x: Any, *, arg: str = "x") -> None:
             f"{fn}: {arg} contains {bad} non-finite value(s) (NaN or inf) out of {total}; "
             "a finite batch is needed. Clean or re-draw the batch."
         )
+
+
+def check_compiler_options(fn: str, options: Mapping[str, Any] | None) -> None:
+    """Options XLA does not know, as a ValueError naming them, before any tracing: XLA checks
+    them only when it compiles (a trivial program here, milliseconds)."""
+    if not options:
+        return
+    try:
+        jax.jit(lambda: jnp.zeros(()), compiler_options=dict(options)).lower().compile()
+    except Exception as err:  # XLA's runtime error type differs across jax versions
+        raise ValueError(
+            f"{fn}: compiler_options={short(options)} is refused by XLA "
+            f"({str(err).splitlines()[0]}); pass options of XLA's compiler for this backend, "
+            "or None."
+        ) from err

@@ -20,6 +20,7 @@ from . import _measure
 from ._checks import (
     check_bool,
     check_callable,
+    check_compiler_options,
     check_finite_batch,
     check_int,
     check_loss_inputs,
@@ -169,21 +170,6 @@ class LayerStats(NamedTuple):
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return f"{self.seeds} seeds\n" + "\n".join(line.rstrip() for line in lines)
-
-
-def check_compiler_options(fn: str, options: Mapping[str, Any] | None) -> None:
-    """Options XLA does not know, as a ValueError naming them, before any tracing: XLA checks
-    them only when it compiles (a trivial program here, milliseconds)."""
-    if not options:
-        return
-    try:
-        jax.jit(lambda: jnp.zeros(()), compiler_options=dict(options)).lower().compile()
-    except Exception as err:  # XLA's runtime error type differs across jax versions
-        raise ValueError(
-            f"{fn}: compiler_options={short(options)} is refused by XLA "
-            f"({str(err).splitlines()[0]}); pass options of XLA's compiler for this backend, "
-            "or None."
-        ) from err
 
 
 def _kind(model: Any) -> str:

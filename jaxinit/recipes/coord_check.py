@@ -24,6 +24,7 @@ import optax
 
 from .._checks import (
     check_bool,
+    check_compiler_options,
     check_finite_batch,
     check_int,
     check_loss_inputs,
@@ -33,7 +34,6 @@ from .._checks import (
 from .._flax import adapter as fa
 from .._flax.select import hashable_select
 from .._measure import STATS, output_of, record_pass, resolve_stats, with_mutable
-from ..analysis import check_compiler_options
 from . import mup
 
 
