@@ -16,7 +16,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import _measure
+from . import _measure, _prng
 from ._checks import (
     check_bool,
     check_callable,
@@ -222,7 +222,7 @@ class _Spec(NamedTuple):
 # Key implementations whose random bits under jax.vmap equal the unbatched call's. An rbg or
 # unsafe_rbg batch draws every element's bits from the batch's first key (the batching rule of
 # lax.rng_bit_generator), so a seed's numbers would depend on its chunk.
-_VMAP_SAFE_KEYS = ("threefry2x32",)
+_VMAP_SAFE_KEYS = ("threefry2x32", _prng.TAG)
 
 
 def _vmap_safe(key: jax.Array) -> bool:
@@ -669,7 +669,8 @@ def layer_stats(
     kind = _kind(model)
     # jax.random.split indexes seeds with int32
     seeds = check_int("layer_stats", "seeds", seeds, 1, 2**31 - 1)
-    base = check_seed("layer_stats", key)
+    # the same numbers as the given key's, drawn faster where that pays (see _prng)
+    base = _prng.for_backend(check_seed("layer_stats", key))
     grads = check_bool("layer_stats", "grads", grads)
     compile_select(select, name="layer_stats: select")
     for arg, value in (("apply_kwargs", apply_kwargs), ("compiler_options", compiler_options)):
