@@ -37,6 +37,7 @@ import jax
 import numpy as np
 
 import jaxinit
+from jaxinit import _prng
 from jaxinit.recipes import coord_check as cc_module
 from jaxinit.recipes import mup
 
@@ -84,7 +85,7 @@ def bench_jax(cfg: dict[str, Any]) -> dict[str, Any]:
     def shapes(w):
         return jax.eval_shape(MLP(w).init, jax.random.key(0), x)
 
-    keys = jax.random.split(jax.random.key(0), cfg["seeds"])
+    keys = jax.random.split(_prng.for_backend(jax.random.key(0)), cfg["seeds"])  # as coord_check
     family = cc_module._Family(MLP, x)
     compiled = 0.0
     for w in cfg["widths"]:
