@@ -16,7 +16,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import _measure, _prng
+from . import _batching, _measure, _prng
 from ._checks import (
     check_bool,
     check_callable,
@@ -392,33 +392,18 @@ def _program(spec: _Spec) -> Callable:
     fns = _per_seed_fn(spec)
 
     def over_keys(keys, x, labels):
-        n = keys.shape[0]
         if spec.vmap_keys:
-
-            def f(k):
-                return fns(k, x, labels)
-
-            if spec.chunk is None or spec.chunk >= n:
-                return jax.vmap(f)(keys)
-            return jax.lax.map(f, keys, batch_size=spec.chunk)
+            return _batching.map_padded(lambda k: fns(k, x, labels), keys, spec.chunk)
         # Keys whose vmapped draws depend on the batch (rbg): each seed's parameters come
         # from an unbatched init (a sequential lax.map, so exactly model.init(key_i)), and
         # only the deterministic measurement is vectorized, chunk by chunk.
         init_state, measure_state = fns
-        chunk = n if spec.chunk is None else min(spec.chunk, n)
 
         def run_chunk(ks):
             states = jax.lax.map(lambda k: init_state(k, x), ks)
             return jax.vmap(lambda s: measure_state(s, x, labels))(states)
 
-        full = n - n % chunk
-        parts = []
-        if full:
-            whole = jax.lax.map(run_chunk, keys[:full].reshape(full // chunk, chunk))
-            parts.append(jax.tree.map(lambda a: a.reshape(full, *a.shape[2:]), whole))
-        if full < n:
-            parts.append(run_chunk(keys[full:]))
-        return jax.tree.map(lambda *a: jnp.concatenate(a), *parts) if len(parts) > 1 else parts[0]
+        return _batching.map_batches(run_chunk, keys, spec.chunk)
 
     if spec.mesh is None:
 
@@ -626,7 +611,9 @@ def layer_stats(
       chunk_size: Seeds per vectorized chunk: an int, None (all of a device's seeds in one
         ``vmap``) or ``"auto"`` (as many as fit in about 256 MiB of parameters and
         activations; on CPU also at most what keeps one layer's kernels and outputs for the
-        chunk within about 4 MiB, which runs fastest there).
+        chunk within about 4 MiB, which runs fastest there). Chunks are of equal size (the
+        last one filled up with repeats of the last seed, whose results are dropped), so that
+        the program compiles one copy of the per-seed work.
       mesh: A ``jax.sharding.Mesh``; the seeds are split over its devices (padded to a
         multiple of the device count; the padding is dropped).
       mesh_axes: Mesh axis name(s) to split seeds over; default all of ``mesh``'s axes.
