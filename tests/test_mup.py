@@ -190,6 +190,7 @@ def test_coord_check_seed_batches_give_the_same_values(digits_batch):
         coord_check(MLP, x, y, seed_batch=0, **common)
 
 
+@pytest.mark.slow  # 18 s: three compiles of two widths' training
 @pytest.mark.skipif(
     jax.default_backend() != "cpu",
     reason="coord_check's -O1 default is CPU's; run with JAX_PLATFORMS=cpu to check it",
