@@ -16,7 +16,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import _batching, _measure, _prng
+from . import _batching, _conv_layout, _measure, _prng
 from ._checks import (
     check_bool,
     check_callable,
@@ -410,7 +410,10 @@ def _program(spec: _Spec) -> Callable:
         def program(key, x, labels):
             return over_keys(jax.random.split(key, spec.seeds), x, labels)
 
-        return jax.jit(program, compiler_options=dict(spec.compiler_options) or None)
+        return jax.jit(
+            _conv_layout.for_backend(program),
+            compiler_options=dict(spec.compiler_options) or None,
+        )
 
     mesh = spec.mesh
     devices = math.prod(mesh.shape[a] for a in spec.axes)
@@ -452,7 +455,10 @@ def _program(spec: _Spec) -> Callable:
         out = jax.tree.map(lambda a: a[: spec.seeds], out)
         return out if explicit else jax.lax.with_sharding_constraint(out, replicated)
 
-    return jax.jit(sharded_program, compiler_options=dict(spec.compiler_options) or None)
+    return jax.jit(
+        _conv_layout.for_backend(sharded_program, mesh.devices.flat[0].platform),
+        compiler_options=dict(spec.compiler_options) or None,
+    )
 
 
 @functools.lru_cache(maxsize=32)

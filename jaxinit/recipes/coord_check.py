@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .. import _batching, _prng
+from .. import _batching, _conv_layout, _prng
 from .._checks import (
     check_bool,
     check_compiler_options,
@@ -288,7 +288,7 @@ class _Family:
         def run(keys, x, labels):
             return _batching.map_padded(lambda k: one_seed(k, x, labels), keys, seed_batch)
 
-        return jax.jit(run), layers
+        return jax.jit(_conv_layout.for_backend(run)), layers
 
 
 def _sizes(name: str, sizes: Sequence[int]) -> list[int]:
