@@ -160,6 +160,21 @@ def test_coord_check_mup_holds_small_widths(digits_batch, kind, lr):
     assert np.all(np.isfinite(cc.exponents()[1:]))
 
 
+def test_coord_check_cnn_at_mup_s_widths_holds_under_mup_and_not_sp(digits_batch):
+    """The CNN criterion of mup's ``CoordCheckCase`` at its widths 128 and 512, with Adam (2
+    seeds; 4 seeds and SGD are in the slow test below): under μP every layer's mean |x| ratio
+    lies in (1/1.2, 1.2) at steps 1-3; under SP the hidden conv and the output leave it at
+    step 2."""
+    x, y = digits_batch
+    images = x.reshape(32, 8, 8, 1)
+    common = dict(widths=(128, 512), seeds=2, steps=3, optimizer="adam", learning_rate=1e-3)
+    cnn = coord_check(CNN, images, y, readout_zero_init=True, **common)
+    assert cnn.layers == ("Conv_0", "Conv_1", "Dense_0")
+    _check_ratios(cnn, zero_readout=True)
+    sp = coord_check(CNN, images, y, parametrization="sp", **common)
+    assert sp.ratio()[1, 1] > 1.2 and sp.ratio()[1, 2] > 1.2
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("kind", "lr"), [("sgd", 0.1), ("adam", 1e-3)])
 def test_coord_check_mup_criteria_mlp_1000_4000_and_cnn_128_512(digits_batch, kind, lr):
