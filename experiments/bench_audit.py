@@ -97,7 +97,7 @@ class GPT2(nn.Module):
         w = nn.initializers.normal(0.02)
         wte = nn.Embed(self.vocab, self.d, embedding_init=w, name="wte")
         pos = jnp.arange(tokens.shape[1])
-        x = wte(tokens) + nn.Embed(self.block, self.d, embedding_init=w, name="wpe")(pos)
+        x = wte(tokens) + nn.Embed(self.block, self.d, embedding_init=w, name="wpe")(pos)[None]
         for i in range(self.n_layer):
             x = Block(self.d, self.n_head, self.n_layer, name=f"h_{i}")(x)
         return wte.attend(nn.LayerNorm(name="ln_f")(x))  # the head tied to wte

@@ -59,6 +59,17 @@ import jaxinit
 from jaxinit import models
 
 
+def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn`` (each waited for); the other
+    benchmarks time their steady calls with it."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def _paired_times(
     a: Callable[[], Any], b: Callable[[], Any], repeats: int
 ) -> tuple[list[float], list[float]]:

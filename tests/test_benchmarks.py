@@ -1,0 +1,59 @@
+"""The benchmark scripts run: each ``--quick`` in-process, returning its JSON summary.
+
+These check that a benchmark still runs and reports what it names, not its timings (which
+belong in BENCHMARKS.md, from a quiet machine). The PyTorch columns need their own environment
+(``--torch-python``) and are skipped here with a message."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from _experiments import experiments_importable
+
+
+@pytest.fixture(scope="module")
+def load():
+    with experiments_importable() as import_module:
+        yield import_module
+
+
+def test_audit(load, capsys):
+    result = load("bench_audit").main(["--quick", "--repeats", "1"])
+    assert result["bench"] == "audit" and result["findings"] == []
+    assert result["audit_s"] > 0 and result["ratio"] > 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["bench"] == "audit"
+
+
+@pytest.mark.slow  # 20 s: two compiles of two widths' training
+def test_conv_layout(load):
+    result = load("bench_conv_layout").main(["--widths", "8,16", "--seeds", "2", "--repeats", "1"])
+    assert [r["width"] for r in result["rows"]] == [8, 16]
+    for row in result["rows"]:
+        # the two programs compute the same training, up to float rounding
+        assert row["max_rel_diff"] < 1e-4
+        assert np.isfinite(row["speedup"]) and row["canonical_run_s"] > 0
+
+
+@pytest.mark.slow  # 10 s
+def test_dks(load):
+    result = load("bench_dks").main(["--quick"])
+    assert result["bench"] == "dks"
+
+
+@pytest.mark.slow  # 50 s
+def test_sweep(load):
+    assert load("bench_sweep").main(["--quick"]) == 0
+
+
+@pytest.mark.slow  # about a minute: LSUV and the forward on small models, no PyTorch
+def test_lsuv(load):
+    result = load("bench_lsuv").main(["--quick"])
+    assert result["bench"] == "lsuv"
+
+
+@pytest.mark.slow  # about a minute: three configurations at widths 2^5..2^7, no PyTorch
+def test_coord_check(load):
+    result = load("bench_coord_check").main(["--quick"])
+    assert result["bench"] == "coord_check"
