@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ if __package__ in (None, ""):  # run from a clone without installing
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from bench_lsuv import _median_time
+from bench_lsuv import _median_time, header
 
 import jaxinit
 from jaxinit.recipes.audit import audit
@@ -155,14 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     audit_first = time.perf_counter() - t
     audit_s = _median_time(lambda: audit(variables, rec, module=module, x=tokens), repeats)
 
-    dev = jax.devices()[0]
     result = {
-        "bench": "audit",
-        "quick": args.quick,
-        "backend": jax.default_backend(),
-        "device": getattr(dev, "device_kind", str(dev)),
-        "jax": jax.__version__,
-        "machine": platform.machine(),
+        **header("audit", args.quick),
         "repeats": repeats,
         "config": cfg,
         "params": int(n_params),

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from typing import Any
@@ -40,7 +39,7 @@ if __package__ in (None, ""):  # run from a clone without installing
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from bench_lsuv import _median_time
+from bench_lsuv import _median_time, header
 
 import jaxinit
 from jaxinit import _conv_layout
@@ -127,14 +126,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row["speedup"] = row["traced_run_s"] / row["canonical_run_s"]
         rows.append(row)
 
-    dev = jax.devices()[0]
     result = {
-        "bench": "conv_layout",
-        "quick": args.quick,
-        "backend": jax.default_backend(),
-        "device": getattr(dev, "device_kind", str(dev)),
-        "jax": jax.__version__,
-        "machine": platform.machine(),
+        **header("conv_layout", args.quick),
         "seeds": args.seeds,
         "steps": args.steps,
         "repeats": args.repeats,

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from bench_lsuv import header
 
 import jaxinit
 from jaxinit import _prng
@@ -216,14 +216,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="the Python of an environment with torch==2.13.0, pandas and mup==1.0.0",
     )
     args = parser.parse_args(argv)
-    dev = jax.devices()[0]
     result: dict[str, Any] = {
-        "bench": "coord_check",
-        "quick": args.quick,
-        "backend": jax.default_backend(),
-        "device": getattr(dev, "device_kind", str(dev)),
-        "jax": jax.__version__,
-        "machine": platform.machine(),
+        **header("coord_check", args.quick),
         "configs": {},
     }
     for name, cfg in _configs(args.quick).items():

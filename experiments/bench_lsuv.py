@@ -59,6 +59,19 @@ import jaxinit
 from jaxinit import models
 
 
+def header(bench: str, quick: bool) -> dict[str, Any]:
+    """The fields every benchmark's JSON line starts with: which benchmark, and on what."""
+    dev = jax.devices()[0]
+    return {
+        "bench": bench,
+        "quick": quick,
+        "backend": jax.default_backend(),
+        "device": getattr(dev, "device_kind", str(dev)),
+        "jax": jax.__version__,
+        "machine": platform.machine(),
+    }
+
+
 def _median_time(fn: Callable[[], Any], repeats: int) -> float:
     """Median wall time of ``repeats`` calls of ``fn`` (each waited for); the other
     benchmarks time their steady calls with it."""
@@ -285,14 +298,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     repeats = args.repeats if args.repeats is not None else (5 if args.quick else 15)
     if repeats < 5:
         parser.error(f"--repeats={repeats}: use at least 5 (the timings are medians).")
-    dev = jax.devices()[0]
     result: dict[str, Any] = {
-        "bench": "lsuv",
-        "quick": args.quick,
-        "backend": jax.default_backend(),
-        "device": getattr(dev, "device_kind", str(dev)),
-        "jax": jax.__version__,
-        "machine": platform.machine(),
+        **header("lsuv", args.quick),
         "repeats": repeats,
         "models": {},
     }
