@@ -9,8 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
+from flax import nnx
 from jax import lax
 
+import jaxinit
 from jaxinit import _conv_layout
 
 # (input shape, kernel shape, dimension numbers, keyword arguments): every axis order a
@@ -205,3 +207,33 @@ def test_pytrees_and_none_pass_through():
     assert out["none"] is None
     np.testing.assert_allclose(out["y"], conv(lhs, rhs), rtol=1e-5, atol=1e-5)
     assert _conv_layout.for_backend(fn, "gpu") is fn
+
+
+class _NNXCNN(nnx.Module):
+    def __init__(self, width: int, rngs: nnx.Rngs):
+        self.conv0 = nnx.Conv(1, width, (3, 3), rngs=rngs)
+        self.conv1 = nnx.Conv(width, width, (3, 3), rngs=rngs)
+        self.head = nnx.Linear(width, 10, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.relu(self.conv1(nnx.relu(self.conv0(x))))
+        return self.head(x.mean(axis=(1, 2)))
+
+
+@pytest.mark.slow  # 10 s: four compiles of the training; the rewrite is tested above
+def test_coord_check_of_an_nnx_cnn_equals_the_check_without_the_rewrite(monkeypatch):
+    """The check's training of an NNX CNN, rewritten (on CPU) and left as traced, gives the
+    same statistics and losses up to float rounding."""
+    images = jax.random.normal(jax.random.key(5), (8, 6, 6, 1))
+    labels = jnp.arange(8) % 10
+    common = dict(widths=(8, 16), seeds=2, steps=2, optimizer="adam", learning_rate=1e-2)
+
+    def make(width, rngs):
+        return _NNXCNN(width, rngs)
+
+    rewritten = jaxinit.coord_check(make, images, labels, **common)
+    monkeypatch.setattr(_conv_layout, "for_backend", lambda fn, backend=None: fn)
+    traced = jaxinit.coord_check(make, images, labels, **common)
+    assert rewritten.layers == traced.layers and len(traced.layers) == 3
+    np.testing.assert_allclose(rewritten.values, traced.values, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(rewritten.loss, traced.loss, rtol=1e-5)
