@@ -281,6 +281,7 @@ def test_data_dir_with_digits_is_an_argparse_error(load, tmp_path, capsys):
     assert "--data digits needs no folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 11 s; without Fashion-MNIST (as in CI) the quick claims run on digits
 def test_data_digits_flag(load, tmp_path):
     r = _run(load, "glorot_tanh_histograms", tmp_path, "--data", "digits", "--seeds", "2")
     assert r["data"] == "digits" and r["input_dim"] == 64

@@ -136,13 +136,14 @@ def test_roles_of_the_two_models(mt):
 def test_zero_init_selects_the_readout_and_the_queries(mt):
     # --zero-init zeros exactly these kernels under μP (Tensor Programs V; mup's
     # readout_zero_init and query_zero_init), nothing else
-    v = mt.ByteLM(8, 4, blocks=2).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+    # shapes suffice to select by path: no init is run
+    v = jax.eval_shape(mt.ByteLM(8, 4, blocks=2).init, jax.random.key(0), jnp.zeros((1, 4), int))
     assert jaxinit.tree.paths(v, mt.ZERO_INIT["transformer"]) == [
         "block0_attn/query/kernel",
         "block1_attn/query/kernel",
         "readout/kernel",
     ]
-    v = mt.WidthMLP(8).init(jax.random.key(0), jnp.zeros((1, 49)))
+    v = jax.eval_shape(mt.WidthMLP(8).init, jax.random.key(0), jnp.zeros((1, 49)))
     assert jaxinit.tree.paths(v, mt.ZERO_INIT["mlp"]) == ["readout/kernel"]
 
 
