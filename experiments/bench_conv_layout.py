@@ -91,11 +91,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    widths = (
-        tuple(int(w) for w in args.widths.split(","))
-        if args.widths
-        else (QUICK if args.quick else FULL)
-    )
+    widths = QUICK if args.quick else FULL
+    if args.widths:
+        try:
+            widths = tuple(int(w) for w in args.widths.split(","))
+        except ValueError:
+            parser.error(f"--widths={args.widths!r}: give comma-separated ints, e.g. 64,128,256")
+        if min(widths) < 1:
+            parser.error(f"--widths={args.widths!r}: every width must be >= 1")
     for name in ("seeds", "steps", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name}={getattr(args, name)}: use at least 1.")

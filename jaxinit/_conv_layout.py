@@ -8,7 +8,7 @@ into that order with transposes (``ConvCanonicalization`` in XLA's
 convolution inside a loop body that is not already canonical is emitted as a naive loop nest
 (jax-ml/jax#12868). Flax's forward ``Conv`` is canonical, but the two convolutions of its
 backward pass (the input and the kernel gradients) are not: a training step inside
-``lax.scan`` or ``lax.map`` then ran its backward 20-40x slower than the same step outside a
+``lax.scan`` or ``lax.map`` then ran its backward far slower than the same step outside a
 loop (a width-136 3x3 ``Conv`` on 32 x 8 x 8 inputs: 810 ms for two gradients in
 ``lax.map`` against 21 ms for one at the top level).
 

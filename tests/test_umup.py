@@ -579,7 +579,7 @@ def digits():
     return (x - x.mean()) / x.std(), jnp.asarray(d.y[:32])
 
 
-@pytest.mark.slow  # 18 s: five trainings over widths; the unit-scaled init runs by default
+@pytest.mark.slow  # 18 s: four trainings; the unit-scaled init is tested by default
 def test_coord_check_umup_holds_and_sp_does_not(digits):
     """The criterion of mup's CoordCheckCase (tests/test_mup.py): each layer's mean |x| ratio
     between widths 1024 and 256 lies in (1/1.2, 1.2) after each of 3 Adam steps under u-μP.
