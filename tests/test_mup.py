@@ -160,6 +160,7 @@ def test_coord_check_mup_holds_small_widths(digits_batch, kind, lr):
     assert np.all(np.isfinite(cc.exponents()[1:]))
 
 
+@pytest.mark.slow  # 13 s: four CNN trainings; the default suite keeps the MLP criteria
 def test_coord_check_cnn_at_mup_s_widths_holds_under_mup_and_not_sp(digits_batch):
     """The CNN criterion of mup's ``CoordCheckCase`` at its widths 128 and 512, with Adam (2
     seeds; 4 seeds and SGD are in the slow test below): under μP every layer's mean |x| ratio

@@ -147,6 +147,7 @@ def _assert_std_each(params, target_var, what):
     assert_var(np.concatenate([_f64(w).ravel() for w in params.values()]), target_var, what)
 
 
+@pytest.mark.slow  # 9 s: a 12-layer init; the 2-layer NNX GPT-2 runs by default
 def test_gpt2_linen_12_layers():
     variables = _linen_filled(GPT(), TOKENS)
     out = _over_seeds(gpt2(12), variables)["params"]
