@@ -130,6 +130,7 @@ def test_auto_chunk_reuses_the_compiled_program(plain):
 SCANNED = models.MLP(depth=4, width=32, num_outputs=5, kernel_init=jaxinit.he_normal(), scan=True)
 
 
+@pytest.mark.slow  # test_measure's scanned test covers the per-iteration values by default
 def test_scanned_layers_are_measured_per_iteration():
     # MLP(scan=True): Dense_0, then layers/dense as one nn.scan over 3 iterations, then head.
     # Each iteration is its own column, equal to the plain-JAX chain with the same weights,

@@ -159,6 +159,7 @@ def test_stats_transformer_prints_token_cosine_and_attention_entropy(tmp_path, c
     assert png.stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_stats_resnet_spp(capsys):
     argv = ["stats", "--quick", "--model", "resnet", "--spp", "--seeds", "2", "--batch", "4"]
     assert cli.main([*argv, "--data", "gaussian"]) == 0

@@ -152,7 +152,7 @@ def test_nnx_attention_fn_equals_flax():
 def test_linen_entropy_equals_numpy_of_flax_weights():
     model = TransformerBlock(dim=8, num_heads=4, mlp_ratio=1)
     x = XT[:, :, :8]
-    variables = model.init(jax.random.key(7), x)
+    variables = jax.jit(model.init)(jax.random.key(7), x)
     names = ("attention_entropy", "attention_entropy_mean", "attention_entropy_min")
     m = jax.jit(lambda v: jaxinit.measure(model, v, x, stats=names, select=("attn", "")))(variables)
     # Flax's own sown weights, from an independent apply of the attention layer; and the
@@ -329,7 +329,7 @@ def test_qkv_grad_ratios_equal_jax_grad_norms_under_jit_and_vmap():
     model = TransformerBlock(dim=8, num_heads=2, mlp_ratio=1)
     x = XT[:2, :4, :8]
     keys = jax.random.split(jax.random.key(14), 2)
-    stacked = jax.vmap(lambda k: model.init(k, x)["params"])(keys)
+    stacked = jax.jit(jax.vmap(lambda k: model.init(k, x)["params"]))(keys)
 
     def loss(p, x):
         out = model.apply({"params": p}, x)

@@ -118,7 +118,9 @@ def test_lsuv_stacked_equals_lsuv_per_seed(load):
     train = load("_train")
     model = MLP(depth=3, width=8, num_outputs=4)
     x = jax.random.normal(jax.random.key(0), (16, 8))
-    variables = jax.vmap(lambda k: model.init(k, x[:1]))(jax.random.split(jax.random.key(1), 3))
+    variables = jax.jit(jax.vmap(lambda k: model.init(k, x[:1])))(
+        jax.random.split(jax.random.key(1), 3)
+    )
     stacked, converged = train.lsuv_stacked(model, variables, x)
     assert converged
     rtol = 10 * float(jnp.finfo(jnp.float32).eps)
@@ -142,6 +144,7 @@ def test_claim3_linear_2unit_is_exact(load, tmp_path):
         assert d["grad_first_layer"] == [s**8, s**8]
 
 
+@pytest.mark.slow
 def test_claim3_depth_flag(load, tmp_path):
     r = load("dlai_linear_2unit").main(
         ["--quick", "--seeds", "3", "--depth", "12", "--out", str(tmp_path)]

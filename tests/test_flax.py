@@ -220,6 +220,7 @@ def _nnx_arrays(model) -> dict[str, jax.Array]:
     }
 
 
+@pytest.mark.slow  # the linen partitioning test runs by default
 @needs_8
 def test_nnx_with_partitioning_under_jit(mesh):
     """nnx.with_partitioning-wrapped jaxinit initializers: the model created under jit on a

@@ -117,12 +117,14 @@ CASES = {
         True,
     ),
 }
+
+
 # The 50-layer MLP and the two ResNets take about 60 s together on the 2-core machine: slow set. The
 # convnet and the transformer keep conv, attention and centring in the default suite.
-_CASE_PARAMS = [
-    pytest.param(n, marks=pytest.mark.slow) if n in ("mlp50", "resnet", "resnet_bn") else n
-    for n in CASES
-]
+def _case_params(*fast: str) -> list:
+    """Every case, those not named in ``fast`` marked slow: by default linen runs the convnet and
+    NNX the transformer; the slow set runs every model in both."""
+    return [n if n in fast else pytest.param(n, marks=pytest.mark.slow) for n in CASES]
 
 
 def rel_change(a, b) -> float:
@@ -155,7 +157,7 @@ def check_outputs(outputs, report, center):
             assert abs(m) <= EXACT, f"{path}: mean {m}"
 
 
-@pytest.mark.parametrize("name", _CASE_PARAMS)
+@pytest.mark.parametrize("name", _case_params("convnet"))
 def test_linen_models(name):
     module, _, shape, kwargs, _, center = CASES[name]
     x = normal(shape)
@@ -178,7 +180,7 @@ def test_linen_models(name):
     assert rel_change(again["params"], new["params"]) < 1e-3
 
 
-@pytest.mark.parametrize("name", _CASE_PARAMS)
+@pytest.mark.parametrize("name", _case_params("transformer"))
 def test_nnx_models(name):
     _, factory, shape, _, train, center = CASES[name]
     x = normal(shape)
@@ -289,6 +291,7 @@ def _assert_orthogonal(m):
     np.testing.assert_allclose(gram / jnp.mean(jnp.diag(gram)), jnp.eye(len(gram)), atol=1e-5)
 
 
+@pytest.mark.slow  # the scanned orthogonal test below covers orthogonal_init by default
 def test_orthogonal_init():
     # linen, with Dense and DenseGeneral kernels (the attention projections)
     module, _, shape, *_ = CASES["transformer"]
@@ -321,7 +324,7 @@ def test_select_pattern_leaves_others_alone():
     jax.tree.map(np.testing.assert_array_equal, new["params"]["head"], variables["params"]["head"])
 
 
-@pytest.mark.parametrize("framework", ["linen", "nnx"])
+@pytest.mark.parametrize("framework", ["linen", pytest.param("nnx", marks=pytest.mark.slow)])
 def test_selected_blocks_are_normalized_post_activation(framework):
     x = normal(SMALL_X)
 
@@ -502,7 +505,7 @@ def _unrolled_copy(scanned_params, depth):
     return {"params": p}
 
 
-@pytest.mark.parametrize("center", [False, True])
+@pytest.mark.parametrize("center", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_scanned_lsuv_equals_the_unrolled_lsuv_of_the_same_weights(center):
     depth, x = 5, normal((64, 16))
     scanned = models.MLP(depth=depth, width=16, num_outputs=3, scan=True)
@@ -533,6 +536,7 @@ def test_scanned_lsuv_equals_the_unrolled_lsuv_of_the_same_weights(center):
         assert abs(std_mean(out[f"Dense_{i}"][0])[0] - 1) <= EXACT
 
 
+@pytest.mark.slow
 def test_scan_limits_are_clear_errors():
     x = normal(SMALL_X)
     module = Scanned()  # its nn.scan does not carry the probe collection

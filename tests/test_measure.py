@@ -59,15 +59,17 @@ def _plain_chain(variables, x, eps):
 
 
 def test_gradient_statistics_equal_a_plain_jax_chain():
-    variables = MLP.init(KEY, X)
-    m = jaxinit.measure(MLP, variables, X, stats=("grad_std", "grad_rms"), labels=LABELS)
+    variables = jax.jit(MLP.init)(KEY, X)
+    m = jax.jit(
+        lambda v: jaxinit.measure(MLP, v, X, stats=("grad_std", "grad_rms"), labels=LABELS)
+    )(variables)
     eps = [jnp.zeros((32, 16))] * 3 + [jnp.zeros((32, 5))]
 
     def loss(e):
         logits = _plain_chain(variables, X, e)
         return optax.softmax_cross_entropy_with_integer_labels(logits, LABELS).mean()
 
-    value, grads = jax.value_and_grad(loss)(eps)
+    value, grads = jax.jit(jax.value_and_grad(loss))(eps)
     np.testing.assert_allclose(m.loss, value, **F32)
     for path, g in zip(m.paths, grads, strict=True):
         g = np.asarray(g, np.float64)
@@ -95,7 +97,7 @@ def test_user_functions_and_a_custom_loss():
 
 def test_jit_keeps_forward_order_and_vmap_equals_a_loop():
     keys = jax.random.split(KEY, 4)
-    stacked = jax.vmap(lambda k: MLP.init(k, X))(keys)
+    stacked = jax.jit(jax.vmap(lambda k: MLP.init(k, X)))(keys)
     stats = ("std", "in_rms", "grad_std")
 
     @jax.jit
@@ -104,8 +106,10 @@ def test_jit_keeps_forward_order_and_vmap_equals_a_loop():
 
     batched = jax.jit(jax.vmap(one))(stacked)
     assert batched.paths == ("Dense_0", "Dense_1", "Dense_2", "head")  # not sorted: head last
+    # The loop calls one compiled program per seed (eagerly, every operation would compile).
+    single_of = jax.jit(lambda k: one(MLP.init(k, X)))
     for i, k in enumerate(keys):
-        single = jaxinit.measure(MLP, MLP.init(k, X), X, stats=stats, labels=LABELS)
+        single = single_of(k)
         for path in single.paths:
             for name in stats:
                 np.testing.assert_allclose(batched[path][name][i], single[path][name], **F32)
@@ -114,8 +118,8 @@ def test_jit_keeps_forward_order_and_vmap_equals_a_loop():
 
 def test_scanned_layers_give_one_value_per_iteration():
     scanned = models.MLP(depth=4, width=12, kernel_init=jaxinit.he_normal(), scan=True)
-    variables = scanned.init(KEY, X)
-    m = jaxinit.measure(scanned, variables, X, stats=("std", "grad_std"))
+    variables = jax.jit(scanned.init)(KEY, X)
+    m = jax.jit(lambda v: jaxinit.measure(scanned, v, X, stats=("std", "grad_std")))(variables)
     assert m.paths == ("Dense_0", "layers/dense")
     assert m["layers/dense"]["std"].shape == (3,) and m["layers/dense"]["grad_std"].shape == (3,)
     # The same weights as a plain chain.
@@ -144,9 +148,9 @@ def test_nnx_model_is_measured_and_left_unchanged():
     model = _NNXNet(nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(2), (6, 8, 8, 3))
     before = jax.tree.map(np.asarray, nnx.state(model))
-    m = jaxinit.measure(model, x, stats=("mean", "std", "in_std", "grad_rms"))
+    m = jax.jit(lambda x: jaxinit.measure(model, x, stats=("mean", "std", "in_std", "grad_rms")))(x)
     assert m.paths == ("conv", "linear")
-    conv = model.conv(x)
+    conv = nnx.jit(lambda conv, x: conv(x))(model.conv, x)
     want = _numpy_stats(conv)
     np.testing.assert_allclose(m["conv"]["std"], want["std"], **F32)
     np.testing.assert_allclose(m["conv"]["in_std"], np.asarray(x, np.float64).std(), **F32)
@@ -188,8 +192,11 @@ def test_measure_of_a_dense_with_no_kernel_init_argument():
 def test_every_linen_layer_kind_equals_capture_intermediates():
     model = AllKinds()
     variables = jax.jit(model.init)(KEY, TOKENS)  # one compilation, not one per operation
-    m = jaxinit.measure(model, variables, TOKENS, stats=ALL, select=list(KIND_LAYERS))
-    _, state = model.apply(variables, TOKENS, capture_intermediates=True)
+    # Both sides compiled (eagerly, each of the many layers' operations would compile alone).
+    m = jax.jit(lambda v: jaxinit.measure(model, v, TOKENS, stats=ALL, select=list(KIND_LAYERS)))(
+        variables
+    )
+    _, state = jax.jit(lambda v: model.apply(v, TOKENS, capture_intermediates=True))(variables)
     captured = state["intermediates"]
     assert m.paths == KIND_LAYERS
     for path in KIND_LAYERS:

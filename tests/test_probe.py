@@ -167,10 +167,11 @@ def test_apply_with_hook_jit_vmap_grad_linen(linen_net):
 
     eager = hooked(variables, X)
     np.testing.assert_allclose(jax.jit(hooked)(variables, X), eager, rtol=1e-5, atol=1e-6)
-    per_row = jax.vmap(lambda x: hooked(variables, x[None])[0])(X)
+    # vmap and grad compiled: eagerly, each batched or differentiated operation compiles alone.
+    per_row = jax.jit(jax.vmap(lambda x: hooked(variables, x[None])[0]))(X)
     np.testing.assert_allclose(per_row, eager, rtol=1e-5, atol=1e-6)
-    g = jax.grad(lambda v: hooked(v, X).sum())(variables)
-    g_manual = jax.grad(lambda v: _manual_linen(model, v, X, scale).sum())(variables)
+    g = jax.jit(jax.grad(lambda v: hooked(v, X).sum()))(variables)
+    g_manual = jax.jit(jax.grad(lambda v: _manual_linen(model, v, X, scale).sum()))(variables)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g, g_manual)
 
 

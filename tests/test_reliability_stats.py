@@ -181,10 +181,14 @@ def test_linen_batchnorm_in_eval_mode_is_the_identity_at_init():
 
 
 def test_measure_runs_batchnorm_in_training_mode():
-    variables = BNNet().init(jax.random.key(0), XB[:1], train=True)
-    m = jaxinit.measure(
-        BNNet(), variables, XB, stats=("std", "grad_std"), select=_is_bn, train=True
+    variables = jax.jit(BNNet().init, static_argnames="train")(
+        jax.random.key(0), XB[:1], train=True
     )
+    m = jax.jit(
+        lambda v: jaxinit.measure(
+            BNNet(), v, XB, stats=("std", "grad_std"), select=_is_bn, train=True
+        )
+    )(variables)
     h = np.asarray(linen_outputs(BNNet(), variables, XB, train=True)["Dense_0"][0], np.float64)
     want = (h - h.mean(0)) / np.sqrt(h.var(0) + EPS)
     np.testing.assert_allclose(m["BatchNorm_0"]["std"], want.std(), rtol=1e-4)
