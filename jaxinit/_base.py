@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _prng
 from ._checks import check_int, check_key, check_shape, is_key, is_typed_key, short
 from ._types import DTypeLike
 
@@ -227,7 +228,9 @@ class Init:
         if self._fits is not None:  # static values only, so it also runs under jit
             self._fits(shape, dt)
         if self._random:
-            return _sample_random(self, key, shape, dt)
+            # The same numbers as the key's own draws, from a hash that compiles and runs
+            # faster on CPU (see jaxinit._prng).
+            return _sample_random(self, _prng.for_backend(key), shape, dt)
         # The key is ignored and may be anything (None, an int): keep it out of the trace.
         return _sample_fixed(self, shape, dt)
 

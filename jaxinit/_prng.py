@@ -1,12 +1,12 @@
 """Threefry keys whose random bits compile to one kernel on CPU.
 
-jaxinit's measurement programs (:func:`jaxinit.layer_stats`, :func:`jaxinit.coord_check`)
-initialize a model per seed inside the compiled program, so drawing the parameters is part of
-every run. On CPU, JAX lowers the threefry hash as a loop of five passes over the counters
-(a compact lowering that keeps XLA's compile small), and each pass reads and writes whole
-arrays: a draw of 3072 x 2048 normals runs at about 50 M/s on a 2-core machine. The same hash
-written out round by round fuses into one elementwise kernel that keeps the state in
-registers: about 190 M/s, and it compiles faster too.
+Every random initializer draws through it on CPU, and so do jaxinit's measurement programs
+(:func:`jaxinit.layer_stats`, :func:`jaxinit.coord_check`), which initialize a model per seed
+inside the compiled program. On CPU, JAX lowers the threefry hash as a loop of five passes over
+the counters, and each pass reads and writes whole arrays: a draw of 3072 x 2048 normals runs
+at about 50 M/s on a 2-core machine. The same hash written out round by round fuses into one
+elementwise kernel that keeps the state in registers: about 190 M/s. It also compiles in about
+half the time, which is most of an eager initializer call's first run.
 
 :data:`UNROLLED` is a key implementation with the same key data, seeding, splitting and
 folding as JAX's ``threefry2x32`` and that hash for the random bits, so every draw from one
@@ -22,6 +22,7 @@ import math
 
 import jax
 import jax.extend.random as jex_random
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -92,6 +93,19 @@ UNROLLED = jex_random.define_prng_impl(
 )
 
 
+# JAX's threefry under another tag, which :func:`for_backend` leaves alone: its draws are JAX's
+# own lowering of the hash, the reference the tests and ``experiments/bench_init.py`` compare with.
+JAX_LOWERING = jex_random.define_prng_impl(
+    key_shape=(2,),
+    seed=_THREEFRY.seed,
+    split=_THREEFRY.split,
+    random_bits=_THREEFRY.random_bits,
+    fold_in=_THREEFRY.fold_in,
+    name="JAX's threefry2x32 under a tag jaxinit does not rewrap",
+    tag="threefry2x32_jax_lowering",
+)
+
+
 def is_unrolled(key: jax.Array) -> bool:
     """Whether ``key`` (a typed key array) is of :data:`UNROLLED`."""
     return str(jax.random.key_impl(key)) == TAG
@@ -99,10 +113,16 @@ def is_unrolled(key: jax.Array) -> bool:
 
 def for_backend(key: jax.Array, backend: str | None = None) -> jax.Array:
     """``key`` as an :data:`UNROLLED` key with the same data where ``backend`` (default:
-    JAX's default backend) is CPU and ``key`` is a threefry key drawing partitionable bits;
+    JAX's default backend) is CPU and ``key`` is a threefry key drawing partitionable bits (a
+    typed key, or a raw ``uint32`` key while threefry is JAX's default implementation);
     otherwise ``key`` itself. Draws from either give the same numbers."""
     if (backend or jax.default_backend()) != "cpu" or not _partitionable():
         return key
-    if str(jax.random.key_impl(key)) != "threefry2x32":
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if str(jax.random.key_impl(key)) != "threefry2x32":
+            return key
+        return jax.random.wrap_key_data(jax.random.key_data(key), impl=UNROLLED)
+    # a raw key is drawn from with JAX's default implementation
+    if jax.config.jax_default_prng_impl != "threefry2x32":  # pyright: ignore[reportAttributeAccessIssue]
         return key
-    return jax.random.wrap_key_data(jax.random.key_data(key), impl=UNROLLED)
+    return jax.random.wrap_key_data(key, impl=UNROLLED)

@@ -26,6 +26,16 @@ def test_audit(load, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["bench"] == "audit"
 
 
+@pytest.mark.slow  # 10 s: twelve first calls
+def test_init(load, capsys):
+    result = load("bench_init").main(["--quick", "--repeats", "1"])
+    assert [r["init"] for r in result["rows"]] == ["he_normal"] * 2 + ["truncated_normal"] * 2
+    # the one-kernel hash draws what JAX's lowering of threefry draws
+    assert all(r["equal_to_jax_hash"] for r in result["rows"])
+    assert all(t["first_s"] > 0 and t["steady_s"] > 0 for t in result["totals"].values())
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["bench"] == "init"
+
+
 @pytest.mark.slow  # 20 s: two compiles of two widths' training
 def test_conv_layout(load):
     result = load("bench_conv_layout").main(["--widths", "8,16", "--seeds", "2", "--repeats", "1"])

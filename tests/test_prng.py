@@ -108,6 +108,24 @@ def test_for_backend():
     assert _prng.for_backend(rbg, "cpu") is rbg
     with jax.threefry_partitionable(False):
         assert _prng.for_backend(key, "cpu") is key
+    # a raw uint32 key is drawn from with JAX's default implementation
+    raw = jax.random.PRNGKey(2)
+    np.testing.assert_array_equal(jax.random.key_data(_prng.for_backend(raw, "cpu")), raw)
+    assert _prng.is_unrolled(_prng.for_backend(raw, "cpu"))
+    with jax.default_prng_impl("rbg"):
+        raw_rbg = jax.random.PRNGKey(2)
+        assert _prng.for_backend(raw_rbg, "cpu") is raw_rbg
+
+
+def test_jax_lowering_reference_is_jax_threefry_and_left_alone():
+    key = jax.random.key(5)
+    ref = jax.random.wrap_key_data(jax.random.key_data(key), impl=_prng.JAX_LOWERING)
+    assert _prng.for_backend(ref, "cpu") is ref
+    np.testing.assert_array_equal(jax.random.bits(ref, (9, 4)), jax.random.bits(key, (9, 4)))
+    # JAX's CPU lowering: the rounds in a loop
+    cpu_ref = jax.device_put(ref, jax.devices("cpu")[0])
+    hlo = jax.jit(lambda k: jax.random.bits(k, (64, 48))).lower(cpu_ref).compile().as_text()
+    assert " while(" in hlo
 
 
 def test_fallbacks_are_jax_threefry():

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import jaxinit
+from jaxinit import _prng
 from jaxinit._base import Init
 
 
@@ -216,6 +217,28 @@ def test_jit_matches_eager(name):
     jitted = np.asarray(jax.jit(e.init, static_argnums=1)(KEY, e.shape))
     scale = np.abs(eager).max()
     np.testing.assert_allclose(jitted, eager, rtol=10 * EPS32, atol=10 * EPS32 * scale)
+
+
+_DRAWS_BY_DEFAULT = ("normal", "truncated_normal", "orthogonal", "sparse")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in _DRAWS_BY_DEFAULT else pytest.param(n, marks=pytest.mark.slow) for n in RANDOM],
+)
+def test_random_initializers_draw_what_jax_threefry_draws(name):
+    e = REGISTRY[name]
+    # the same key data drawn through JAX's lowering of threefry (tests/test_prng.py checks it)
+    reference = jax.random.wrap_key_data(jax.random.key_data(KEY), impl=_prng.JAX_LOWERING)
+    for key in (KEY, jax.random.key_data(KEY)):  # a typed key and a raw one
+        np.testing.assert_array_equal(e.init(key, e.shape), e.init(reference, e.shape))
+
+    # On CPU the draws come from the one-kernel hash (JAX's runs its rounds in a loop there).
+    def draws_fused(key):
+        return f"key<{_prng.TAG}>" in str(jax.make_jaxpr(lambda k: e.init(k, e.shape))(key))
+
+    assert draws_fused(KEY) == (jax.default_backend() == "cpu")
+    assert not draws_fused(reference)
 
 
 @pytest.mark.parametrize("name", NAMES)
