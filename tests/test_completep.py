@@ -183,11 +183,16 @@ def test_completep_updates_at_base_width_and_depth_are_sp_bit_for_bit(kind):
     got, want = [], []
     for name, out in (("completep", got), ("sp", want)):
         opt = mup.optimizer(r, params, name, kind, learning_rate=0.1, weight_decay=0.01)
-        state, p = opt.init(params), params
-        for _ in range(3):
-            u, state = opt.update(grads, state, p)
-            p = optax.apply_updates(p, u)
-        out.append(p)
+
+        @jax.jit  # one program per parametrization (eagerly, every update operation compiles)
+        def three_steps(p, opt=opt):
+            state = opt.init(p)
+            for _ in range(3):
+                u, state = opt.update(grads, state, p)
+                p = optax.apply_updates(p, u)
+            return p
+
+        out.append(three_steps(params))
     jax.tree.map(np.testing.assert_array_equal, got[0], want[0])
 
 
