@@ -442,6 +442,11 @@ def measure(
     output to a scalar. A layer called several times (shared weights) is measured at its first
     call.
 
+    Called outside ``jax.jit``, the pass is compiled as one program per model, statistics,
+    selection, loss, keyword values and input shapes, and a repeat call runs that program.
+    Keyword values holding arrays (linen's ``rngs=``, a mask) are traced arguments; a keyword
+    value that cannot be hashed (a list) makes the pass run operation by operation instead.
+
     Args:
       model: A ``flax.linen.Module`` or a ``flax.nnx.Module``.
       *args: ``variables, x`` (linen) or ``x`` (NNX).
@@ -496,17 +501,74 @@ def measure(
             f"measure: no layer matched select={select!r}; the default selects every layer "
             "that owns a kernel."
         )
+    static_kwargs, traced_kwargs = _split_kwargs(apply_kwargs)
+    if static_kwargs is None:  # an unhashable static keyword: run as traced, operation by operation
+        return run(
+            model,
+            variables,
+            x,
+            stat_fns,
+            select=select,
+            labels=labels,
+            loss=loss,
+            apply_kwargs=apply_kwargs,
+            structure=structure,
+        )
+    split, state = fa.split_model(model, variables)
+    with fa.variables_fit("measure"):
+        return _PASS(
+            state,
+            x,
+            labels,
+            traced_kwargs,
+            static=split,
+            stat_fns=fa.Static("stats", tuple(stat_fns.items())),
+            select=fa.Static("select", select),
+            loss=fa.Static("loss", loss),
+            kwargs=static_kwargs,
+            structure=fa.Static("structure", tuple(structure.items())),
+        )
+
+
+def _split_kwargs(
+    apply_kwargs: Mapping[str, Any],
+) -> tuple[tuple[tuple[str, Any], ...] | None, dict[str, Any]]:
+    """The model call's keywords as (static, traced): those holding arrays (linen's ``rngs=``, a
+    mask) are traced; the rest are static, or None where one of them is not hashable."""
+    static, traced = [], {}
+    for k, v in sorted(apply_kwargs.items()):
+        if any(isinstance(leaf, jax.Array | np.ndarray) for leaf in jax.tree.leaves(v)):
+            traced[k] = v
+            continue
+        try:
+            hash(v)
+        except TypeError:
+            return None, traced
+        static.append((k, v))
+    return tuple(static), traced
+
+
+def _pass(state, x, labels, traced_kwargs, *, static, stat_fns, select, loss, kwargs, structure):
+    model, variables = fa.merge_model(static, state)
     return run(
         model,
         variables,
         x,
-        stat_fns,
-        select=select,
+        dict(stat_fns.obj),
+        select=select.obj,
         labels=labels,
-        loss=loss,
-        apply_kwargs=apply_kwargs,
-        structure=structure,
+        loss=loss.obj,
+        apply_kwargs={**dict(kwargs), **traced_kwargs},
+        structure=dict(structure.obj),
     )
+
+
+# One program per model, statistics, selection, loss, static keywords and input shapes: called
+# eagerly, the pass would otherwise compile each of its operations on its own. Under the
+# caller's jax.jit or jax.vmap it is inlined like any nested jit.
+_PASS = jax.jit(
+    _pass, static_argnames=("static", "stat_fns", "select", "loss", "kwargs", "structure")
+)
 
 
 def run(

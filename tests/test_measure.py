@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _compiles import log_compilations
 from _models import KIND_LAYERS, TOKENS, AllKinds, AllKindsNNX
 from flax import nnx
 
@@ -114,6 +115,60 @@ def test_jit_keeps_forward_order_and_vmap_equals_a_loop():
             for name in stats:
                 np.testing.assert_allclose(batched[path][name][i], single[path][name], **F32)
         np.testing.assert_allclose(batched.loss[i], single.loss, **F32)
+
+
+def test_an_eager_call_is_one_program_and_a_repeat_compiles_nothing():
+    variables = jax.jit(MLP.init)(KEY, X)
+    doubled = jax.jit(lambda v: jax.tree.map(lambda a: 2 * a, v))(variables)
+    stats = ("std", "in_std", "grad_rms")
+    with log_compilations() as compiled:
+        first = jaxinit.measure(MLP, variables, X, stats=stats, labels=LABELS)
+    # one program for the pass, where operation by operation each would compile alone
+    assert compiled == ["jit(_pass)"]
+    with log_compilations() as compiled:
+        again = jaxinit.measure(MLP, doubled, X, stats=list(stats), labels=LABELS)
+    assert compiled == []  # equal module, statistics and shapes
+    want = jax.jit(lambda v: jaxinit.measure(MLP, v, X, stats=stats, labels=LABELS))(doubled)
+    for path in want.paths:
+        for name in stats:
+            np.testing.assert_allclose(again[path][name], want[path][name], **F32)
+    # parameters doubled at every layer: the first layer's output std doubles
+    np.testing.assert_allclose(again["Dense_0"]["std"], 2 * first["Dense_0"]["std"], **F32)
+
+
+class _Dropout(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool):
+        h = nn.Dropout(0.5, deterministic=not train)(nn.relu(nn.Dense(16)(x)))
+        return nn.Dense(3)(h)
+
+
+def test_array_keywords_are_traced_and_an_unhashable_keyword_still_runs():
+    model = _Dropout()
+    variables = jax.jit(model.init, static_argnames="train")(KEY, X, train=False)
+
+    def head_std(**kwargs):
+        return float(
+            jaxinit.measure(model, variables, X, stats=("std",), **kwargs)["Dense_1"]["std"]
+        )
+
+    keys = [{"dropout": jax.random.key(s)} for s in (1, 2)]
+    with log_compilations() as compiled:
+        head_std(train=True, rngs=keys[0])
+    assert compiled == ["jit(_pass)"]  # the measuring pass, compiled as one program
+    with log_compilations() as compiled:
+        a, b, a2 = (head_std(train=True, rngs=k) for k in (keys[0], keys[1], keys[0]))
+    assert compiled == []  # the keys are traced arguments, not part of the program
+    assert a == a2 and a != b
+    # the same output with Flax's own dropout under the same key
+    out = jax.jit(lambda v: model.apply(v, X, train=True, rngs=keys[0]))(variables)
+    np.testing.assert_allclose(a, np.asarray(out, np.float64).std(), **F32)
+    # a keyword value that cannot be hashed (a list) runs operation by operation, same result
+    plain = head_std(train=False)
+    with log_compilations() as compiled:
+        listed = head_std(train=False, mutable=[])
+    assert "jit(_pass)" not in compiled
+    np.testing.assert_allclose(listed, plain, **F32)
 
 
 def test_scanned_layers_give_one_value_per_iteration():
