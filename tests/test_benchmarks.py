@@ -10,13 +10,6 @@ import json
 
 import numpy as np
 import pytest
-from _experiments import experiments_importable
-
-
-@pytest.fixture(scope="module")
-def load():
-    with experiments_importable() as import_module:
-        yield import_module
 
 
 def test_audit(load, capsys):

@@ -19,19 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _data import require
-from _experiments import experiments_importable
 
 import jaxinit
 from jaxinit import data
 from jaxinit.models import MLP
 
 LABELS = {"fashion-mnist": "Fashion-MNIST", "digits": "scikit-learn's digits"}
-
-
-@pytest.fixture(scope="module")
-def load():
-    with experiments_importable() as import_module:
-        yield import_module
 
 
 def _run(load, name, tmp_path, *extra):
