@@ -502,7 +502,7 @@ def measure(
             "that owns a kernel."
         )
     static_kwargs, traced_kwargs = _split_kwargs(apply_kwargs)
-    if static_kwargs is None:  # an unhashable static keyword: run as traced, operation by operation
+    if static_kwargs is None:  # an unhashable keyword value: run operation by operation
         return run(
             model,
             variables,
