@@ -19,7 +19,7 @@ def test_audit(load, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["bench"] == "audit"
 
 
-@pytest.mark.slow  # 10 s: twelve first calls
+@pytest.mark.slow  # 6 s: twelve first calls
 def test_init(load, capsys):
     result = load("bench_init").main(["--quick", "--repeats", "1"])
     assert [r["init"] for r in result["rows"]] == ["he_normal"] * 2 + ["truncated_normal"] * 2
