@@ -40,6 +40,7 @@ the promoted dtype of the parameter and the factor, then cast back.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, overload
@@ -121,7 +122,8 @@ def _amounts(value: Any, arg: str, fn: str) -> Callable[[str], jax.Array]:
     return lambda path: amount
 
 
-def _broadcast(amount: jax.Array, w: jax.Array, path: str, arg: str, fn: str) -> jax.Array:
+def _fitting(amount: jax.Array, w: jax.Array, path: str, arg: str, fn: str) -> jax.Array:
+    """``amount``, checked to broadcast to ``w``'s shape without enlarging it."""
     shape = tuple(np.shape(w))
     try:
         ok = np.broadcast_shapes(amount.shape, shape) == shape
@@ -133,11 +135,21 @@ def _broadcast(amount: jax.Array, w: jax.Array, path: str, arg: str, fn: str) ->
             f"{path!r} of shape {shape}; use a scalar, or an array broadcastable to the shape "
             "of every selected parameter without enlarging it."
         )
-    if amount.shape == shape:
-        return amount
-    # lax, not jnp.broadcast_to: an edit of many layers traces this once per parameter
-    dims = tuple(range(len(shape) - amount.ndim, len(shape)))
-    return jax.lax.broadcast_in_dim(amount, shape, dims)
+    return amount
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _combine(op: Callable[[Any, Any], jax.Array], w: Any, amount: jax.Array) -> jax.Array:
+    """``op(w, amount)``, ``amount`` broadcast to ``w``'s shape, in the dtype ``jax.numpy``
+    would give. A jit: an edit of many parameters inside a traced program (LSUV's pass) then
+    traces it once per parameter shape, not once per parameter."""
+    lax = jax.lax
+    dtype = jnp.result_type(w, amount)
+    shape = np.shape(w)
+    if amount.shape != shape:
+        dims = tuple(range(len(shape) - amount.ndim, len(shape)))
+        amount = lax.broadcast_in_dim(amount, shape, dims)
+    return op(lax.convert_element_type(w, dtype), lax.convert_element_type(amount, dtype))
 
 
 def _edit(target: Any, where: Where, fn: str, new: Callable[[str, jax.Array], Any]) -> Any:
@@ -252,7 +264,12 @@ def scale(target: Any, where: Where, factor: Any) -> Any:
       True
     """
     f = _amounts(factor, "factor", "scale")
-    return _edit(target, where, "scale", lambda p, w: w * _broadcast(f(p), w, p, "factor", "scale"))
+    return _edit(
+        target,
+        where,
+        "scale",
+        lambda p, w: _combine(jax.lax.mul, w, _fitting(f(p), w, p, "factor", "scale")),
+    )
 
 
 @overload
@@ -285,7 +302,12 @@ def shift(target: Any, where: Where, delta: Any) -> Any:
       [1.0, 2.0, 3.0]
     """
     d = _amounts(delta, "delta", "shift")
-    return _edit(target, where, "shift", lambda p, w: w + _broadcast(d(p), w, p, "delta", "shift"))
+    return _edit(
+        target,
+        where,
+        "shift",
+        lambda p, w: _combine(jax.lax.add, w, _fitting(d(p), w, p, "delta", "shift")),
+    )
 
 
 def path_key(key: jax.Array, path: str) -> jax.Array:

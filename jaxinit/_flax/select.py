@@ -67,14 +67,20 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 
 def pattern_predicate(patterns: object) -> Callable[[str, Any], bool] | None:
     """A glob pattern or a sequence of them as a predicate ``(path, _) -> bool`` (any pattern
-    matching the whole path); None when ``patterns`` is neither."""
+    matching the whole path); None when ``patterns`` is neither. Patterns without a wildcard
+    are looked up in a set and the others matched as one regular expression, so that a list
+    of many exact paths (an edit of every layer) costs one lookup per path, not one match per
+    pattern."""
     if isinstance(patterns, str):
-        rx = _glob_regex(patterns)
-        return lambda path, _: rx.fullmatch(path) is not None
-    if isinstance(patterns, Sequence) and all(isinstance(s, str) for s in patterns):
-        rxs = [_glob_regex(s) for s in patterns]
-        return lambda path, _: any(rx.fullmatch(path) for rx in rxs)
-    return None
+        patterns = (patterns,)
+    elif not (isinstance(patterns, Sequence) and all(isinstance(s, str) for s in patterns)):
+        return None
+    exact = frozenset(p for p in patterns if "*" not in p and "?" not in p)
+    globs = [p for p in patterns if p not in exact]
+    if not globs:
+        return lambda path, _: path in exact
+    rx = re.compile("|".join(f"(?:{_glob_regex(p).pattern})" for p in globs))
+    return lambda path, _: path in exact or rx.fullmatch(path) is not None
 
 
 def _compile(
