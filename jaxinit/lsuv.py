@@ -6,6 +6,7 @@ fastai's mean-centred variant (``center=True``). Built on :mod:`jaxinit.probe`.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import types
@@ -202,7 +203,9 @@ def _rescale(target: Any, edits: Sequence[tuple[str, bool, jax.Array, jax.Array]
     ndim = {p: np.ndim(w) for p, w in tree.get(target, list(factors)).items()}
 
     def per_slice(amounts: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        return {p: jnp.reshape(a, a.shape + (1,) * (ndim[p] - a.ndim)) for p, a in amounts.items()}
+        return {
+            p: jax.lax.reshape(a, a.shape + (1,) * (ndim[p] - a.ndim)) for p, a in amounts.items()
+        }
 
     target = _then(target, tree.scale(target, list(factors), per_slice(factors)))
     if deltas:
@@ -219,18 +222,23 @@ def _moments(y: jax.Array) -> tuple[jax.Array, jax.Array]:
     element, so that a large mean does not cancel the variance, and of deviations scaled by
     ``1/sqrt(n)``, so that the sum of squares is the mean square itself and overflows only
     where the variance does (a batch at 1e18 has squares near 1e36, whose sum over many
-    elements would pass float32's 3e38). Two plain sums, not one variadic reduction: XLA's CPU
-    backend vectorizes the former and runs the latter element by element (3x slower here).
-    Written in ``lax``: it is traced once per layer, and each ``jax.numpy`` call on a tracer
-    is a nested trace of its own (about 3x the cost)."""
+    elements would pass float32's 3e38). Both sums are one plain reduction of the stacked
+    deviations and squares, so one kernel per layer (on CPU, XLA hands each reduction to
+    YNNPACK, which sets every such kernel up on the program's first run), and not a
+    variadic reduction, which XLA's CPU backend runs element by element (3x slower here).
+    Written in ``lax``: each ``jax.numpy`` call on a tracer is a nested trace of its own (about
+    3x the cost)."""
     lax = jax.lax
     y = lax.convert_element_type(y, _F32)
     k = lax.stop_gradient(lax.reshape(lax.slice(y, (0,) * y.ndim, (1,) * y.ndim), ()))
     r = np.float32(1 / math.sqrt(y.size))
     d = lax.mul(lax.sub(y, k), r)
     axes = tuple(range(y.ndim))
-    mean_d = lax.mul(lax.reduce_sum(d, axes), r)
-    var = lax.max(lax.sub(lax.reduce_sum(lax.mul(d, d), axes), lax.mul(mean_d, mean_d)), _ZERO)
+    both = lax.concatenate([lax.expand_dims(d, (0,)), lax.expand_dims(lax.mul(d, d), (0,))], 0)
+    sums = lax.reduce_sum(both, tuple(a + 1 for a in axes))
+    mean_d = lax.mul(lax.reshape(lax.slice(sums, (0,), (1,)), ()), r)
+    sq = lax.reshape(lax.slice(sums, (1,), (2,)), ())
+    var = lax.max(lax.sub(sq, lax.mul(mean_d, mean_d)), _ZERO)
     return lax.add(k, mean_d), lax.sqrt(var)
 
 
@@ -254,19 +262,42 @@ def _error(m, s, o: _Opts):
 
 
 def _affine(y, g, c):
+    """``g * y + c``, computed in float32 and returned in ``y``'s dtype (``lax``, as in
+    _moments)."""
+    lax = jax.lax
     if y.dtype == _F32:
-        return y * g + c if not (isinstance(c, float) and c == 0.0) else y * g
-    return (y.astype(_F32) * g + c).astype(y.dtype)
+        gy = lax.mul(y, g)
+        return gy if isinstance(c, float) and c == 0.0 else lax.add(gy, c)
+    return lax.convert_element_type(
+        lax.add(lax.mul(lax.convert_element_type(y, _F32), g), c), y.dtype
+    )
 
 
 def _normalize_affine(y, bias: bool, o: _Opts):
     """Exact in one step: the output becomes ``g * y + c``, which is what the layer computes
     once its kernel is multiplied by ``g`` and its bias replaced by ``g * bias + c``."""
+    return _normalize_affine_jit(y, o.target, shift=o.center and bias)
+
+
+@functools.partial(jax.jit, static_argnames="shift")
+def _normalize_affine_jit(y, target, *, shift: bool):
+    # A nested jit: traced once per output shape and dtype, so a deep model's pass traces and
+    # lowers the normalization once per layer shape, not once per layer.
     m0, s0 = _moments(y)
-    alive = _alive(m0, s0)
-    g = jax.lax.select(alive, o.target / s0, jnp.ones((), _F32))  # 1: a dead layer is kept
-    c = jax.lax.select(alive, -g * m0, jnp.zeros((), _F32)) if (o.center and bias) else 0.0
-    return _affine(y, g, c), (g, jnp.asarray(c, _F32), m0, s0)
+    g, c = _gain_shift(m0, s0, _alive(m0, s0), target, shift)
+    return _affine(y, g, c if shift else 0.0), (g, c, m0, s0)
+
+
+def _gain_shift(m0, s0, alive, target, shift: bool):
+    """The factor and shift that move an output of mean ``m0`` and std ``s0`` to mean 0 (with
+    ``shift``) and std ``target``: 1 and 0 for a dead layer, which is kept. Elementwise, so
+    that the report computes them for all layers at once from the stored moments."""
+    lax = jax.lax
+    one, zero = lax.full_like(s0, 1, _F32), lax.full_like(s0, 0, _F32)
+    g = lax.select(alive, lax.div(lax.full_like(s0, target, _F32), s0), one)
+    if not shift:
+        return g, zero
+    return g, lax.select(alive, lax.neg(lax.mul(g, m0)), zero)
 
 
 def _rerun(call: LayerCall, target: tuple[Any, ...], bias: bool, g, c, o: _Opts) -> Any:
@@ -485,7 +516,7 @@ def _run(model, variables, x, select, kwargs, o: _Opts):
 
 def _slices(layer: _Layer, value: Any) -> jax.Array:
     """One entry per slice of a stacked layer (one for a plain layer)."""
-    value = jnp.asarray(value, _F32)
+    value = jax.lax.convert_element_type(value, _F32)
     if not layer.stack:
         return jax.lax.reshape(value, (1,))
     return jnp.broadcast_to(value, layer.stack).reshape(-1)
@@ -506,9 +537,15 @@ def _report(layers, stored, o: _Opts, measured: Mapping[str, Any] | None = None)
     def col(i):
         return jnp.concatenate([_slices(la, stored[la.path][i]) for la in layers])
 
-    g, c, m0, s0 = col(0), col(1), col(2), col(3)
+    m0, s0 = col(2), col(3)
     affine = np.concatenate([np.full(math.prod(la.stack), la.affine) for la in layers])
     alive = _alive(m0, s0)
+    g, c = _gain_shift(m0, s0, alive, o.target, o.center)
+    bias = np.concatenate([np.full(math.prod(la.stack), la.bias) for la in layers])
+    c = jnp.where(bias, c, 0.0)
+    if not affine.all():
+        g = jnp.where(affine, g, col(0))
+        c = jnp.where(affine, c, col(1))
     # Affine layers: the statistics after follow from the exact algebra y' = g y + c.
     m1, s1, it = g * m0 + c, g * s0, alive.astype(_F32)
     if not affine.all():
