@@ -7,14 +7,18 @@ init-article convnet on a batch of 64 images 128 x 128 x 3 (N(0, 1) pixels). For
 - first call: trace + compile + run of ``jaxinit.lsuv`` (the cost a user pays once);
 - compile: first call minus the steady-state LSUV time;
 - LSUV and forward (the jitted ``module.apply`` on the same batch): ``--repeats`` calls of each
-  after compilation, interleaved (LSUV, forward, LSUV, forward, ...); each column is the median
-  of its calls;
+  after compilation, interleaved (LSUV, forward, LSUV in place, LSUV, forward, ...); each column
+  is the median of its calls;
 - ratio: LSUV / forward, i.e. how many forward passes the pass costs: the median over the
   pairs of one LSUV call and the forward call right after it. On a shared machine whose speed
   drifts (a virtual machine whose host takes CPU time, reported as ``steal``), both calls of a
   pair run at the same speed, so the ratio does not depend on when each column was timed (the
   JSON's ``ratio_range`` bounds it: fastest LSUV / slowest forward, slowest LSUV / fastest
   forward);
+- in place / forward: the same ratio for ``lsuv(..., donate=True)``, which writes the result
+  into the given parameters' buffers, as PyTorch's ``lsuv`` rescales its model in place (each
+  call gets a copy of the parameters, made untimed). The rest of LSUV / forward is the cost of
+  writing the result into fresh memory (on Linux, page faults);
 - steal: the share of the CPU time the hypervisor took from this machine while the LSUV and
   forward calls ran (from ``/proc/stat``; absent where the kernel does not report it);
 - PyTorch: ``lsuv.lsuv_with_singlebatch`` (package defaults: orthonormal pre-init, std_tol 0.1, 10
@@ -83,13 +87,11 @@ def _median_time(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
-def _paired_times(
-    a: Callable[[], Any], b: Callable[[], Any], repeats: int
-) -> tuple[list[float], list[float]]:
-    """``repeats`` timed calls of each of ``a`` and ``b``, interleaved: a, b, a, b, ..."""
-    times: tuple[list[float], list[float]] = ([], [])
+def _interleaved_times(fns: list[Callable[[], Any]], repeats: int) -> list[list[float]]:
+    """``repeats`` timed calls of each function, interleaved: a, b, c, a, b, c, ..."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, out in zip((a, b), times, strict=True):
+        for fn, out in zip(fns, times, strict=True):
             t = time.perf_counter()
             jax.block_until_ready(fn())
             out.append(time.perf_counter() - t)
@@ -136,9 +138,17 @@ def bench_jax(name: str, cfg: dict[str, Any], repeats: int) -> dict[str, Any]:
     first = time.perf_counter() - t
     forward = jax.jit(module.apply)
     jax.block_until_ready(forward(variables, x))
+    # In place (donate=True): each call consumes a copy of the parameters, made untimed.
+    copies = [jax.tree.map(jnp.copy, variables) for _ in range(repeats + 1)]
+    jax.block_until_ready(jaxinit.lsuv(module, copies.pop(), x, donate=True))
     jiffies = _cpu_jiffies()
-    lsuv_times, fwd_times = _paired_times(
-        lambda: jaxinit.lsuv(module, variables, x), lambda: forward(variables, x), repeats
+    lsuv_times, fwd_times, donated_times = _interleaved_times(
+        [
+            lambda: jaxinit.lsuv(module, variables, x),
+            lambda: forward(variables, x),
+            lambda: jaxinit.lsuv(module, copies.pop(), x, donate=True),
+        ],
+        repeats,
     )
     after = _cpu_jiffies()
     steady = statistics.median(lsuv_times)
@@ -151,6 +161,10 @@ def bench_jax(name: str, cfg: dict[str, Any], repeats: int) -> dict[str, Any]:
         "forward_s": statistics.median(fwd_times),
         "ratio": statistics.median(a / b for a, b in zip(lsuv_times, fwd_times, strict=True)),
         "ratio_range": [min(lsuv_times) / max(fwd_times), max(lsuv_times) / min(fwd_times)],
+        "donated_s": statistics.median(donated_times),
+        "donated_ratio": statistics.median(
+            a / b for a, b in zip(donated_times, fwd_times, strict=True)
+        ),
     }
     if jiffies is not None and after is not None and after[1] > jiffies[1]:
         out["steal"] = (after[0] - jiffies[0]) / (after[1] - jiffies[1])
@@ -330,6 +344,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "LSUV",
         "forward",
         "LSUV/fwd",
+        "in place/fwd",
         "steal",
         "PyTorch lsuv",
         "PyTorch fwd",
@@ -346,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             _fmt(j["lsuv_s"]),
             _fmt(j["forward_s"]),
             f"{j['ratio']:.2f}x",
+            f"{j['donated_ratio']:.2f}x",
             f"{j['steal']:.0%}" if "steal" in j else "-",
         ]
         if isinstance(pt, dict):

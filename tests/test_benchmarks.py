@@ -54,6 +54,11 @@ def test_sweep(load):
 def test_lsuv(load):
     result = load("bench_lsuv").main(["--quick"])
     assert result["bench"] == "lsuv"
+    for name, entry in result["models"].items():
+        j = entry["jaxinit"]
+        assert j["all_converged"], name
+        for key in ("lsuv_s", "forward_s", "donated_s", "ratio", "donated_ratio"):
+            assert np.isfinite(j[key]) and j[key] > 0, (name, key, j[key])
 
 
 @pytest.mark.slow  # about a minute: three configurations at widths 2^5..2^7, no PyTorch
