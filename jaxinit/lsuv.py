@@ -245,7 +245,7 @@ def _moments(y: jax.Array) -> tuple[jax.Array, jax.Array]:
 def _alive(m, s):
     # Comparisons with NaN are false, and an infinite mean makes the right side infinite: so
     # this is false for a NaN or infinite mean or std too, in four operations (``lax``, as in
-    # _moments: it is traced once per layer).
+    # _moments).
     lax = jax.lax
     floor = lax.add(lax.mul(lax.abs(m), _F32_DEAD_EPS), _F32_TINY)
     return lax.bitwise_and(lax.gt(s, floor), lax.lt(s, _F32_INF))
