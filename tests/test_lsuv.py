@@ -789,3 +789,25 @@ def test_donated_parameters_give_the_same_result():
     jaxinit.lsuv(a, x)
     jaxinit.lsuv(b, x, donate=True)
     jax.tree.map(np.testing.assert_array_equal, nnx.state(a), nnx.state(b))
+
+
+class _WideConv(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Conv(8, (3, 3), name="conv1")(nn.relu(nn.Conv(8, (3, 3), name="conv0")(x)))
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_outputs_above_a_million_elements_are_normalized(center):
+    """Each conv writes 4 x 192 x 192 x 8 = 1.18M elements, past the size where the moments
+    are two reductions rather than one of a stacked copy; the input's offset of 100 gives the
+    first output a mean far above its std."""
+    module, x = _WideConv(), normal((4, 192, 192, 3)) + 100
+    new, report = jaxinit.lsuv(module, init(module, x), x, center=center)
+    assert report.paths == ("conv0", "conv1") and report.all_converged
+    out = linen_outputs(module, new, x)
+    for p in report.paths:
+        std, mean = std_mean(out[p][0])
+        assert abs(std - 1) <= EXACT, (p, std)
+        if center:
+            assert abs(mean) <= EXACT, (p, mean)
