@@ -811,3 +811,26 @@ def test_outputs_above_a_million_elements_are_normalized(center):
         assert abs(std - 1) <= EXACT, (p, std)
         if center:
             assert abs(mean) <= EXACT, (p, mean)
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_scanned_layers_with_a_mean_far_above_their_std_are_normalized(center):
+    """The scanned layers' biases at 1000 put the first one's output mean ~1000x above its
+    std, where float32 moments taken around zero would cancel the variance away; the sums are
+    taken around a value of the output (for a stack, the mean of its first row)."""
+    depth, x = 4, normal((64, 16))
+    scanned = models.MLP(depth=depth, width=16, num_outputs=3, scan=True)
+    unrolled = models.MLP(depth=depth, width=16, num_outputs=3)
+    params = scanned.init(KEY, x)["params"]
+    dense = params["layers"]["dense"]
+    params = {**params, "layers": {"dense": {**dense, "bias": jnp.full_like(dense["bias"], 1e3)}}}
+    new, report = jaxinit.lsuv(scanned, {"params": params}, x, center=center)
+    assert report.all_converged
+    out = linen_outputs(unrolled, _unrolled_copy(new["params"], depth), x)
+    for i in range(1, depth):
+        std, mean = std_mean(out[f"Dense_{i}"][0])
+        assert abs(std - 1) <= EXACT, (i, std)
+        if center:
+            assert abs(mean) <= EXACT, (i, mean)
+    if not center:  # the first scanned layer keeps its mean, far above its std
+        assert std_mean(out["Dense_1"][0])[1] > 100
