@@ -232,7 +232,7 @@ def _moments(y: jax.Array, stacked: bool = False) -> tuple[jax.Array, jax.Array]
     both sums are plain reductions. Up to ``_STACKED_MAX`` elements, they are one reduction of
     the stacked deviations and squares: one kernel per layer, and the extra copy is small.
     Above it, the copy costs more than the kernel (a 64 x 64 x 64 x 32 conv output: 35 ms of
-    a 330 ms pass), so the deviations are written once and reduced twice.
+    a 307 ms pass), so the deviations are written once and reduced twice.
 
     ``k`` is the first element, except in a layer of a stack (``stacked``: ``nn.scan``,
     ``nnx.scan``), whose bias the loop slices dynamically. There XLA recomputes the first
@@ -240,7 +240,7 @@ def _moments(y: jax.Array, stacked: bool = False) -> tuple[jax.Array, jax.Array]
     sums, the rescaled output), at 4-5x those loops' cost; the mean of the first position's
     last axis is a reduction, which XLA computes once. In a loop, a select on the stacking
     axis is also faster than a concatenation. Together, over the 49 iterations of the scanned
-    50 x 512 MLP: 3.4 ms against 19.7 ms for the stack, 1.9 ms against 8.4 ms for the rescaled
+    50 x 512 MLP: 4.1 ms against 19.7 ms for the stack, 2.2 ms against 8.4 ms for the rescaled
     output. Outside loops the first element and the concatenation compile faster.
     Written in ``lax``: each ``jax.numpy`` call on a tracer is a nested trace of its own (about
     3x the cost)."""
