@@ -842,3 +842,35 @@ def test_scanned_layers_with_a_mean_far_above_their_std_are_normalized(center):
             assert abs(mean) <= EXACT, (i, mean)
     if not center:  # the first scanned layer keeps its mean, far above its std
         assert std_mean(out["Dense_1"][0])[1] > 50
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_float64_models_under_x64_are_normalized(center):
+    """Under ``jax_enable_x64``, float64 data and parameters give float64 outputs: each is
+    rescaled in float64 and comes out normalized, measured in float64 (linen and NNX)."""
+    f64 = jnp.float64
+    with jax.enable_x64(True):
+        x = np.random.default_rng(0).normal(size=(32, 8)) + 3.0
+        module = nn.Sequential(
+            [nn.Dense(16, param_dtype=f64), nn.relu, nn.Dense(4, param_dtype=f64)]
+        )
+        variables = module.init(KEY, x)
+        new, report = jaxinit.lsuv(module, variables, x, center=center)
+        assert report.paths == ("layers_0", "layers_2") and report.all_converged
+        assert all(w.dtype == f64 for w in jax.tree.leaves(new))
+        out = linen_outputs(module, new, x)
+        model = nnx.Sequential(
+            nnx.Linear(8, 16, param_dtype=f64, rngs=rngs()),
+            nnx.relu,
+            nnx.Linear(16, 4, param_dtype=f64, rngs=rngs(1)),
+        )
+        assert jaxinit.lsuv(model, x, center=center).all_converged
+        outputs = [out[p][0] for p in report.paths]
+        outputs += [v[0] for p, v in nnx_outputs(model, x).items() if p in ("layers/0", "layers/2")]
+        assert len(outputs) == 4
+        for y in outputs:
+            assert y.dtype == f64
+            a = np.asarray(y, np.float64)
+            assert abs(a.std() - 1) <= EXACT, a.std()
+            if center:
+                assert abs(a.mean()) <= EXACT, a.mean()

@@ -464,6 +464,13 @@ def update_model(static: Static, model: Any, target: Any) -> Any:
     return nnx.state(model)
 
 
+def state_of(static: Static, model: Any, target: Any) -> Any:
+    """The state of a merged model as :func:`split_model` gives it (linen: the variables
+    ``target``; NNX: the model's state), copied: an NNX state shares its variables with the
+    model, so that later in-place edits of the model would show in it."""
+    return jax.tree.map(lambda a: a, target if static.kind == "linen" else nnx.state(model))
+
+
 def apply_params(model: Any, params: Any) -> None:
     """Write the parameter state returned by :func:`update_model` into an NNX model."""
     nnx.update(model, params)
