@@ -169,12 +169,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="python of an environment with dks==0.1.2",
     )
     args = ap.parse_args(argv)
-    jax.config.update("jax_enable_x64", True)
     cases = QUICK_CASES if args.quick else CASES
     repeats = args.repeats or (3 if args.quick else 20)
     dks_repeats = args.dks_repeats or (1 if args.quick else 3)
 
-    rows = [run_jaxinit(m, n, repeats) for m, n in cases]
+    # A context, not jax.config.update: a caller that runs main() in its own process (the
+    # tests) keeps float32 afterwards.
+    with jax.enable_x64(True):
+        rows = [run_jaxinit(m, n, repeats) for m, n in cases]
     dks_rows: list[dict[str, Any]] | None = None
     if args.no_dks:
         print("dks: skipped (--no-dks)")
