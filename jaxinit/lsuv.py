@@ -596,9 +596,9 @@ _ROWS = ("iterations", "std_before", "mean_before", "std_after", "mean_after", "
 def _report_rows(layers, stored, o: _Opts, measured: Mapping[str, Any] | None = None):
     """The report's columns as the rows of one float32 array ``(7, n_layers)`` (``_ROWS``),
     which :func:`_report_of` unpacks outside the pass: one kernel of the compiled program,
-    where seven columns of mixed dtypes took eight. With ``measured`` (path -> (mean, std) of
-    the output on the returned parameters), the statistics after are those measurements
-    instead of the algebra."""
+    where seven columns of three dtypes took eight kernels. With ``measured`` (path -> (mean,
+    std) of the output on the returned parameters), the statistics after are those
+    measurements instead of the algebra."""
 
     def col(i):
         return jnp.concatenate([_slices(la, stored[la.path][i]) for la in layers])
@@ -718,9 +718,10 @@ def _lsuv_pass(
     """The forward pass that normalizes each selected layer in turn. Returns the plan, each
     layer's gain (and shift, with ``center``), the orthogonalized state (with ``ortho``;
     else None) and the report's rows. The parameters themselves are rescaled by a program
-    of their own (``_lsuv_apply``): written here, they made this program's first call about
-    0.35 s longer on the 50 x 512 MLP (1.93 s against 1.57 s, medians of 5 fresh processes),
-    in compile and in the kernels that XLA compiles on the first run."""
+    of their own (``_lsuv_apply``). Written here, with three scalar kernels per layer and eight
+    for the report, they made the 50 x 512 MLP's first call 1.65 s against 1.36 s (medians of 6
+    alternating fresh processes), in compile and in the kernels XLA compiles on the first run
+    (BENCHMARKS.md)."""
     select, kwargs = select.obj, dict(kwargs)
     if rngs is not None:  # traced (a dict of keys): the same masks for every forward pass
         kwargs["rngs"] = rngs
