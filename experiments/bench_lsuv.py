@@ -7,8 +7,8 @@ init-article convnet on a batch of 64 images 128 x 128 x 3 (N(0, 1) pixels). For
 - first call: trace + compile + run of ``jaxinit.lsuv`` (the cost a user pays once);
 - compile: first call minus the steady-state LSUV time;
 - LSUV and forward (the jitted ``module.apply`` on the same batch): ``--repeats`` calls of each
-  after compilation, interleaved (LSUV, forward, LSUV in place, LSUV, forward, ...); each column
-  is the median of its calls;
+  after compilation, interleaved (LSUV, forward, LSUV, forward, ...); then the same for LSUV in
+  place and the forward; each column is the median of its calls;
 - ratio: LSUV / forward, i.e. how many forward passes the pass costs: the median over the
   pairs of one LSUV call and the forward call right after it. On a shared machine whose speed
   drifts (a virtual machine whose host takes CPU time, reported as ``steal``), both calls of a
@@ -18,7 +18,11 @@ init-article convnet on a batch of 64 images 128 x 128 x 3 (N(0, 1) pixels). For
 - in place / forward: the same ratio for ``lsuv(..., donate=True)``, which writes the result
   into the given parameters' buffers, as PyTorch's ``lsuv`` rescales its model in place (each
   call gets a copy of the parameters, made untimed). The rest of LSUV / forward is the cost of
-  writing the result into fresh memory (on Linux, page faults);
+  writing the result into fresh memory;
+- faults: the median count of minor page faults per LSUV call, into new arrays / in place (each
+  a 4 KiB page of fresh memory touched for the first time; from ``getrusage``). The two modes
+  are timed in separate loops because an in-place call's freed result, between two calls into
+  new arrays, lets the allocator return those pages to the OS;
 - steal: the share of the CPU time the hypervisor took from this machine while the LSUV and
   forward calls ran (from ``/proc/stat``; absent where the kernel does not report it);
 - PyTorch: ``lsuv.lsuv_with_singlebatch`` (package defaults: orthonormal pre-init, std_tol 0.1, 10
@@ -87,15 +91,33 @@ def _median_time(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
-def _interleaved_times(fns: list[Callable[[], Any]], repeats: int) -> list[list[float]]:
-    """``repeats`` timed calls of each function, interleaved: a, b, c, a, b, c, ..."""
+def _minor_faults() -> int | None:
+    """This process's minor page faults so far (each a page of fresh memory touched for the
+    first time); None where ``resource`` is not available."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _interleaved_times(
+    fns: list[Callable[[], Any]], repeats: int
+) -> tuple[list[list[float]], list[list[int]]]:
+    """``repeats`` timed calls of each function, interleaved: a, b, c, a, b, c, ...; and the
+    minor page faults of each call (empty lists where they are not counted)."""
     times: list[list[float]] = [[] for _ in fns]
+    faults: list[list[int]] = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, out in zip(fns, times, strict=True):
+        for fn, out, flt in zip(fns, times, faults, strict=True):
+            f = _minor_faults()
             t = time.perf_counter()
             jax.block_until_ready(fn())
             out.append(time.perf_counter() - t)
-    return times
+            g = _minor_faults()
+            if f is not None and g is not None:
+                flt.append(g - f)
+    return times, faults
 
 
 def _cpu_jiffies() -> tuple[int, int] | None:
@@ -142,12 +164,14 @@ def bench_jax(name: str, cfg: dict[str, Any], repeats: int) -> dict[str, Any]:
     copies = [jax.tree.map(jnp.copy, variables) for _ in range(repeats + 1)]
     jax.block_until_ready(jaxinit.lsuv(module, copies.pop(), x, donate=True))
     jiffies = _cpu_jiffies()
-    lsuv_times, fwd_times, donated_times = _interleaved_times(
-        [
-            lambda: jaxinit.lsuv(module, variables, x),
-            lambda: forward(variables, x),
-            lambda: jaxinit.lsuv(module, copies.pop(), x, donate=True),
-        ],
+    # Each mode is paired with the forward in its own loop: freeing an in-place call's
+    # result between two calls into new arrays lets the allocator hand those pages back to
+    # the OS, and the next call faults them in again (see "faults" in the JSON).
+    (lsuv_times, fwd_times), (lsuv_faults, _) = _interleaved_times(
+        [lambda: jaxinit.lsuv(module, variables, x), lambda: forward(variables, x)], repeats
+    )
+    (donated_times, fwd2_times), (donated_faults, _) = _interleaved_times(
+        [lambda: jaxinit.lsuv(module, copies.pop(), x, donate=True), lambda: forward(variables, x)],
         repeats,
     )
     after = _cpu_jiffies()
@@ -158,14 +182,19 @@ def bench_jax(name: str, cfg: dict[str, Any], repeats: int) -> dict[str, Any]:
         "first_call_s": first,
         "compile_s": max(first - steady, 0.0),
         "lsuv_s": steady,
-        "forward_s": statistics.median(fwd_times),
+        "forward_s": statistics.median(fwd_times + fwd2_times),
         "ratio": statistics.median(a / b for a, b in zip(lsuv_times, fwd_times, strict=True)),
         "ratio_range": [min(lsuv_times) / max(fwd_times), max(lsuv_times) / min(fwd_times)],
         "donated_s": statistics.median(donated_times),
         "donated_ratio": statistics.median(
-            a / b for a, b in zip(donated_times, fwd_times, strict=True)
+            a / b for a, b in zip(donated_times, fwd2_times, strict=True)
         ),
     }
+    if lsuv_faults and donated_faults:
+        out["faults"] = {
+            "lsuv": statistics.median(lsuv_faults),
+            "donated": statistics.median(donated_faults),
+        }
     if jiffies is not None and after is not None and after[1] > jiffies[1]:
         out["steal"] = (after[0] - jiffies[0]) / (after[1] - jiffies[1])
     return out
@@ -345,6 +374,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "forward",
         "LSUV/fwd",
         "in place/fwd",
+        "faults",
         "steal",
         "PyTorch lsuv",
         "PyTorch fwd",
@@ -362,6 +392,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             _fmt(j["forward_s"]),
             f"{j['ratio']:.2f}x",
             f"{j['donated_ratio']:.2f}x",
+            "{lsuv:.0f} / {donated:.0f}".format(**j["faults"]) if "faults" in j else "-",
             f"{j['steal']:.0%}" if "steal" in j else "-",
         ]
         if isinstance(pt, dict):

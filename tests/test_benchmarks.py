@@ -7,6 +7,7 @@ belong in BENCHMARKS.md, from a quiet machine). The PyTorch columns need their o
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -59,6 +60,9 @@ def test_lsuv(load):
         assert j["all_converged"], name
         for key in ("lsuv_s", "forward_s", "donated_s", "ratio", "donated_ratio"):
             assert np.isfinite(j[key]) and j[key] > 0, (name, key, j[key])
+        if sys.platform == "linux":
+            assert set(j["faults"]) == {"lsuv", "donated"}, (name, j["faults"])
+            assert all(v >= 0 for v in j["faults"].values()), (name, j["faults"])
 
 
 @pytest.mark.slow  # about a minute: three configurations at widths 2^5..2^7, no PyTorch
