@@ -308,8 +308,10 @@ def _compile_options(options: Mapping[str, Any] | None = None) -> dict[str, Any]
     """XLA options for the check's programs: ``options`` where given, else on CPU LLVM at -O1
     instead of XLA's default -O3. Each program draws every parameter (threefry) and trains a
     few steps; LLVM's optimization of those kernels is much of the compile, which dominates a
-    check of a few seeds and steps, and -O1 gives the default's results bit for bit
-    (``tests/test_mup.py``). Other backends keep XLA's defaults."""
+    check of a few seeds and steps. XLA optimizes the same program at either level; -O3 also
+    vectorizes loops, which can reorder a sum XLA emits itself and change its last bits. For
+    mup's MLP, -O1 gives the default's results bit for bit (``tests/test_mup.py``). Other
+    backends keep XLA's defaults."""
     if options is not None:
         return dict(options) or None
     return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
@@ -390,9 +392,11 @@ def coord_check(
         accelerators.
       compiler_options: XLA options for the compiled programs (as ``jax.jit``'s
         ``compiler_options``); ``{}`` for XLA's defaults. Default: on CPU
-        ``{"xla_backend_optimization_level": 1}``, LLVM at -O1, which computes XLA's default
-        results bit for bit and took 8-14% less CPU time end to end for mup's MLP at widths
-        2^7..2^11 (8 seeds, 3 steps), most of it compiling; elsewhere XLA's defaults.
+        ``{"xla_backend_optimization_level": 1}``, LLVM at -O1: the same optimized program
+        as XLA's default (-O3), whose loop vectorization can round a sum's last bits
+        differently; bit for bit the default's results for mup's MLP, in 8-14% less CPU time
+        end to end at widths 2^7..2^11 (8 seeds, 3 steps), most of it compiling; elsewhere
+        XLA's defaults.
 
     Returns:
       A :class:`CoordCheck` (table, exponents, ratio).
