@@ -1,8 +1,9 @@
 """The test session compiles with LLVM at -O1 (``conftest.py``) to save compile time; users get
 XLA's default, -O3. What that changes, checked here on fixed keys:
 
-- XLA's own passes do not depend on LLVM's level: the optimized HLO of every program is the same
-  text at both, so the two compute the same operations in the same fusions.
+- XLA's own passes do not depend on LLVM's level: the optimized HLO of every program (the
+  initializers' and the tools') is the same text at both, so the two compute the same
+  operations in the same fusions.
 - LLVM at -O3 also vectorizes loops. XLA marks the adds of a sum it emits as a loop of its own
   reassociable, so at -O3 such a sum may add its terms in another order and round its last bits
   differently (as -O3 itself does on a CPU of another vector width). Every initializer's draws
@@ -65,7 +66,7 @@ def _differing(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
     return [k for k in a if not np.array_equal(a[k], b[k], equal_nan=True)]
 
 
-@pytest.mark.slow  # about a minute: three fresh processes
+@pytest.mark.slow  # 67 s: three fresh processes
 def test_o1_compiles_the_same_programs_and_draws_bit_for_bit_what_the_default_draws(tmp_path):
     default = _dump(tmp_path, None, hlo=True)
     assert {k.split("/")[1] for k in default if k.startswith("init/")} == set(REGISTRY)
@@ -86,7 +87,7 @@ def test_o1_compiles_the_same_programs_and_draws_bit_for_bit_what_the_default_dr
     assert _differing(draws_0, _dump(tmp_path, 0, "--only", only)) != []
 
 
-@pytest.mark.slow  # about 1.5 minutes on two workers
+@pytest.mark.slow  # 53 s on two workers
 def test_the_exact_comparisons_hold_under_the_default_options():
     files = [str(_HERE / f) for f in ("test_lsuv.py", "test_measure.py", "test_tree.py")]
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", *files]
