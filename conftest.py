@@ -1,13 +1,14 @@
 """Test-session set-up, loaded before any jaxinit module is imported.
 
-Eight host devices let the sharded code paths run on a plain CPU; rank promotion raises so
-that broadcasting mistakes fail loudly. XLA compiles the session's programs with LLVM at -O1
-instead of its default -O3: the suite's time is mostly XLA compiling small programs, and -O1
-took it from 265 s to 230 s on two workers (2-core AMD EPYC). XLA optimizes the same programs
-at both levels; -O3 also vectorizes loops, which can reorder the sums XLA emits itself and
-change their last bits. ``tests/test_compile_options.py`` checks that the optimized programs are the same, that
-the random draws are bit for bit the default's (and that -O0, which rounds them differently, is
-caught), and that the test files comparing programs exactly pass under the default too.
+Eight host devices let the sharded code paths run on a plain CPU; rank promotion raises so that
+broadcasting mistakes fail loudly. XLA compiles the session's programs with LLVM at -O1 instead
+of its default -O3: the suite's time is mostly XLA compiling small programs, and -O1 took it
+from 265 s to 230 s on two workers (2-core AMD EPYC). XLA optimizes the same programs at both
+levels; -O3 also vectorizes loops, which can reorder the sums XLA emits itself and change their
+last bits. ``tests/test_compile_options.py`` checks that the optimized programs are the same,
+that the random draws are bit for bit the default's (and that -O0, which rounds them
+differently, is caught), and that the test files comparing programs exactly pass under the
+default too.
 
 When the development checkout has ``../shared/data`` beside it, the data loaders look there
 (``JAXINIT_DATA``), unless the caller set ``JAXINIT_DATA`` already (even to an empty value,
