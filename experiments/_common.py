@@ -498,6 +498,14 @@ class Report:
         self.held = all(held.values())
         return held
 
+    def judge(self, checks: dict[str, tuple[bool, str]]) -> dict[str, bool]:
+        """:meth:`checks`, and the verdict: every check, whether it held, and its numbers."""
+        held = self.checks(checks)
+        self.verdict = "; ".join(
+            f"{k}: {'yes' if held[k] else 'NO'} ({n})" for k, (_, n) in checks.items()
+        )
+        return held
+
     def failed(self, checks: dict[str, bool], lead: str = " Failed: ") -> str:
         """``lead`` and the checks that did not hold, for a verdict; empty when all held."""
         return (

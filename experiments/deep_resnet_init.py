@@ -337,20 +337,9 @@ def paired_p(worse: np.ndarray, better: np.ndarray) -> float:
     return _common.paired_less(worse, better)
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    args, data = arguments(argv)
-    report = _common.Report(
-        NAME,
-        "Deep ResNets with and without BatchNorm: He, zero-init residual, Fixup, SkipInit, LSUV",
-        CLAIM,
-        SOURCE,
-        args,
-        data,
-    )
-    transform = _common.pool(args.pool)
-    im = _common.images(data, transform, args.test, seed=8)
-    keys = jax.random.split(jax.random.key(8), args.seeds)
-    settings = [bn for bn in (False, True) if args.bn in ("both", "yes" if bn else "no")]
+def train_settings(args, settings, im, keys) -> tuple[dict, dict, bool]:
+    """Train every (BN, depth) setting: accuracy ``(inits, seeds)`` and step losses ``(inits,
+    seeds, steps)`` by ``(bn, depth)``, and whether LSUV converged everywhere."""
     acc: dict[tuple[bool, int], np.ndarray] = {}
     losses: dict[tuple[bool, int], np.ndarray] = {}
     converged = True
@@ -369,7 +358,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     for i, label in enumerate(labels)
                 )
             )
+    return acc, losses, converged
 
+
+def accuracy_table(report, acc, losses, args, data) -> None:
+    """Accuracy over seeds, its range and the seeds whose loss stayed finite, per setting."""
     rows = []
     for (bn, depth), a in acc.items():
         labels = WITH_BN if bn else NO_BN
@@ -394,13 +387,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ["", "depth", "init", "accuracy", "min .. max", "finite loss"],
         rows,
     )
+
+
+def claim(acc, settings, args) -> dict[str, tuple[bool, str]]:
+    """The checks of the docstring, each (held, its numbers), for the settings that ran."""
     checks: dict[str, tuple[bool, str]] = {}
-    summary: dict[str, Any] = {"lsuv_converged": converged, "accuracy": {}}
-    for (bn, depth), a in acc.items():
-        labels = WITH_BN if bn else NO_BN
-        summary["accuracy"][f"{'BN' if bn else 'no BN'} {depth}"] = {
-            label: a[i] for i, label in enumerate(labels)
-        }
     if False in settings:
         deep, shallow = max(args.depths), min(args.depths)
         a = acc[False, deep]
@@ -426,12 +417,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
             bool(max(spans.values()) <= CLOSE_PP),
             ", ".join(f"depth {d}: range {s:.2f}" for d, s in spans.items()),
         )
-    held = report.checks(checks)
-    _figure(report, acc, args)
-    report.verdict = "; ".join(
-        f"{k}: {'yes' if held[k] else 'NO'} ({n})" for k, (_, n) in checks.items()
-    )
-    report.summary = {
+    return checks
+
+
+def summary(args, im, acc, held, converged: bool) -> dict[str, Any]:
+    """The run's settings, the checks, LSUV's convergence and every per-seed accuracy."""
+    accuracy = {
+        f"{'BN' if bn else 'no BN'} {depth}": {
+            label: a[i] for i, label in enumerate(WITH_BN if bn else NO_BN)
+        }
+        for (bn, depth), a in acc.items()
+    }
+    return {
         "depths": args.depths,
         "arch": args.arch,
         "width": args.width if args.arch == "mlp" else args.widths,
@@ -441,8 +438,29 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "lr": args.lr,
         "test_images": args.test,
         "checks": held,
-        **summary,
+        "lsuv_converged": converged,
+        "accuracy": accuracy,
     }
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args, data = arguments(argv)
+    report = _common.Report(
+        NAME,
+        "Deep ResNets with and without BatchNorm: He, zero-init residual, Fixup, SkipInit, LSUV",
+        CLAIM,
+        SOURCE,
+        args,
+        data,
+    )
+    im = _common.images(data, _common.pool(args.pool), args.test, seed=8)
+    keys = jax.random.split(jax.random.key(8), args.seeds)
+    settings = [bn for bn in (False, True) if args.bn in ("both", "yes" if bn else "no")]
+    acc, losses, converged = train_settings(args, settings, im, keys)
+    accuracy_table(report, acc, losses, args, data)
+    held = report.judge(claim(acc, settings, args))
+    _figure(report, acc, args)
+    report.summary = summary(args, im, acc, held, converged)
     return report.write()
 
 

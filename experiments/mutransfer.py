@@ -544,6 +544,112 @@ def figure(report, tasks: Sequence[Task], runs, grids, widths, args) -> None:
     report.figure(fig, "lr")
 
 
+def sweep_summary(task: Task, sweeps: Sequence[Sweep], g: Grid, widths) -> dict[str, Any]:
+    """One (task, parametrization)'s numbers for the JSON, per width: the losses, the
+    divergences, the best learning rate and its span."""
+    return {
+        "val_loss": {wd: s.val for wd, s in zip(widths, sweeps, strict=True)},
+        "final_train_loss": {wd: final_train_loss(s) for wd, s in zip(widths, sweeps, strict=True)},
+        "mean_val_loss": {wd: g.mean[w] for w, wd in enumerate(widths)},
+        "diverged": {wd: g.diverged[w] for w, wd in enumerate(widths)},
+        "diverged_total": int(g.diverged.sum()),
+        "best_log2_lr": {
+            wd: (task.log2_lrs[b] if b >= 0 else None)
+            for wd, b in zip(widths, g.best.tolist(), strict=True)
+        },
+        "span": span(g),
+    }
+
+
+def task_tables(report, task: Task, runs, grids, widths, args) -> dict[str, Any]:
+    """A task's set-up, its loss table per parametrization (width x learning rate) and μP's
+    roles at the largest width; returns the task's summary."""
+    report.text(f"{TASKS[task.name]}: set-up", task.describe)
+    roles = runs["mup"][-1].roles
+    out: dict[str, Any] = {
+        "optimizer": task.optimizer,
+        "log2_lrs": task.log2_lrs,
+        "steps": task.steps,
+        "batch": task.batch,
+        "roles": {r.path: r.role for r in roles.values()},
+    }
+    for p, g in grids.items():
+        report.table(
+            f"{TASKS[task.name]}, {PARAMETRIZATIONS[p]}: validation loss after {task.steps} "
+            f"steps (mean ± std over {args.seeds} seeds; bold: each width's best)",
+            ["width", *map(lr_label, task.log2_lrs)],
+            [
+                [width, *(cell(g, w, i, args.seeds) for i in range(len(task.log2_lrs)))]
+                for w, width in enumerate(widths)
+            ],
+        )
+        out[p] = sweep_summary(task, runs[p], g, widths)
+    report.text(
+        f"{TASKS[task.name]}: μP roles at width {widths[-1]} (jaxinit.mup.roles, Adam factors)"
+        if task.optimizer == "adam"
+        else f"{TASKS[task.name]}: μP roles at width {widths[-1]}",
+        "```\n" + roles.table("mup", task.optimizer) + "\n```",
+    )
+    return out
+
+
+def best_table(report, tasks: Sequence[Task], grids, widths, args) -> None:
+    """The best learning rate of each width, per task and parametrization, with its span and
+    the diverged runs."""
+    report.table(
+        "Best learning rate per width",
+        ["task", "parametrization", *map(str, widths), "span (grid steps)", "diverged runs"],
+        [
+            [
+                f"{TASKS[t.name]} ({t.optimizer})",
+                PARAMETRIZATIONS[p],
+                *best_labels(t, g),
+                span(g),
+                f"{int(g.diverged.sum())}/{g.diverged.size * args.seeds}",
+            ]
+            for t in tasks
+            for p, g in grids[t.name].items()
+        ],
+    )
+
+
+def claim(tasks: Sequence[Task], grids, args) -> dict[str, tuple[bool, str]]:
+    """The claim's checks: per task μP's best learning rates span at most one grid step and
+    SP's more; and both tasks ran."""
+    checks: dict[str, tuple[bool, str]] = {}
+    for t in tasks:
+        sp, mup = (span(grids[t.name][p]) for p in ("sp", "mup"))
+        for p, ok, rule in (
+            ("mup", mup is not None and mup <= 1, "<= 1"),
+            ("sp", sp is not None and sp > 1, "> 1"),
+        ):
+            g = grids[t.name][p]
+            check = f"{TASKS[t.name]}: {PARAMETRIZATIONS[p]}'s best learning rate spans {rule} step"
+            checks[check] = (
+                ok,
+                f"{' '.join(best_labels(t, g))} (span {span(g)})",
+            )
+    if len(tasks) < len(TASKS):
+        checks["both tasks ran (the claim needs both)"] = (False, f"--tasks {' '.join(args.tasks)}")
+    return checks
+
+
+def verdict(tasks: Sequence[Task], grids, widths) -> str:
+    """The verdict's numbers: each task's best learning rate per width and span, SP and μP."""
+
+    def moves(t: Task, p: str) -> str:
+        g = grids[t.name][p]
+        return f"{PARAMETRIZATIONS[p]} {' '.join(best_labels(t, g))} (span {span(g)})"
+
+    return (
+        f"best learning rate at widths {', '.join(map(str, widths))}: "
+        + "; ".join(
+            f"{TASKS[t.name]} ({t.optimizer}): {moves(t, 'sp')}, {moves(t, 'mup')}" for t in tasks
+        )
+        + "."
+    )
+
+
 TASK_MAKERS = {"mlp": mlp_task, "transformer": lambda data, args: lm_task(args)}
 
 
@@ -599,97 +705,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     tasks = [make(data, args) for name, make in TASK_MAKERS.items() if name in args.tasks]
     keys = jax.random.split(jax.random.key(9), (args.seeds, 2))  # (init, data order) per seed
     runs = sweep_all(tasks, widths, keys, args)
-    grids: dict[str, dict[str, Grid]] = {}
+    grids = {t.name: {p: grid(r) for p, r in runs[t.name].items()} for t in tasks}
+
     summary: dict[str, Any] = {"widths": widths, "base_width": BASE}
-    for task in tasks:
-        report.text(f"{TASKS[task.name]}: set-up", task.describe)
-        grids[task.name] = {p: grid(r) for p, r in runs[task.name].items()}
-        roles = runs[task.name]["mup"][-1].roles
-        out: dict[str, Any] = {
-            "optimizer": task.optimizer,
-            "log2_lrs": task.log2_lrs,
-            "steps": task.steps,
-            "batch": task.batch,
-            "roles": {r.path: r.role for r in roles.values()},
-        }
-        for p, g in grids[task.name].items():
-            report.table(
-                f"{TASKS[task.name]}, {PARAMETRIZATIONS[p]}: validation loss after {task.steps} "
-                f"steps (mean ± std over {args.seeds} seeds; bold: each width's best)",
-                ["width", *map(lr_label, task.log2_lrs)],
-                [
-                    [width, *(cell(g, w, i, args.seeds) for i in range(len(task.log2_lrs)))]
-                    for w, width in enumerate(widths)
-                ],
-            )
-            sweeps = runs[task.name][p]
-            out[p] = {
-                "val_loss": {wd: s.val for wd, s in zip(widths, sweeps, strict=True)},
-                "final_train_loss": {
-                    wd: final_train_loss(s) for wd, s in zip(widths, sweeps, strict=True)
-                },
-                "mean_val_loss": {wd: g.mean[w] for w, wd in enumerate(widths)},
-                "diverged": {wd: g.diverged[w] for w, wd in enumerate(widths)},
-                "diverged_total": int(g.diverged.sum()),
-                "best_log2_lr": {
-                    wd: (task.log2_lrs[b] if b >= 0 else None)
-                    for wd, b in zip(widths, g.best.tolist(), strict=True)
-                },
-                "span": span(g),
-            }
-        report.text(
-            f"{TASKS[task.name]}: μP roles at width {widths[-1]} (jaxinit.mup.roles, Adam factors)"
-            if task.optimizer == "adam"
-            else f"{TASKS[task.name]}: μP roles at width {widths[-1]}",
-            "```\n" + roles.table("mup", task.optimizer) + "\n```",
-        )
-        summary[task.name] = out
-
-    report.table(
-        "Best learning rate per width",
-        ["task", "parametrization", *map(str, widths), "span (grid steps)", "diverged runs"],
-        [
-            [
-                f"{TASKS[t.name]} ({t.optimizer})",
-                PARAMETRIZATIONS[p],
-                *best_labels(t, g),
-                span(g),
-                f"{int(g.diverged.sum())}/{g.diverged.size * args.seeds}",
-            ]
-            for t in tasks
-            for p, g in grids[t.name].items()
-        ],
-    )
-    checks: dict[str, tuple[bool, str]] = {}
     for t in tasks:
-        sp, mup = (span(grids[t.name][p]) for p in ("sp", "mup"))
-        for p, ok, rule in (
-            ("mup", mup is not None and mup <= 1, "<= 1"),
-            ("sp", sp is not None and sp > 1, "> 1"),
-        ):
-            g = grids[t.name][p]
-            check = f"{TASKS[t.name]}: {PARAMETRIZATIONS[p]}'s best learning rate spans {rule} step"
-            checks[check] = (
-                ok,
-                f"{' '.join(best_labels(t, g))} (span {span(g)})",
-            )
-    if len(tasks) < len(TASKS):
-        checks["both tasks ran (the claim needs both)"] = (False, f"--tasks {' '.join(args.tasks)}")
-    held = report.checks(checks)
+        summary[t.name] = task_tables(report, t, runs[t.name], grids[t.name], widths, args)
+    best_table(report, tasks, grids, widths, args)
+    held = report.checks(claim(tasks, grids, args))
     figure(report, tasks, runs, grids, widths, args)
-
-    def moves(t: Task, p: str) -> str:
-        g = grids[t.name][p]
-        return f"{PARAMETRIZATIONS[p]} {' '.join(best_labels(t, g))} (span {span(g)})"
-
-    report.verdict = (
-        f"best learning rate at widths {', '.join(map(str, widths))}: "
-        + "; ".join(
-            f"{TASKS[t.name]} ({t.optimizer}): {moves(t, 'sp')}, {moves(t, 'mup')}" for t in tasks
-        )
-        + "."
-        + report.failed(held)
-    )
+    report.verdict = verdict(tasks, grids, widths) + report.failed(held)
     summary["checks"] = held
     report.summary = summary
     return report.write()

@@ -59,6 +59,7 @@ SOURCE = "Noci et al. 2022, arXiv 2206.03126 (Theorem 3.2; Fig. 1, 2)"
 NORMS = ("post", "pre")
 SCALINGS = {"alpha = 1": False, "alpha = 1/sqrt(L)": True}
 P = 0.05
+Runs = dict[tuple[str, str, int], dict[str, np.ndarray]]  # (norm, residual, depth) -> fields
 
 
 def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -127,58 +128,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     x, y = windows(args)
     keys = jax.random.split(jax.random.key(14), args.seeds)
-    runs: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
-    for norm in NORMS:
-        for label, scaled in SCALINGS.items():
-            for depth in args.depths:
-                runs[norm, label, depth] = measure(args, norm, depth, scaled, x, y, keys)
+    runs = {
+        (norm, label, depth): measure(args, norm, depth, scaled, x, y, keys)
+        for norm in NORMS
+        for label, scaled in SCALINGS.items()
+        for depth in args.depths
+    }
     input_cosine = float(diagnostics.token_cosine(jax.nn.one_hot(x, 256)))
-
-    def last(norm, label, depth, field):
-        return runs[norm, label, depth][field][:, -1]
-
-    report.table(
-        f"Last block at init: token cosine and gradient-norm ratios (mean ± std over "
-        f"{args.seeds} seeds; the input bytes' one-hot cosine is {input_cosine:.3f})",
-        ["norm", "residual", "depth", "token cosine", "‖g_Q‖ / ‖g_V‖", "‖g_K‖ / ‖g_V‖"],
-        [
-            [
-                f"{norm}-LN",
-                label,
-                depth,
-                _common.spread(last(norm, label, depth, "cosine")),
-                _common.spread(last(norm, label, depth, "q_over_v")),
-                _common.spread(last(norm, label, depth, "k_over_v")),
-            ]
-            for (norm, label, depth) in runs
-        ],
-    )
-    shallow, deep = min(args.depths), max(args.depths)
-    plain, scaled = SCALINGS
-    checks: dict[str, tuple[bool, str]] = {}
-    for norm in NORMS:
-        a, b = last(norm, plain, shallow, "cosine"), last(norm, plain, deep, "cosine")
-        p = _common.welch_less(a, b)
-        checks[f"{norm}-LN, alpha = 1: token cosine rises from depth {shallow} to {deep}"] = (
-            bool(p < P),
-            f"{a.mean():.3f} -> {b.mean():.3f} (p {p:.2g})",
-        )
-        a, b = last(norm, scaled, deep, "cosine"), last(norm, plain, deep, "cosine")
-        p = _common.welch_less(a, b)
-        checks[f"{norm}-LN, depth {deep}: 1/sqrt(L) lowers the token cosine"] = (
-            bool(p < P),
-            f"{b.mean():.3f} -> {a.mean():.3f} (p {p:.2g})",
-        )
-        a, b = last(norm, plain, deep, "q_over_v"), last(norm, scaled, deep, "q_over_v")
-        p = _common.welch_less(a, b)
-        checks[f"{norm}-LN, depth {deep}: ‖g_Q‖/‖g_V‖ lower with alpha = 1 than 1/sqrt(L)"] = (
-            bool(p < P),
-            f"{a.mean():.3g} vs {b.mean():.3g} (p {p:.2g})",
-        )
-    held = report.checks(checks)
-    report.verdict = "; ".join(
-        f"{k}: {'yes' if held[k] else 'NO'} ({n})" for k, (_, n) in checks.items()
-    )
+    last_block_table(report, runs, args, input_cosine)
+    held = report.judge(claim_checks(runs, args))
     figure(report, runs, args)
     report.summary = {
         "depths": args.depths,
@@ -196,7 +154,63 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return report.write()
 
 
-def figure(report: _common.Report, runs: dict, args: argparse.Namespace) -> None:
+def last(runs: Runs, norm: str, label: str, depth: int, field: str) -> np.ndarray:
+    """``field`` of the last block, per seed."""
+    return runs[norm, label, depth][field][:, -1]
+
+
+def last_block_table(
+    report: _common.Report, runs: Runs, args: argparse.Namespace, input_cosine: float
+) -> None:
+    report.table(
+        f"Last block at init: token cosine and gradient-norm ratios (mean ± std over "
+        f"{args.seeds} seeds; the input bytes' one-hot cosine is {input_cosine:.3f})",
+        ["norm", "residual", "depth", "token cosine", "‖g_Q‖ / ‖g_V‖", "‖g_K‖ / ‖g_V‖"],
+        [
+            [
+                f"{norm}-LN",
+                label,
+                depth,
+                *(
+                    _common.spread(last(runs, norm, label, depth, f))
+                    for f in ("cosine", "q_over_v", "k_over_v")
+                ),
+            ]
+            for (norm, label, depth) in runs
+        ],
+    )
+
+
+def claim_checks(runs: Runs, args: argparse.Namespace) -> dict[str, tuple[bool, str]]:
+    """Per norm: the token cosine's rise with depth at alpha = 1, its fall with 1/sqrt(L) at the
+    largest depth, and the query/value gradient ratio's fall at alpha = 1 (Welch, p < P)."""
+    shallow, deep = min(args.depths), max(args.depths)
+    plain, scaled = SCALINGS
+    checks: dict[str, tuple[bool, str]] = {}
+    for norm in NORMS:
+        a, b = last(runs, norm, plain, shallow, "cosine"), last(runs, norm, plain, deep, "cosine")
+        p = _common.welch_less(a, b)
+        checks[f"{norm}-LN, alpha = 1: token cosine rises from depth {shallow} to {deep}"] = (
+            bool(p < P),
+            f"{a.mean():.3f} -> {b.mean():.3f} (p {p:.2g})",
+        )
+        a, b = last(runs, norm, scaled, deep, "cosine"), last(runs, norm, plain, deep, "cosine")
+        p = _common.welch_less(a, b)
+        checks[f"{norm}-LN, depth {deep}: 1/sqrt(L) lowers the token cosine"] = (
+            bool(p < P),
+            f"{b.mean():.3f} -> {a.mean():.3f} (p {p:.2g})",
+        )
+        a = last(runs, norm, plain, deep, "q_over_v")
+        b = last(runs, norm, scaled, deep, "q_over_v")
+        p = _common.welch_less(a, b)
+        checks[f"{norm}-LN, depth {deep}: ‖g_Q‖/‖g_V‖ lower with alpha = 1 than 1/sqrt(L)"] = (
+            bool(p < P),
+            f"{a.mean():.3g} vs {b.mean():.3g} (p {p:.2g})",
+        )
+    return checks
+
+
+def figure(report: _common.Report, runs: Runs, args: argparse.Namespace) -> None:
     """``jaxinit.plotting.rank_collapse_figure`` twice: per block at the largest depth, and the
     last block against depth."""
     deep = max(args.depths)

@@ -109,6 +109,8 @@ TOLERANCE = 0.15  # relative, on the 95% t-interval of the mean per-block step
 LEVEL = 0.95
 BN_EPSILON = 1e-5  # Flax's BatchNorm default
 CHUNK = 16  # seeds per vmapped step
+FIELDS = ("q", "mean_sq", "var", "branch_var", "skip_var")  # per block, measured and predicted
+Fields = dict[str, dict[str, np.ndarray]]  # network -> field -> values
 
 
 def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -251,9 +253,11 @@ def batch_images(args: argparse.Namespace, data: _common.Data) -> jax.Array:
     return jnp.asarray(x, jnp.float32)
 
 
-def measure(kind: str, args: argparse.Namespace, x: jax.Array, keys: jax.Array):
-    """``jaxinit.diagnostics.spp`` of ``kind`` per seed (leading axis: seeds) and the stem
-    output's mean square per seed."""
+def measure(
+    kind: str, args: argparse.Namespace, x: jax.Array, keys: jax.Array
+) -> tuple[diagnostics.SPP, dict[str, np.ndarray]]:
+    """``jaxinit.diagnostics.spp`` of ``kind`` per seed (leading axis: seeds), and its fields
+    in float64 with the output's mean square ``q`` and the stem output's ``q0`` per seed."""
     model = model_for(kind, args)
 
     stem = _conv(args.width, "stem", jaxinit.lecun_normal())
@@ -264,7 +268,10 @@ def measure(kind: str, args: argparse.Namespace, x: jax.Array, keys: jax.Array):
         q0 = diagnostics.channel_mean_sq(h) + diagnostics.channel_var(h)
         return diagnostics.spp(model, variables, x, blocks="block*", branch="branch"), q0
 
-    return jax.jit(lambda k: jax.lax.map(one, k, batch_size=CHUNK))(keys)
+    s, q0 = jax.jit(lambda k: jax.lax.map(one, k, batch_size=CHUNK))(keys)
+    fields = {f: np.asarray(getattr(s, f), np.float64) for f in FIELDS[1:]}
+    q = fields["mean_sq"] + fields["var"]
+    return s, {**fields, "q": q, "q0": np.asarray(q0, np.float64)}
 
 
 def slopes(y: np.ndarray) -> np.ndarray:
@@ -280,46 +287,18 @@ def inside(pred: np.ndarray, measured: np.ndarray) -> np.ndarray:
     return (pred >= lo) & (pred <= hi)
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    args = arguments(argv)
-    data = _common.load_data(args)
-    args.pool = args.pool or (1 if data.name == "digits" else 2)
-    report = _common.Report(
-        NAME, "Signal propagation plots of three ResNets at initialization", CLAIM, SOURCE, args
-    )
-    report.data = data
-    x = batch_images(args, data)
-    samples = int(np.prod(x.shape[:3]))
-    keys = jax.random.split(jax.random.key(14), args.seeds)
-    results: dict[str, diagnostics.SPP] = {}
-    measured: dict[str, dict[str, np.ndarray]] = {}
-    predicted: dict[str, dict[str, np.ndarray]] = {}
-    for label, kind in KINDS.items():
-        s, q0 = measure(kind, args, x, keys)
-        results[label] = s
-        measured[label] = {
-            "mean_sq": np.asarray(s.mean_sq, np.float64),
-            "var": np.asarray(s.var, np.float64),
-            "branch_var": np.asarray(s.branch_var, np.float64),
-            "skip_var": np.asarray(s.skip_var, np.float64),
-        }
-        measured[label]["q"] = measured[label]["mean_sq"] + measured[label]["var"]
-        measured[label]["q0"] = np.asarray(q0, np.float64)
-        predicted[label] = predict(kind, args, samples)
-
-    last = args.blocks - 1
-    shown = sorted({0, args.blocks // 4, args.blocks // 2, last})
+def block_table(
+    report: _common.Report, measured: Fields, predicted: Fields, args: argparse.Namespace
+) -> None:
+    """Measured (mean ± std over seeds) and predicted fields at four blocks per network."""
+    shown = sorted({0, args.blocks // 4, args.blocks // 2, args.blocks - 1})
     rows = []
     for label in KINDS:
         m, p = measured[label], predicted[label]
-        for i in shown:
-            rows.append(
-                [label, i]
-                + [
-                    f"{_common.spread(m[f][:, i])} ({_common.fmt(p[f][i])})"
-                    for f in ("q", "mean_sq", "var", "branch_var", "skip_var")
-                ]
-            )
+        rows += [
+            [label, i, *(f"{_common.spread(m[f][:, i])} ({_common.fmt(p[f][i])})" for f in FIELDS)]
+            for i in shown
+        ]
     report.table(
         f"Per block at init, measured mean ± std over {args.seeds} seeds (predicted): the "
         "output's mean square q = channel_mean_sq + channel_var, its two parts, the branch's "
@@ -327,54 +306,62 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ["network", "block", "q", "channel mean²", "channel var", "branch var", "skip var"],
         rows,
     )
+
+
+def growth_checks(
+    measured: Fields, predicted: Fields, args: argparse.Namespace
+) -> tuple[dict[str, tuple[bool, str]], dict[str, Any]]:
+    """Each network's growth law, checked on the mean per-block step of ``q`` (95% CI within
+    ``TOLERANCE`` of the closed form), and what was found per network."""
     beta2 = np.asarray(betas(args.blocks, args.alpha)) ** 2
     growth = {
         "BN-ResNet": (
             "q_{l+1} - q_l",
             1.0,
             "each block adds 1 to q (q_l = q_stem + l: the skip grows like l + 1)",
+            lambda q, q_in: q - q_in,
         ),
         "NF-ResNet": (
             "(q_{l+1} - q_l) beta_l^2 / q_l",
             args.alpha**2,
             f"each block adds alpha^2 = {args.alpha**2:g} times q_l / beta_l^2 "
             "(q_l = q_stem (1 + l alpha^2))",
+            lambda q, q_in: (q - q_in) * beta2 / q_in,
         ),
-        "He no-BN": ("q_{l+1} / q_l", 2.0, "each block doubles q (q_l = q_stem 2^l)"),
+        "He no-BN": (
+            "q_{l+1} / q_l",
+            2.0,
+            "each block doubles q (q_l = q_stem 2^l)",
+            lambda q, q_in: q / q_in,
+        ),
     }
     checks: dict[str, tuple[bool, str]] = {}
     found: dict[str, Any] = {}
-    for label, (what, expect, text) in growth.items():
+    for label, (what, expect, text, step) in growth.items():
         m, p = measured[label], predicted[label]
-        steps = {}
-        for name, q, q_in in (
-            ("measured", m["q"], np.concatenate([m["q0"][:, None], m["q"][:, :-1]], axis=1)),
-            ("predicted", p["q"][None], np.concatenate([[1.0], p["q"][:-1]])[None]),
-        ):
-            if label == "BN-ResNet":
-                steps[name] = q - q_in
-            elif label == "NF-ResNet":
-                steps[name] = (q - q_in) * beta2 / q_in
-            else:
-                steps[name] = q / q_in
-        sp = _common.spread(steps["measured"].mean(axis=1))
-        pred = float(steps["predicted"].mean())
+        sp = _common.spread(
+            step(m["q"], np.concatenate([m["q0"][:, None], m["q"][:, :-1]], axis=1)).mean(axis=1)
+        )
+        pred = float(step(p["q"][None], np.concatenate([[1.0], p["q"][:-1]])[None]).mean())
         ok = (1 - TOLERANCE) * expect <= sp.lo and sp.hi <= (1 + TOLERANCE) * expect
         checks[f"{label}: {text}; 95% CI of the mean {what} within {TOLERANCE:.0%}"] = (
             bool(ok),
             f"{sp.mean:.4g} (95% CI {sp.lo:.4g} .. {sp.hi:.4g}; mean-field {pred:.4g})",
         )
         found[label] = {"per_block": sp.as_dict(), "predicted": pred, "of": what}
-    log_growth = _common.spread(slopes(np.log2(measured["He no-BN"]["q"])))
-    found["He no-BN"]["log2_slope"] = log_growth.as_dict()
+    return checks, found
+
+
+def band_checks(
+    report: _common.Report, measured: Fields, predicted: Fields
+) -> tuple[dict[str, tuple[bool, str]], dict[str, dict[str, float]]]:
+    """Per network: whether the predicted ``q`` is inside the seed band at every block (the
+    check), and the fraction of blocks inside it for every field (a table, not checked)."""
+    checks: dict[str, tuple[bool, str]] = {}
     coverage: dict[str, dict[str, float]] = {}
     for label in KINDS:
         m, p = measured[label], predicted[label]
-        cov = {
-            f: float(inside(p[f], m[f]).mean())
-            for f in ("q", "mean_sq", "var", "branch_var", "skip_var")
-        }
-        coverage[label] = cov
+        coverage[label] = {f: float(inside(p[f], m[f]).mean()) for f in FIELDS}
         ok_q = inside(p["q"], m["q"])
         checks[f"{label}: predicted q inside the measured 95% seed band at every block"] = (
             bool(ok_q.all()),
@@ -385,7 +372,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ["network", "q", "channel mean²", "channel var", "branch var", "skip var"],
         [[label, *(f"{v:.2f}" for v in cov.values())] for label, cov in coverage.items()],
     )
-    held = report.checks(checks)
+    return checks, coverage
+
+
+def he_growth_text(report: _common.Report, q: np.ndarray) -> _common.Spread:
+    """The He network's typical growth per block (each seed's slope of ``log2 q``) against the
+    expected doubling, as text; returns the slopes' spread."""
+    log_growth = _common.spread(slopes(np.log2(q)))
     report.text(
         "He no-BN: typical against expected growth",
         f"The mean-field doubling is of the expectation of q. Each seed's least-squares slope "
@@ -399,6 +392,30 @@ def main(argv: Sequence[str] | None = None) -> dict:
             else "; this run's interval does not resolve it."
         ),
     )
+    return log_growth
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = arguments(argv)
+    data = _common.load_data(args)
+    args.pool = args.pool or (1 if data.name == "digits" else 2)
+    report = _common.Report(
+        NAME, "Signal propagation plots of three ResNets at initialization", CLAIM, SOURCE, args
+    )
+    report.data = data
+    x = batch_images(args, data)
+    samples = int(np.prod(x.shape[:3]))
+    keys = jax.random.split(jax.random.key(14), args.seeds)
+    results: dict[str, diagnostics.SPP] = {}
+    measured: Fields = {}
+    predicted: Fields = {label: predict(kind, args, samples) for label, kind in KINDS.items()}
+    for label, kind in KINDS.items():
+        results[label], measured[label] = measure(kind, args, x, keys)
+    block_table(report, measured, predicted, args)
+    checks, found = growth_checks(measured, predicted, args)
+    band, coverage = band_checks(report, measured, predicted)
+    held = report.checks(checks | band)
+    found["He no-BN"]["log2_slope"] = he_growth_text(report, measured["He no-BN"]["q"]).as_dict()
     per = {k: found[k]["per_block"]["mean"] for k in KINDS}
     report.verdict = (
         f"per block, BN-ResNet adds {per['BN-ResNet']:.3g} to q (1), NF-ResNet "
