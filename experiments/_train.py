@@ -1,6 +1,7 @@
 """Models over seeds for the experiment scripts: initialize, LSUV, measure, train and score a
 stack of models (every leaf of ``variables`` has a leading axis, one entry per model), each as
-one jitted ``jax.vmap``.
+one jitted ``jax.vmap`` (training and scoring optionally as a ``lax.map`` over the models).
+:func:`fit` is the one training loop that every script's training runs.
 
 A stack usually holds one model per (initializer, seed) pair, the initializers one after the
 other (:func:`concat`), so ``values.reshape(inits, seeds, ...)`` separates them again. A model
@@ -107,6 +108,43 @@ def _forward(model: Any, apply_kwargs: dict[str, Any]) -> Callable[..., Any]:
     return model
 
 
+def fit(
+    loss: Callable[[Any, Any, Any], tuple[jax.Array, Any]],
+    optimizer: optax.GradientTransformation,
+    params: Any,
+    inputs: Any,
+    *,
+    stats: Any = None,
+    length: int | None = None,
+    batch: Callable[[Any], Any] = lambda i: i,
+    grad_mask: Any = None,
+    trace: Callable[[Any], Any] | None = None,
+) -> tuple[Any, Any, Any]:
+    """The experiments' training loop: one ``optimizer`` update of ``params`` per step, in one
+    ``lax.scan`` over ``inputs`` (``length`` steps; ``inputs`` may be None).
+
+    Step ``t`` evaluates ``loss(params, stats, batch(inputs[t])) -> (value, new stats)`` and its
+    gradient in ``params``; ``stats`` (e.g. BatchNorm statistics) is carried, not trained.
+    ``grad_mask`` (a pytree like ``params``) multiplies the gradient: 0 freezes a parameter.
+
+    Returns the trained params, the final stats and per step the loss before the update, or
+    ``(loss, trace(params))`` with ``trace``.
+    """
+
+    def step(carry, i):
+        params, stats, state = carry
+        (value, stats), g = jax.value_and_grad(loss, has_aux=True)(params, stats, batch(i))
+        if grad_mask is not None:
+            g = jax.tree.map(jnp.multiply, g, grad_mask)
+        updates, state = optimizer.update(g, state, params)
+        out = value if trace is None else (value, trace(params))
+        return (optax.apply_updates(params, updates), stats, state), out
+
+    carry = (params, stats, optimizer.init(params))
+    (params, stats, _), out = jax.lax.scan(step, carry, inputs, length=length)
+    return params, stats, out
+
+
 def train_stacked(
     model: Any,
     variables: Any,
@@ -119,9 +157,11 @@ def train_stacked(
     batch: int | None = None,
     loss: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
     trace: Callable[[Any], Any] | None = None,
+    grad_masks: Any = None,
+    one_by_one: bool = False,
     **apply_kwargs: Any,
 ) -> Trained:
-    """Train a stack of models in one jitted ``vmap`` of a ``lax.scan`` over steps.
+    """Train a stack of models with :func:`fit`, in one jitted ``vmap`` over the models.
 
     Each step takes ``loss(model(variables, xb), yb)`` and one ``optimizer`` update of the
     ``params``. With ``batch`` the minibatches are drawn from ``(x, y)`` in epoch-wise shuffles
@@ -140,6 +180,11 @@ def train_stacked(
       batch: Minibatch size, or None for full-batch steps.
       loss: ``loss(output, targets) -> scalar``; default softmax cross-entropy.
       trace: A function of the params recorded before every step (e.g. a symmetry measure).
+      grad_masks: Per model, a pytree like ``params`` that multiplies the gradient (0 freezes a
+        parameter), stacked like ``variables``.
+      one_by_one: Train the models one after the other (``lax.map``) instead of in a
+        ``vmap``: a ``vmap`` over models turns every convolution into a grouped one, which
+        XLA's CPU backend runs several times slower than the models in turn.
 
     Returns:
       A :class:`Trained`.
@@ -150,7 +195,8 @@ def train_stacked(
     if batch is not None and order_keys is None:
         raise ValueError("train_stacked: minibatches (batch=) need order_keys")
 
-    def loss_fn(params, stats, xb, yb):
+    def loss_fn(params, stats, xy):
+        xb, yb = xy
         if not bn:
             return loss(forward({"params": params}, xb), yb), stats
         out, upd = forward({"params": params, "batch_stats": stats}, xb, mutable=["batch_stats"])
@@ -163,29 +209,40 @@ def train_stacked(
         perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, epochs))
         return perms.reshape(-1)[: steps * batch].reshape(steps, batch)
 
-    def train(v, key, x, y):
-        def step(carry, idx):
-            params, stats, state = carry
-            xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-            (value, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, xb, yb)
-            updates, state = optimizer.update(g, state, params)
-            out = value if trace is None else (value, trace(params))
-            return (optax.apply_updates(params, updates), stats, state), out
-
-        carry = (v["params"], v.get("batch_stats", {}), optimizer.init(v["params"]))
-        (params, stats, _), out = jax.lax.scan(step, carry, order(key), length=steps)
+    def train(v, key, mask, x, y):
+        params, stats, out = fit(
+            loss_fn,
+            optimizer,
+            v["params"],
+            order(key),
+            stats=v.get("batch_stats", {}),
+            length=steps,
+            batch=lambda idx: (x, y) if idx is None else (x[idx], y[idx]),
+            grad_mask=mask,
+            trace=trace,
+        )
         return {"params": params, **({"batch_stats": stats} if bn else {})}, out
 
-    key_axis = None if order_keys is None else 0
-    run = jax.jit(jax.vmap(train, in_axes=(0, key_axis, None, None)))
-    trained, out = run(variables, order_keys, x, y)
+    if one_by_one:
+        run = jax.jit(lambda m, x, y: jax.lax.map(lambda a: train(*a, x, y), m))
+        trained, out = run((variables, order_keys, grad_masks), x, y)
+    else:
+        run = jax.jit(jax.vmap(train, in_axes=(0, 0, 0, None, None)))
+        trained, out = run(variables, order_keys, grad_masks, x, y)
     return Trained(trained, *out) if trace is not None else Trained(trained, out)
 
 
 def accuracy_stacked(
-    model: nn.Module, variables: Any, x: jax.Array, y: jax.Array, chunk: int = 1000, **kwargs: Any
+    model: nn.Module,
+    variables: Any,
+    x: jax.Array,
+    y: jax.Array,
+    chunk: int = 1000,
+    one_by_one: bool = False,
+    **kwargs: Any,
 ) -> np.ndarray:
-    """Accuracy on ``(x, y)`` of each model of a stack, in chunks of ``chunk`` examples."""
+    """Accuracy on ``(x, y)`` of each model of a stack, in chunks of ``chunk`` examples, the
+    models in a ``vmap`` or ``one_by_one`` (see :func:`train_stacked`)."""
     n = x.shape[0] // chunk * chunk
     if n == 0:
         chunk, n = x.shape[0], x.shape[0]
@@ -199,6 +256,8 @@ def accuracy_stacked(
 
         return jax.lax.map(one, (xs, ys)).sum() / n
 
+    if one_by_one:
+        return np.asarray(jax.jit(lambda vs: jax.lax.map(lambda v: acc(v, xs, ys), vs))(variables))
     return np.asarray(jax.jit(jax.vmap(acc, in_axes=(0, None, None)))(variables, xs, ys))
 
 

@@ -278,58 +278,32 @@ def init_setting(
 
 
 def train(args, model, variables, masks, im, keys) -> tuple[np.ndarray, np.ndarray]:
-    """SGD with momentum on every model of the stack; returns accuracy and step losses."""
+    """SGD with momentum on every model of the stack, one model after the other (a ``vmap``
+    over models would make every convolution a grouped one); returns accuracy and step
+    losses."""
     n_models = jax.tree.leaves(variables)[0].shape[0]
-    order_keys = jnp.concatenate([keys] * (n_models // args.seeds))
-    opt = optax.sgd(args.lr, momentum=0.9)
-    bn = "batch_stats" in variables
-    n = im.x_train.shape[0]
-
-    def one(v, m, key):
-        def loss_fn(params, stats, xb, yb):
-            if not bn:
-                return _train.cross_entropy(model.apply({"params": params}, xb, True), yb), stats
-            out, upd = model.apply(
-                {"params": params, "batch_stats": stats}, xb, True, mutable=["batch_stats"]
-            )
-            return _train.cross_entropy(out, yb), upd["batch_stats"]
-
-        epochs = -(-args.steps * args.batch // n)
-        perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, epochs))
-        order = perms.reshape(-1)[: args.steps * args.batch].reshape(args.steps, args.batch)
-
-        def step(carry, idx):
-            params, stats, state = carry
-            (value, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(
-                params, stats, im.x_train[idx], im.y_train[idx]
-            )
-            g = jax.tree.map(jnp.multiply, g, m)
-            updates, state = opt.update(g, state, params)
-            return (optax.apply_updates(params, updates), stats, state), value
-
-        carry = (v["params"], v.get("batch_stats", {}), opt.init(v["params"]))
-        (params, stats, _), losses = jax.lax.scan(step, carry, order)
-        return {"params": params, **({"batch_stats": stats} if bn else {})}, losses
-
-    def score(v):
-        chunk = math.gcd(im.y_eval.shape[0], 500)
-        chunks = im.x_eval.reshape(-1, chunk, *im.x_eval.shape[1:])
-        labels = im.y_eval.reshape(-1, chunk)
-        hits = jax.lax.map(
-            lambda xy: (model.apply(v, xy[0], False).argmax(-1) == xy[1]).sum(), (chunks, labels)
-        )
-        return hits.sum() / im.y_eval.shape[0]
-
-    # lax.map, not vmap: a vmap over models turns every convolution into a grouped one, which
-    # XLA's CPU backend runs several times slower than the models one after the other.
     t0 = time.perf_counter()
-    trained, losses = jax.block_until_ready(
-        jax.jit(lambda a: jax.lax.map(lambda m: one(*m), a))((variables, masks, order_keys))
+    run = _train.train_stacked(
+        model,
+        variables,
+        im.x_train,
+        im.y_train,
+        jnp.concatenate([keys] * (n_models // args.seeds)),
+        steps=args.steps,
+        batch=args.batch,
+        optimizer=optax.sgd(args.lr, momentum=0.9),
+        grad_masks=masks,
+        one_by_one=True,
+        train=True,
     )
+    losses = np.asarray(run.losses)
     t1 = time.perf_counter()
-    acc = np.asarray(jax.jit(lambda t: jax.lax.map(score, t))(trained))
+    chunk = math.gcd(im.y_eval.shape[0], 500)
+    acc = _train.accuracy_stacked(
+        model, run.variables, im.x_eval, im.y_eval, chunk, one_by_one=True, train=False
+    )
     print(f"  trained in {t1 - t0:.1f} s, scored in {time.perf_counter() - t1:.1f} s")
-    return np.where(np.isfinite(acc), acc, 0.0), np.asarray(losses)
+    return np.where(np.isfinite(acc), acc, 0.0), losses
 
 
 def paired_p(worse: np.ndarray, better: np.ndarray) -> float:

@@ -55,6 +55,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, cast
 
 import _common
+import _train
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -353,19 +354,14 @@ def lower(task: Task, parametrization: str, width: int, keys: jax.Array, args) -
         )
         if parametrization == "mup" and args.zero_init:
             variables = jaxinit.tree.zero(variables, ZERO_INIT[task.name])
-        params = variables["params"]
-
-        def step(carry, t):
-            params, state = carry
-            x, y = task.sample(arrays, data_key, t)
-            loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-            updates, state = opt.update(grads, state, params)
-            # The chain ends in optax.scale(1.0): the swept rate is its exact replacement.
-            updates = jax.tree.map(lambda u: lr * u, updates)
-            return (optax.apply_updates(params, updates), state), loss
-
-        carry = (params, opt.init(params))
-        (params, _), losses = jax.lax.scan(step, carry, jnp.arange(task.steps))
+        params, _, losses = _train.fit(
+            lambda params, stats, xy: (loss_fn(params, *xy), stats),
+            # opt ends in optax.scale(1.0): the swept rate is its exact replacement.
+            optax.chain(opt, optax.scale(lr)),
+            variables["params"],
+            jnp.arange(task.steps),
+            batch=lambda t: task.sample(arrays, data_key, t),
+        )
         return loss_fn(params, *task.val(arrays)), losses
 
     lrs = 2.0 ** np.asarray(task.log2_lrs, np.float32)

@@ -17,6 +17,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from _data import require
 
@@ -122,6 +123,60 @@ def test_lsuv_stacked_equals_lsuv_per_seed(load):
         assert bool(np.all(report.converged))
         for got, want in zip(jax.tree.leaves(stacked), jax.tree.leaves(one), strict=True):
             np.testing.assert_allclose(got[s], want, rtol=rtol)
+
+
+def test_fit_is_gradient_descent_with_frozen_leaves(load):
+    # On 0.5 ||p - t||^2, SGD with rate r gives p_k - t = (1 - r)^k (p_0 - t) exactly in real
+    # arithmetic; a leaf whose mask is 0 never moves, and the carried stats pass through.
+    train = load("_train")
+    r, steps = 0.25, 6
+    target = {"a": jnp.array([1.0, -2.0]), "b": jnp.array(3.0)}
+    p0 = {"a": jnp.array([5.0, 2.0]), "b": jnp.array(-1.0)}
+
+    def loss(p, stats, batch):
+        sq = sum(jnp.sum((p[k] - target[k]) ** 2) for k in p)
+        return 0.5 * sq * batch, stats + 1
+
+    params, stats, losses = train.fit(
+        loss,
+        optax.sgd(r),
+        p0,
+        jnp.ones(steps),
+        stats=jnp.int32(0),
+        grad_mask={"a": jnp.ones(2), "b": jnp.zeros(())},
+    )
+    decay = (1 - r) ** np.arange(steps + 1)
+    np.testing.assert_allclose(params["a"], target["a"] + decay[-1] * (p0["a"] - target["a"]))
+    assert float(params["b"]) == float(p0["b"])
+    assert int(stats) == steps
+    d_a = np.sum((np.asarray(p0["a"]) - np.asarray(target["a"])) ** 2)
+    d_b = float(p0["b"] - target["b"]) ** 2
+    np.testing.assert_allclose(losses, 0.5 * (decay[:-1] ** 2 * d_a + d_b), rtol=1e-6)
+
+
+def test_train_stacked_one_by_one_equals_vmap(load):
+    # Claim 8 trains its convnets with lax.map over the models (XLA:CPU runs a vmapped
+    # convolution as a slower grouped one); both must train the same models.
+    train = load("_train")
+    model = MLP(depth=2, width=8, num_outputs=3)
+    x = jax.random.normal(jax.random.key(0), (32, 8))
+    y = jax.random.randint(jax.random.key(1), (32,), 0, 3)
+    keys = jax.random.split(jax.random.key(2), 3)
+    variables = jax.vmap(lambda k: model.init(k, x[:1]))(keys)
+    masks = jax.tree.map(lambda a: jnp.ones_like(a).at[1].set(0.0), variables["params"])
+    kw = dict(steps=5, batch=8, optimizer=optax.sgd(0.1, momentum=0.9), grad_masks=masks)
+    a = train.train_stacked(model, variables, x, y, keys, **kw)
+    b = train.train_stacked(model, variables, x, y, keys, one_by_one=True, **kw)
+    rtol = 10 * float(jnp.finfo(jnp.float32).eps)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(u, v, rtol=rtol, atol=rtol)
+    for u, v in zip(jax.tree.leaves(a.variables), jax.tree.leaves(variables), strict=True):
+        np.testing.assert_array_equal(u[1], v[1])  # model 1 is frozen by its mask
+        assert not np.array_equal(u[0], v[0])
+    acc = train.accuracy_stacked(model, a.variables, x, y, chunk=8)
+    np.testing.assert_array_equal(
+        acc, train.accuracy_stacked(model, a.variables, x, y, chunk=8, one_by_one=True)
+    )
 
 
 # --------------------------------------------------------------------------- claim 3
