@@ -269,7 +269,10 @@ def measure(
         return diagnostics.spp(model, variables, x, blocks="block*", branch="branch"), q0
 
     s, q0 = jax.jit(lambda k: jax.lax.map(one, k, batch_size=CHUNK))(keys)
-    fields = {f: np.asarray(getattr(s, f), np.float64) for f in FIELDS[1:]}
+    fields = {
+        f: np.asarray(getattr(s, f), np.float64)
+        for f in ("mean_sq", "var", "branch_var", "skip_var")
+    }
     q = fields["mean_sq"] + fields["var"]
     return s, {**fields, "q": q, "q0": np.asarray(q0, np.float64)}
 

@@ -146,12 +146,15 @@ def test_fit_is_gradient_descent_with_frozen_leaves(load):
         grad_mask={"a": jnp.ones(2), "b": jnp.zeros(())},
     )
     decay = (1 - r) ** np.arange(steps + 1)
-    np.testing.assert_allclose(params["a"], target["a"] + decay[-1] * (p0["a"] - target["a"]))
+    rtol = 10 * float(jnp.finfo(jnp.float32).eps)  # a few float32 roundings per step, 6 steps
+    np.testing.assert_allclose(
+        params["a"], target["a"] + decay[-1] * (p0["a"] - target["a"]), rtol=rtol
+    )
     assert float(params["b"]) == float(p0["b"])
     assert int(stats) == steps
     d_a = np.sum((np.asarray(p0["a"]) - np.asarray(target["a"])) ** 2)
     d_b = float(p0["b"] - target["b"]) ** 2
-    np.testing.assert_allclose(losses, 0.5 * (decay[:-1] ** 2 * d_a + d_b), rtol=1e-6)
+    np.testing.assert_allclose(losses, 0.5 * (decay[:-1] ** 2 * d_a + d_b), rtol=rtol)
 
 
 def test_train_stacked_one_by_one_equals_vmap(load):
